@@ -1,0 +1,48 @@
+"""Every environment variable apix reads, with its default (one place, documented in docs/configuration.md)."""
+
+from __future__ import annotations
+
+#: SQLAlchemy URL of the metadata store. Default: a SQLite file under ``./.apix/``.
+DATABASE_URL_ENV = "APIX_DATABASE_URL"
+#: SQLAlchemy URL of the local (SQL-table) queue transport. Default: ``./.apix/queues.db`` when the
+#: metadata store is the embedded default, else the same database as ``APIX_DATABASE_URL``.
+QUEUE_URL_ENV = "APIX_QUEUE_URL"
+#: Tenant for triggers that carry none (schedules, foreign messages without a ``tenant_id`` attribute).
+TENANT_ID_ENV = "APIX_TENANT_ID"
+#: HTTP header that carries the tenant of an HTTP trigger.
+TENANT_HEADER_ENV = "APIX_TENANT_HEADER"
+#: Directory of the embedded default database files.
+HOME_ENV = "APIX_HOME"
+#: Apply Alembic migrations when the app starts ("true"/"false"). Default: true for SQLite only.
+AUTO_MIGRATE_ENV = "APIX_AUTO_MIGRATE"
+#: Log level of the ``apix`` loggers.
+LOG_LEVEL_ENV = "APIX_LOG_LEVEL"
+#: "json" (default) or "text".
+LOG_FORMAT_ENV = "APIX_LOG_FORMAT"
+#: Maximum deliveries of a message before it is dead-lettered.
+MAX_ATTEMPTS_ENV = "APIX_MAX_ATTEMPTS"
+#: Messages received and processed per transaction by local workers.
+BATCH_SIZE_ENV = "APIX_BATCH_SIZE"
+#: Seconds a received local-queue message stays invisible to other workers.
+VISIBILITY_TIMEOUT_ENV = "APIX_VISIBILITY_TIMEOUT"
+#: Largest message (UTF-8 bytes) the local transport accepts.
+LOCAL_MAX_MESSAGE_BYTES_ENV = "APIX_LOCAL_MAX_MESSAGE_BYTES"
+#: Seconds to wait for a database connection or lock before failing with a clear error.
+DB_TIMEOUT_ENV = "APIX_DB_TIMEOUT"
+
+DEFAULT_HOME = ".apix"
+DEFAULT_DATABASE_FILE = "apix.db"
+DEFAULT_QUEUE_FILE = "queues.db"
+DEFAULT_TENANT_HEADER = "X-Tenant-Id"
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_VISIBILITY_TIMEOUT = 30.0
+DEFAULT_LOCAL_MAX_MESSAGE_BYTES = 1024 * 1024
+DEFAULT_DB_TIMEOUT = 10.0
+
+#: Version of the JSON envelope written by :meth:`apix_core.Message.to_queue_data`.
+ENVELOPE_VERSION = 1
+#: Key that marks a queue body as an apix envelope (its value is the envelope version).
+ENVELOPE_KEY = "apix"
+#: Message attribute that carries the tenant of a foreign (non-apix) queue message.
+TENANT_ATTRIBUTE = "tenant_id"

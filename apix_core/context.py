@@ -1,0 +1,169 @@
+"""``ProcessorContext``: what a processor may touch while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+from apix_core.exceptions import ProcessorContextError, TopologyError
+from apix_core.hashing import content_hash, deterministic_id
+from apix_core.message import EntityReference, Message
+from apix_core.outputs import OutputHandler, QueueOutputHandler
+from apix_core.store.entities import (
+    Entity,
+    EntityWriteBatch,
+    EntityWriteResult,
+    PendingEntity,
+    PendingTransition,
+)
+
+if TYPE_CHECKING:
+    from apix_core.store.repositories import Store
+
+
+class EntityAccess(Protocol):
+    """How a context inside the handler's transaction reads and flushes entities."""
+
+    async def flush(self, ctx: ProcessorContext) -> None: ...
+
+    async def read_entity(self, entity_id: str) -> Entity: ...
+
+
+def entity_id_for(tenant_id: str, canonical_type: str, source: str, external_id: str) -> str:
+    """The id of an entity is derived from its natural key: the same on every redelivery."""
+    return deterministic_id("entity", tenant_id, canonical_type, source, external_id)
+
+
+class ProcessorContext:
+    """Per-message services for a processor (sync or async).
+
+    Writes (``persist_entity``, ``transition``, ``send``) are buffered and committed with the
+    message's idempotency record and outbox rows in one transaction once the processor returns
+    successfully; if it fails, they are discarded.
+    """
+
+    def __init__(
+        self,
+        *,
+        message: Message,
+        processor_name: str,
+        produces: tuple[str, ...] = (),
+        store: Store | None = None,
+        logger: logging.Logger | None = None,
+        payload: BaseModel | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        access: EntityAccess | None = None,
+    ) -> None:
+        self.message = message
+        self.tenant_id = message.tenant_id
+        self.processor_name = processor_name
+        self.produces = produces
+        self.store = store
+        self.logger = logger or logging.getLogger(f"apix.processor.{processor_name}")
+        #: The payload validated by the processor's ``payload=`` model, if it declared one.
+        self.payload = payload
+        self.writes = EntityWriteBatch()
+        self.outputs: list[OutputHandler] = []
+        #: Versions of entities written so far by this call (filled when writes are flushed).
+        self.written: dict[str, EntityWriteResult] = {}
+        self._loop = loop
+        self._access = access
+
+    # -- entities -------------------------------------------------------------------------
+    def persist_entity(
+        self,
+        external_id: str,
+        canonical_type: str,
+        source: str,
+        data: Any,
+        *,
+        state: str | None = None,
+        **attributes: Any,
+    ) -> str:
+        """Record the metadata of an entity (its content hash, never its content); returns its id.
+
+        ``attributes`` are stored as given: pass identifiers and flags, not content.
+        """
+        if self.store is None:
+            raise ProcessorContextError(
+                "persist_entity needs persistence (ProcessorConfig.enable_persistence)"
+            )
+        entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)
+        self.writes.entities.append(
+            PendingEntity(
+                id=entity_id,
+                external_id=external_id,
+                canonical_type=canonical_type,
+                source=source,
+                content_hash=content_hash(data),
+                attributes=attributes,
+                state=state,
+                processor=self.processor_name,
+                message_id=self.message.message_id,
+            )
+        )
+        return entity_id
+
+    def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> None:
+        """Move an entity to ``to_state`` (recorded with the message's transaction)."""
+        self.writes.transitions.append(
+            PendingTransition(entity_id, to_state, reason, self.processor_name, self.message.message_id)
+        )
+
+    async def aget_entity(self, entity_id: str) -> Entity:
+        """The entity's current metadata, including this call's own pending writes."""
+        if self.store is None:
+            raise ProcessorContextError("get_entity needs persistence")
+        if self._access is None:
+            return await self.store.entities.get(entity_id)
+        if any(p.id == entity_id for p in self.writes.entities):
+            await self._access.flush(self)
+        return await self._access.read_entity(entity_id)
+
+    def get_entity(self, entity_id: str) -> Entity:
+        """Sync form of :meth:`aget_entity`, for ``def`` processors (they run in a worker thread)."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None or loop is None:
+            raise ProcessorContextError(
+                "ctx.get_entity() is for sync processors; in `async def` use "
+                "`await ctx.aget_entity(entity_id)`"
+            )
+        return asyncio.run_coroutine_threadsafe(self.aget_entity(entity_id), loop).result()
+
+    def reset(self) -> None:
+        """Drop buffered writes and outputs (before an in-invocation retry)."""
+        self.writes = EntityWriteBatch()
+        self.outputs = []
+        self.written = {}
+
+    # -- outputs --------------------------------------------------------------------------
+    def send(
+        self,
+        queue: str,
+        payload: dict[str, Any],
+        *,
+        entity: EntityReference | None = None,
+        metadata: dict[str, Any] | None = None,
+        delay_seconds: float = 0.0,
+    ) -> None:
+        """Send ``payload`` to ``queue`` (one of ``produces``) when the processor succeeds."""
+        if queue not in self.produces:
+            raise TopologyError(
+                f"processor {self.processor_name!r} may send to {list(self.produces)}, not {queue!r}"
+            )
+        self.outputs.append(
+            QueueOutputHandler(
+                destination=queue,
+                payload=payload,
+                entity=entity,
+                metadata=dict(metadata or {}),
+                delay_seconds=delay_seconds,
+            )
+        )

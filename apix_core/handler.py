@@ -1,0 +1,818 @@
+"""``ProcessorHandler``: runs one processor over deliveries with exactly-once effect.
+
+The path of a batch of deliveries (one tenant at a time):
+
+1. parse each body into a :class:`Message` (bad input → ``DEAD_LETTER`` outcome, typed error);
+2. open ONE transaction; claim ``(tenant, processor, message_id)`` in ``apix_idempotency``
+   (``INSERT ... ON CONFLICT DO NOTHING``: a concurrent duplicate blocks on the winner's row);
+   already-completed messages only re-dispatch their unsent outbox rows;
+3. run the processor; its entity writes, state transitions, outgoing messages (outbox rows)
+   and processing errors are written in the same transaction; failed messages drop their claim;
+4. commit, then dispatch the outbox rows and mark them sent.
+
+A crash before 4 rolls everything back; a crash after commit leaves unsent outbox rows that the
+redelivery of the same input re-sends under the same deterministic ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from apix_core.constants import DEFAULT_MAX_ATTEMPTS
+from apix_core.context import ProcessorContext
+from apix_core.errors import ErrorCategory, ErrorInfo, classify
+from apix_core.exceptions import (
+    ApixError,
+    ConfigurationError,
+    EnvelopeError,
+    PayloadValidationError,
+    TopologyError,
+    TransientError,
+    ValidationError,
+)
+from apix_core.hashing import deterministic_id
+from apix_core.message import EntityReference, Message, MessageType, envelope
+from apix_core.observability.logging import log_context
+from apix_core.observability.tracing import (
+    extract_trace_context,
+    get_tracer,
+    inject_trace_context,
+    tracing_enabled,
+)
+from apix_core.outbox import Dispatcher, OutboxRow, insert_rows, pending_rows
+from apix_core.outputs import FileOutputHandler, OutputHandler, QueueOutputHandler
+from apix_core.processor import (
+    FunctionProcessor,
+    ProcessorConfig,
+    ProcessorInterface,
+    ProcessorSpec,
+    build_spec,
+    is_async_processor,
+)
+from apix_core.result import ProcessingResult
+from apix_core.store.entities import (
+    Entity,
+    EntityWriteBatch,
+    PendingTransition,
+    apply_entity_writes,
+)
+from apix_core.store.models import entities, idempotency, processing_errors
+from apix_core.store.repositories import Store
+from apix_core.tenancy import tenant_context
+from apix_core.transport.base import QueueTransport, ReceivedMessage
+
+_log = logging.getLogger("apix.handler")
+
+FAILED_STATE = "failed"
+
+
+class OutcomeKind(StrEnum):
+    COMPLETED = "completed"
+    #: Already processed earlier; unsent outputs were re-dispatched.
+    DUPLICATE = "duplicate"
+    #: Not done: release for redelivery after ``delay_seconds``.
+    RETRY = "retry"
+    #: Never retry: move to the dead-letter destination with ``error``.
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass
+class Outcome:
+    kind: OutcomeKind
+    delivery: ReceivedMessage
+    message: Message | None = None
+    error: ErrorInfo | None = None
+    delay_seconds: float = 0.0
+    result: ProcessingResult | None = None
+
+    @property
+    def settled(self) -> bool:
+        """True when the delivery may be deleted from its queue (after dead-lettering if so)."""
+        return self.kind is not OutcomeKind.RETRY
+
+
+class _Failure(Exception):
+    """A processor returned ``ProcessingResult.create_failure``."""
+
+    def __init__(self, result: ProcessingResult) -> None:
+        super().__init__(result.error_message or "processor reported failure")
+        self.result = result
+        self.retryable = result.can_retry
+
+
+@dataclass
+class _Item:
+    index: int
+    delivery: ReceivedMessage
+    message: Message
+
+
+@dataclass
+class _Run:
+    ok: bool
+    rows: list[OutboxRow]
+    result: ProcessingResult | None = None
+    error: ErrorInfo | None = None
+    retry_after: float | None = None
+
+
+class _GroupAccess:
+    """Entity reads and read-your-writes flushes inside the group's transaction."""
+
+    def __init__(self, handler: ProcessorHandler, conn: AsyncConnection, tenant: str) -> None:
+        self.handler = handler
+        self.conn = conn
+        self.tenant = tenant
+        self.savepoint: AsyncTransaction | None = None
+
+    async def flush(self, ctx: ProcessorContext) -> None:
+        if not ctx.writes:
+            return
+        if self.savepoint is None:
+            # Writes flushed before the processor returns must vanish if it then fails.
+            self.savepoint = await self.conn.begin_nested()
+        cfg = self.handler.config
+        written = await apply_entity_writes(
+            self.conn,
+            self.tenant,
+            ctx.writes,
+            duplicate_detection=cfg.enable_duplicate_detection,
+            state_tracking=cfg.enable_state_tracking,
+            lock_rows=self.handler.db_is_postgres,
+        )
+        ctx.written.update(written)
+        ctx.writes = EntityWriteBatch()
+
+    async def read_entity(self, entity_id: str) -> Entity:
+        from apix_core.exceptions import EntityNotFoundError
+
+        row = (
+            await self.conn.execute(
+                sa.select(entities).where(
+                    entities.c.tenant_id == self.tenant, entities.c.id == entity_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise EntityNotFoundError(f"no entity {entity_id!r} for tenant {self.tenant!r}")
+        return Entity.model_validate(dict(row._mapping))
+
+    async def finish(self, ok: bool) -> None:
+        if self.savepoint is not None:
+            if ok:
+                await self.savepoint.commit()
+            else:
+                await self.savepoint.rollback()
+            self.savepoint = None
+
+
+class ProcessorHandler:
+    """Runs one registered processor with idempotency, outbox, retries and error routing."""
+
+    def __init__(
+        self,
+        spec: ProcessorSpec,
+        *,
+        store: Store | None = None,
+        transport: QueueTransport | None = None,
+        default_tenant: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.config = spec.config
+        self.max_attempts = spec.config.max_attempts or DEFAULT_MAX_ATTEMPTS
+        self.processor = spec.processor
+        self.store = store if self.config.enable_persistence else None
+        self.transport = transport
+        self.default_tenant = default_tenant
+        self.dispatcher = Dispatcher(self.store.db if self.store else None, transport)
+        self.db_is_postgres = bool(self.store and self.store.db.is_postgres)
+        self._is_async = is_async_processor(self.processor)
+        self._log = logging.getLogger(f"apix.processor.{self.name}")
+
+    # -- public API -----------------------------------------------------------------------
+    async def handle(
+        self, delivery: ReceivedMessage | Message, *, deadline: float | None = None
+    ) -> Outcome:
+        return (await self.handle_batch([delivery], deadline=deadline))[0]
+
+    async def handle_batch(
+        self,
+        deliveries: Sequence[ReceivedMessage | Message],
+        *,
+        deadline: float | None = None,
+    ) -> list[Outcome]:
+        """Process deliveries; returns one outcome per delivery, in order.
+
+        ``deadline`` (``time.monotonic()`` based) bounds in-invocation retries, e.g. a Lambda's
+        remaining time.
+        """
+        outcomes: list[Outcome | None] = [None] * len(deliveries)
+        groups: dict[str, list[_Item]] = {}
+        for i, raw in enumerate(deliveries):
+            delivery = raw if isinstance(raw, ReceivedMessage) else _as_delivery(raw, self.spec)
+            try:
+                message = raw if isinstance(raw, Message) else self._parse(delivery)
+            except EnvelopeError as exc:
+                outcomes[i] = Outcome(OutcomeKind.DEAD_LETTER, delivery, error=classify(exc))
+                self._log.warning(
+                    "rejected malformed message",
+                    extra={"message_id": delivery.message_id, "error_code": exc.code,
+                           "error": str(exc)},
+                )
+                continue
+            groups.setdefault(message.tenant_id, []).append(_Item(i, delivery, message))
+
+        for tenant, items in groups.items():
+            with tenant_context(tenant):
+                if self.store is None:
+                    await self._process_stateless(items, outcomes, deadline)
+                else:
+                    await self._process_group(tenant, items, outcomes, deadline)
+        await self._record_envelope_errors(deliveries, outcomes)
+        return [o for o in outcomes if o is not None]
+
+    def execute(self, message: Message) -> ProcessingResult:
+        """Synchronous convenience for scripts and tests (seed 002 API)."""
+        outcome = asyncio.run(self.handle(message))
+        if outcome.result is not None:
+            return outcome.result
+        error = outcome.error
+        return ProcessingResult.create_failure(
+            error.message if error else "not processed",
+            error.code if error else "NOT_PROCESSED",
+            can_retry=outcome.kind is OutcomeKind.RETRY,
+        )
+
+    # -- parsing --------------------------------------------------------------------------
+    def _parse(self, delivery: ReceivedMessage) -> Message:
+        tenant = delivery.attributes.get("tenant_id") or self.default_tenant
+        return Message.create_from_queue_data(
+            delivery.body,
+            default_tenant=tenant,
+            transport_message_id=delivery.message_id,
+            attempt=max(1, delivery.receive_count),
+        )
+
+    def _validated_payload(self, message: Message) -> BaseModel | None:
+        model = self.spec.payload_model
+        if model is None:
+            return None
+        try:
+            return model.model_validate(message.payload)
+        except PydanticValidationError as exc:
+            raise PayloadValidationError(
+                f"payload does not match {model.__name__}: "
+                + "; ".join(
+                    f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in exc.errors(include_url=False, include_input=False)
+                )
+            ) from None
+
+    # -- the transactional path -----------------------------------------------------------
+    async def _process_group(
+        self,
+        tenant: str,
+        items: list[_Item],
+        outcomes: list[Outcome | None],
+        deadline: float | None,
+    ) -> None:
+        assert self.store is not None
+        db = self.store.db
+        new_rows: list[OutboxRow] = []
+        redispatch: list[OutboxRow] = []
+        try:
+            async with db.transaction(tenant_id=tenant) as conn:
+                ids = list(dict.fromkeys(it.message.message_id for it in items))
+                claimed = await self._claim(conn, tenant, ids)
+                done = [i for i in ids if i not in claimed]
+                redispatch = await pending_rows(conn, tenant, self.name, done)
+                failed: list[str] = []
+                error_rows: list[dict[str, Any]] = []
+                seen: set[str] = set()
+                for it in items:
+                    mid = it.message.message_id
+                    if mid not in claimed or mid in seen:
+                        outcomes[it.index] = Outcome(OutcomeKind.DUPLICATE, it.delivery, it.message)
+                        continue
+                    seen.add(mid)
+                    run = await self._run_one(it.message, conn, tenant, deadline)
+                    if run.ok:
+                        new_rows.extend(run.rows)
+                        outcomes[it.index] = Outcome(
+                            OutcomeKind.COMPLETED, it.delivery, it.message, result=run.result
+                        )
+                        continue
+                    failed.append(mid)
+                    outcome = self._failure_outcome(it, run)
+                    outcomes[it.index] = outcome
+                    assert outcome.error is not None
+                    error_rows.append(self._error_row(tenant, it.message, outcome))
+                    if outcome.kind is OutcomeKind.DEAD_LETTER:
+                        await self._mark_entity_failed(conn, tenant, it.message, outcome.error)
+                if failed:
+                    await conn.execute(
+                        sa.delete(idempotency).where(
+                            idempotency.c.tenant_id == tenant,
+                            idempotency.c.processor == self.name,
+                            idempotency.c.message_id.in_(failed),
+                        )
+                    )
+                if error_rows:
+                    await conn.execute(sa.insert(processing_errors), error_rows)
+                await insert_rows(conn, new_rows)
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError, TransientError) as exc:
+            # The transaction is gone (lock timeout, concurrent insert, lost connection):
+            # nothing was committed, so every delivery of the group is simply redelivered.
+            info = classify(exc if isinstance(exc, TransientError) else TransientError(str(exc)))
+            self._log.warning("transaction failed; group released", extra={"error": info.message})
+            for it in items:
+                outcomes[it.index] = Outcome(
+                    OutcomeKind.RETRY, it.delivery, it.message, error=info,
+                    delay_seconds=self._redelivery_delay(it.message.attempt, None),
+                )
+            return
+        await self._dispatch(redispatch + new_rows, items, outcomes)
+
+    async def _claim(self, conn: AsyncConnection, tenant: str, ids: list[str]) -> set[str]:
+        """Insert idempotency rows; returns the ids this transaction now owns.
+
+        PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` blocks on a concurrent
+        duplicate's uncommitted row until it commits (then skips) or rolls back (then wins).
+        SQLite: the transaction already holds the database write lock (``BEGIN IMMEDIATE``).
+        """
+        if not ids:
+            return set()
+        now = datetime.now(UTC)
+        if self.db_is_postgres:
+            stmt = sa.text(
+                "INSERT INTO apix_idempotency (tenant_id, processor, message_id, status, created_at) "
+                "SELECT :tenant, :processor, m, 'completed', :now FROM unnest(CAST(:ids AS text[])) AS m "
+                "ON CONFLICT DO NOTHING RETURNING message_id"
+            )
+            rows = await conn.execute(
+                stmt, {"tenant": tenant, "processor": self.name, "now": now, "ids": ids}
+            )
+            return set(rows.scalars().all())
+        existing = set(
+            (
+                await conn.execute(
+                    sa.select(idempotency.c.message_id).where(
+                        idempotency.c.tenant_id == tenant,
+                        idempotency.c.processor == self.name,
+                        idempotency.c.message_id.in_(ids),
+                    )
+                )
+            ).scalars().all()
+        )
+        claimed = [mid for mid in ids if mid not in existing]
+        if claimed:
+            await conn.execute(
+                sa.insert(idempotency),
+                [
+                    {"tenant_id": tenant, "processor": self.name, "message_id": mid,
+                     "status": "completed", "created_at": now}
+                    for mid in claimed
+                ],
+            )
+        return set(claimed)
+
+    async def _dispatch(
+        self, rows: list[OutboxRow], items: list[_Item], outcomes: list[Outcome | None]
+    ) -> None:
+        if not rows:
+            return
+        try:
+            await self.dispatcher.dispatch(rows)
+        except Exception as exc:
+            # Committed but not sent: keep the input unacknowledged so its redelivery re-sends.
+            info = classify(TransientError(f"outbox dispatch failed: {exc}"))
+            self._log.warning("outbox dispatch failed", extra={"error": str(exc)})
+            pending = {r.source_message_id for r in rows}
+            for it in items:
+                if it.message.message_id in pending:
+                    outcomes[it.index] = Outcome(
+                        OutcomeKind.RETRY, it.delivery, it.message, error=info,
+                        delay_seconds=self._redelivery_delay(it.message.attempt, None),
+                    )
+
+    # -- one message ----------------------------------------------------------------------
+    async def _run_one(
+        self, message: Message, conn: AsyncConnection | None, tenant: str, deadline: float | None
+    ) -> _Run:
+        access = _GroupAccess(self, conn, tenant) if conn is not None else None
+        with log_context(
+            tenant_id=tenant,
+            correlation_id=message.correlation_id,
+            message_id=message.message_id,
+            processor=self.name,
+        ):
+            if not tracing_enabled():
+                return await self._run_traced(message, access, deadline, message.trace_context)
+            tracer = get_tracer()
+            from opentelemetry.trace import SpanKind
+
+            with tracer.start_as_current_span(
+                f"process {self.name}",
+                context=extract_trace_context(message.trace_context),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "apix.processor": self.name,
+                    "apix.tenant_id": tenant,
+                    "messaging.message.id": message.message_id,
+                    "messaging.message.conversation_id": message.correlation_id,
+                    "apix.attempt": message.attempt,
+                },
+            ) as span:
+                run = await self._run_traced(message, access, deadline, inject_trace_context())
+                if not run.ok and run.error is not None:
+                    from opentelemetry.trace import Status, StatusCode
+
+                    span.set_status(Status(StatusCode.ERROR, run.error.message))
+                    span.set_attribute("apix.error_code", run.error.code)
+                return run
+
+    async def _run_traced(
+        self,
+        message: Message,
+        access: _GroupAccess | None,
+        deadline: float | None,
+        trace_context: dict[str, str],
+    ) -> _Run:
+        start = time.perf_counter()
+        ctx = ProcessorContext(
+            message=message,
+            processor_name=self.name,
+            produces=self.spec.produces,
+            store=self.store,
+            logger=self._log,
+            loop=asyncio.get_running_loop(),
+            access=access,
+        )
+        try:
+            ctx.payload = self._validated_payload(message)
+            if not self.processor.validate_message(message):
+                raise ValidationError(f"processor {self.name!r} rejected the message")
+            result = await self._call_with_retries(message, ctx, access, deadline)
+            handlers = self._collect_outputs(result, ctx)
+            if self.config.is_source_processor:
+                self._persist_output_entities(message, ctx, handlers)
+            if message.entity is not None and self.config.success_state and message.entity.id:
+                ctx.transition(message.entity.id, self.config.success_state, "processed")
+            if access is not None:
+                await access.flush(ctx)
+            rows = self._outbox_rows(message, ctx, handlers, trace_context)
+            if access is not None:
+                await access.finish(ok=True)
+        except Exception as exc:
+            if access is not None:
+                await access.finish(ok=False)
+            return self._failed_run(exc, start)
+        if self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug(
+                "message processed",
+                extra={"duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                       "outputs": len(rows)},
+            )
+        return _Run(ok=True, rows=rows, result=result)
+
+    def _failed_run(self, exc: Exception, start: float) -> _Run:
+        retry_after = None
+        if isinstance(exc, _Failure):
+            r = exc.result
+            retry_after = r.retry_after_seconds
+            category = ErrorCategory.TRANSIENT if r.can_retry else ErrorCategory.VALIDATION
+            info = ErrorInfo(r.error_code or "PROCESSING_ERROR", category,
+                             r.error_message or "failed", r.can_retry)
+        else:
+            info = classify(exc, self.processor)
+        self._log.warning(
+            "processor failed",
+            exc_info=info.category is ErrorCategory.UNEXPECTED,
+            extra={"error_code": info.code, "error_category": info.category.value,
+                   "duration_ms": round((time.perf_counter() - start) * 1000, 3)},
+        )
+        return _Run(ok=False, rows=[], error=info, retry_after=retry_after)
+
+    async def _call_with_retries(
+        self,
+        message: Message,
+        ctx: ProcessorContext,
+        access: _GroupAccess | None,
+        deadline: float | None,
+    ) -> ProcessingResult:
+        """Call the processor; retry transient failures with exponential backoff and jitter.
+
+        Retries are bounded by ``backoff.max_retries``, ``backoff.budget_seconds`` and the
+        invocation's ``deadline``. The first call runs outside tenacity: its machinery costs more
+        than a no-op processor, and most calls succeed.
+        """
+        try:
+            return await self._call(message, ctx)
+        except Exception as exc:
+            backoff = self.config.backoff
+            budget = backoff.budget_seconds
+            if deadline is not None:
+                budget = min(budget, deadline - time.monotonic() - 1.0)
+            if not self._is_transient(exc) or backoff.max_retries <= 0 or budget <= 0:
+                raise
+        started = time.monotonic()
+        wait = wait_random_exponential(multiplier=backoff.initial_seconds, max=backoff.max_seconds)
+
+        def out_of_time(state: Any) -> bool:
+            return time.monotonic() - started >= budget
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(backoff.max_retries) | out_of_time,
+            wait=wait,
+            retry=retry_if_exception(self._is_transient),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                ctx.reset()
+                if access is not None:
+                    await access.finish(ok=False)
+                if attempt.retry_state.attempt_number == 1:
+                    await asyncio.sleep(wait(attempt.retry_state))
+                return await self._call(message, ctx)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, _Failure):
+            return exc.retryable and exc.result.retry_after_seconds is None
+        return classify(exc, self.processor).category is ErrorCategory.TRANSIENT
+
+    async def _call(self, message: Message, ctx: ProcessorContext) -> ProcessingResult:
+        if self._is_async:
+            raw = await self.processor.process(message, ctx)  # type: ignore[misc]
+        elif self.config.run_sync_in_thread:
+            raw = await asyncio.to_thread(self.processor.process, message, ctx)
+        else:
+            raw = self.processor.process(message, ctx)
+        result = self._normalize(raw)
+        if not result.success:
+            raise _Failure(result)
+        return result
+
+    def _normalize(self, raw: Any) -> ProcessingResult:
+        if isinstance(raw, ProcessingResult):
+            return raw
+        if raw is None:
+            return ProcessingResult.create_success()
+        if isinstance(raw, dict):
+            if len(self.spec.produces) != 1:
+                raise TopologyError(
+                    f"processor {self.name!r} returned a dict; that shorthand needs exactly one "
+                    f"queue in produces= (it has {list(self.spec.produces)})"
+                )
+            return ProcessingResult.create_success(
+                output_handlers=[QueueOutputHandler(self.spec.produces[0], payload=raw)]
+            )
+        raise ConfigurationError(
+            f"processor {self.name!r} returned {type(raw).__name__}; "
+            "return a ProcessingResult, a dict (one produces queue) or None"
+        )
+
+    # -- outputs --------------------------------------------------------------------------
+    def _collect_outputs(self, result: ProcessingResult, ctx: ProcessorContext) -> list[OutputHandler]:
+        handlers = [*result.output_handlers, *ctx.outputs]
+        for h in handlers:
+            if isinstance(h, QueueOutputHandler) and h.destination not in self.spec.produces:
+                raise TopologyError(
+                    f"processor {self.name!r} may send to {list(self.spec.produces)}, "
+                    f"not {h.destination!r} (declare it in produces=)"
+                )
+        return handlers
+
+    def _persist_output_entities(
+        self, message: Message, ctx: ProcessorContext, handlers: list[OutputHandler]
+    ) -> None:
+        mapper = getattr(self.processor, "mapper", None)
+        for h in handlers:
+            if not isinstance(h, QueueOutputHandler) or h.entity is None:
+                continue
+            payload = h.payload if h.payload is not None else message.payload
+            canonical = mapper.to_canonical(payload) if mapper is not None else payload
+            ctx.persist_entity(h.entity.external_id, h.entity.canonical_type, h.entity.source,
+                               canonical)
+
+    def _outbox_rows(
+        self,
+        message: Message,
+        ctx: ProcessorContext,
+        handlers: list[OutputHandler],
+        trace_context: dict[str, str],
+    ) -> list[OutboxRow]:
+        rows: list[OutboxRow] = []
+        if not handlers:
+            return rows
+        now = datetime.now(UTC)
+        tenant = message.tenant_id
+        for seq, h in enumerate(handlers):
+            if isinstance(h, QueueOutputHandler):
+                out_id = deterministic_id(tenant, self.name, message.message_id, str(seq))
+                payload = h.payload if h.payload is not None else message.payload
+                if not isinstance(payload, dict):
+                    raise PayloadValidationError(
+                        f"output payload must be a dict, not {type(payload).__name__}"
+                    )
+                entity = self._resolve_entity(tenant, ctx, h.entity)
+                body = json.dumps(
+                    envelope(
+                        message_id=out_id,
+                        correlation_id=message.correlation_id,
+                        tenant_id=tenant,
+                        type=MessageType.ENTITY if entity else MessageType.QUEUE,
+                        payload=payload,
+                        metadata=h.metadata,
+                        created_at=now,
+                        entity=entity,
+                        trace_context=trace_context,
+                    ),
+                    separators=(",", ":"),
+                    default=str,
+                )
+                if self.transport is not None:
+                    self.transport.check_size(h.destination, body)
+                rows.append(OutboxRow(out_id, tenant, self.name, message.message_id, seq,
+                                      "queue", h.destination, body, h.delay_seconds, now))
+            elif isinstance(h, FileOutputHandler):
+                out_id = deterministic_id(tenant, self.name, message.message_id, str(seq))
+                payload = h.payload if h.payload is not None else message.payload
+                body = json.dumps(payload, separators=(",", ":"), default=str)
+                rows.append(OutboxRow(out_id, tenant, self.name, message.message_id, seq,
+                                      "file", h.destination, body, 0.0, now, dict(h.config)))
+        return rows
+
+    @staticmethod
+    def _resolve_entity(
+        tenant: str, ctx: ProcessorContext, ref: EntityReference | None
+    ) -> EntityReference | None:
+        if ref is None:
+            return None
+        from apix_core.context import entity_id_for
+
+        entity_id = ref.id or entity_id_for(tenant, ref.canonical_type, ref.source, ref.external_id)
+        written = ctx.written.get(entity_id)
+        version = written.version if written else ref.version
+        return ref.model_copy(update={"id": entity_id, "version": version})
+
+    # -- failures -------------------------------------------------------------------------
+    def _failure_outcome(self, item: _Item, run: _Run) -> Outcome:
+        assert run.error is not None
+        info = run.error
+        attempt = item.message.attempt
+        if info.retryable and attempt < self.max_attempts:
+            return Outcome(
+                OutcomeKind.RETRY, item.delivery, item.message, error=info,
+                delay_seconds=self._redelivery_delay(attempt, run.retry_after),
+            )
+        if info.retryable:
+            info = ErrorInfo(
+                info.code, info.category,
+                f"gave up after {attempt} attempts (max_attempts={self.max_attempts}): "
+                f"{info.message}",
+                retryable=False,
+            )
+        return Outcome(OutcomeKind.DEAD_LETTER, item.delivery, item.message, error=info)
+
+    def _redelivery_delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        base = self.config.backoff.redelivery_seconds
+        return float(min(base * (2 ** max(0, attempt - 1)), 900.0))
+
+    def _error_row(self, tenant: str, message: Message, outcome: Outcome) -> dict[str, Any]:
+        assert outcome.error is not None
+        return {
+            "tenant_id": tenant,
+            "processor": self.name,
+            "message_id": message.message_id,
+            "entity_id": message.entity.id if message.entity else None,
+            "error_code": outcome.error.code,
+            "category": outcome.error.category.value,
+            "error_message": outcome.error.message,
+            "attempt": message.attempt,
+            "final": outcome.kind is OutcomeKind.DEAD_LETTER,
+            "created_at": datetime.now(UTC),
+        }
+
+    async def _mark_entity_failed(
+        self, conn: AsyncConnection, tenant: str, message: Message, error: ErrorInfo
+    ) -> None:
+        if not (self.config.enable_state_tracking and message.entity and message.entity.id):
+            return
+        batch = EntityWriteBatch(
+            transitions=[
+                PendingTransition(message.entity.id, FAILED_STATE, error.code[:255], self.name,
+                                  message.message_id)
+            ]
+        )
+        await apply_entity_writes(conn, tenant, batch, duplicate_detection=False,
+                                  state_tracking=True, lock_rows=self.db_is_postgres)
+
+    async def _record_envelope_errors(
+        self,
+        deliveries: Sequence[ReceivedMessage | Message],
+        outcomes: list[Outcome | None],
+    ) -> None:
+        """Bad input whose tenant is known (attribute or default) is also recorded as an error."""
+        if self.store is None:
+            return
+        for outcome in outcomes:
+            if outcome is None or outcome.message is not None or outcome.error is None:
+                continue
+            tenant = outcome.delivery.attributes.get("tenant_id") or self.default_tenant
+            if not tenant:
+                continue
+            try:
+                async with self.store.db.transaction(tenant_id=tenant) as conn:
+                    await conn.execute(
+                        sa.insert(processing_errors).values(
+                            tenant_id=tenant, processor=self.name,
+                            message_id=outcome.delivery.message_id, entity_id=None,
+                            error_code=outcome.error.code, category=outcome.error.category.value,
+                            error_message=outcome.error.message,
+                            attempt=outcome.delivery.receive_count, final=True,
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+            except (sa.exc.DBAPIError, ApixError):
+                # The dead letter is the record that matters; the error row is a convenience.
+                self._log.warning("could not record envelope error", exc_info=True)
+
+    # -- without persistence --------------------------------------------------------------
+    async def _process_stateless(
+        self, items: list[_Item], outcomes: list[Outcome | None], deadline: float | None
+    ) -> None:
+        sends: list[OutboxRow] = []
+        for it in items:
+            run = await self._run_one(it.message, None, it.message.tenant_id, deadline)
+            if run.ok:
+                sends.extend(run.rows)
+                outcomes[it.index] = Outcome(
+                    OutcomeKind.COMPLETED, it.delivery, it.message, result=run.result
+                )
+            else:
+                outcomes[it.index] = self._failure_outcome(it, run)
+        await self._dispatch(sends, items, outcomes)
+
+
+def _as_delivery(message: Message, spec: ProcessorSpec) -> ReceivedMessage:
+    return ReceivedMessage(
+        queue=spec.consumes or spec.name,
+        message_id=message.message_id,
+        body="",
+        receive_count=message.attempt,
+        attributes={"tenant_id": message.tenant_id},
+    )
+
+
+def create_processor_handler(
+    processor: ProcessorInterface | Any,
+    config: ProcessorConfig | None = None,
+    *,
+    name: str | None = None,
+    consumes: str | None = None,
+    produces: Sequence[str] = (),
+    store: Store | None = None,
+    transport: QueueTransport | None = None,
+    default_tenant: str | None = None,
+    payload: type[BaseModel] | None = None,
+) -> ProcessorHandler:
+    """Build a handler for a processor outside an :class:`App` (seed 002 factory)."""
+    if isinstance(processor, type):
+        processor = processor()
+    impl = processor if isinstance(processor, ProcessorInterface) else FunctionProcessor(processor)
+    proc_name = name or (config.processor_name if config and config.processor_name else "")
+    proc_name = proc_name or str(impl.get_processor_info().get("name", type(impl).__name__))
+    spec = build_spec(
+        proc_name,
+        impl,
+        consumes=consumes or proc_name,
+        schedule=None,
+        route=None,
+        produces=produces,
+        config=config,
+        payload=payload,
+        options={},
+    )
+    return ProcessorHandler(spec, store=store, transport=transport, default_tenant=default_tenant)
+
+
+__all__ = ["Outcome", "OutcomeKind", "ProcessorHandler", "create_processor_handler"]

@@ -1,0 +1,239 @@
+"""The message that flows between processors, and its versioned JSON envelope."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from apix_core.constants import ENVELOPE_KEY, ENVELOPE_VERSION
+from apix_core.exceptions import (
+    EnvelopeError,
+    MalformedMessageError,
+    MissingTenantError,
+    PayloadValidationError,
+    UnsupportedEnvelopeVersionError,
+)
+
+SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
+
+
+class MessageType(StrEnum):
+    """What triggered the message."""
+
+    ENTITY = "entity"
+    TIMER = "timer"
+    QUEUE = "queue"
+    HTTP = "http"
+
+
+class EntityReference(BaseModel):
+    """Points at an entity's metadata; the content travels in the payload, never in the store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    external_id: str
+    canonical_type: str
+    source: str
+    id: str | None = None
+    version: int | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Message(BaseModel):
+    """A unit of work for one processor.
+
+    ``message_id`` is the idempotency key: a redelivered message keeps it, and messages apix
+    emits get ids derived from their parent, so every stage deduplicates.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    message_id: str = Field(default_factory=_new_id, min_length=1, max_length=255)
+    correlation_id: str = ""
+    tenant_id: str = Field(min_length=1, max_length=64)
+    type: MessageType = MessageType.QUEUE
+    entity: EntityReference | None = None
+    payload: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = Field(default=1, ge=1)
+    created_at: datetime = Field(default_factory=_now)
+    trace_context: dict[str, str] = Field(default_factory=dict)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.correlation_id:
+            self.correlation_id = self.message_id
+
+    # -- envelope -------------------------------------------------------------------------
+    def to_queue_data(self) -> dict[str, Any]:
+        """The versioned envelope as a JSON-ready dict (``attempt`` is delivery state: not sent)."""
+        return envelope(
+            message_id=self.message_id,
+            correlation_id=self.correlation_id,
+            tenant_id=self.tenant_id,
+            type=self.type,
+            payload=self.payload,
+            metadata=self.metadata,
+            created_at=self.created_at,
+            entity=self.entity,
+            trace_context=self.trace_context,
+        )
+
+    def to_json(self) -> str:
+        """The envelope as compact JSON text, ready for any queue."""
+        return json.dumps(self.to_queue_data(), separators=(",", ":"), default=str)
+
+    @classmethod
+    def create_from_queue_data(
+        cls,
+        data: str | bytes | bytearray | dict[str, Any],
+        *,
+        default_tenant: str | None = None,
+        transport_message_id: str | None = None,
+        attempt: int = 1,
+    ) -> Message:
+        """Parse a queue body.
+
+        An apix envelope (``{"apix": 1, ...}``) is validated strictly. Any other JSON object is a
+        *foreign* message: it becomes the payload of a new message whose id is derived from the
+        transport's message id and whose tenant is ``default_tenant`` (the ``tenant_id`` message
+        attribute, or ``APIX_TENANT_ID``).
+
+        Raises only :class:`~apix_core.exceptions.EnvelopeError` subclasses.
+        """
+        obj = _decode(data)
+        if ENVELOPE_KEY not in obj:
+            return cls._from_foreign(obj, default_tenant, transport_message_id, attempt)
+        version = obj[ENVELOPE_KEY]
+        if type(version) is not int or version not in SUPPORTED_ENVELOPE_VERSIONS:
+            raise UnsupportedEnvelopeVersionError(
+                f"envelope version {version!r} is not supported "
+                f"(this apix reads {sorted(SUPPORTED_ENVELOPE_VERSIONS)})"
+            )
+        fields = {k: v for k, v in obj.items() if k != ENVELOPE_KEY}
+        if not fields.get("tenant_id"):
+            if default_tenant is None:
+                raise MissingTenantError("message carries no tenant_id and no default tenant is set")
+            fields["tenant_id"] = default_tenant
+        fields["attempt"] = attempt
+        return _validate(fields)
+
+    @classmethod
+    def _from_foreign(
+        cls,
+        obj: dict[str, Any],
+        default_tenant: str | None,
+        transport_message_id: str | None,
+        attempt: int,
+    ) -> Message:
+        if not default_tenant:
+            raise MissingTenantError(
+                "foreign message has no tenant: set the 'tenant_id' message attribute "
+                "or APIX_TENANT_ID"
+            )
+        fields: dict[str, Any] = {"tenant_id": default_tenant, "payload": obj, "attempt": attempt}
+        if transport_message_id:
+            fields["message_id"] = transport_message_id
+        return _validate(fields)
+
+    @classmethod
+    def create_entity_message(
+        cls,
+        *,
+        external_id: str,
+        canonical_type: str,
+        source: str,
+        tenant_id: str,
+        payload: dict[str, Any] | None = None,
+        entity_id: str | None = None,
+        version: int | None = None,
+        **kwargs: Any,
+    ) -> Message:
+        """A message about one entity (type ENTITY)."""
+        ref = EntityReference(
+            external_id=external_id,
+            canonical_type=canonical_type,
+            source=source,
+            id=entity_id,
+            version=version,
+        )
+        return cls(
+            tenant_id=tenant_id,
+            type=MessageType.ENTITY,
+            entity=ref,
+            payload=payload or {},
+            **kwargs,
+        )
+
+
+def envelope(
+    *,
+    message_id: str,
+    correlation_id: str,
+    tenant_id: str,
+    type: MessageType,
+    payload: dict[str, Any],
+    metadata: dict[str, Any],
+    created_at: datetime,
+    entity: EntityReference | None = None,
+    trace_context: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The envelope dict; the handler builds outgoing messages with it without a model."""
+    data: dict[str, Any] = {
+        ENVELOPE_KEY: ENVELOPE_VERSION,
+        "message_id": message_id,
+        "correlation_id": correlation_id,
+        "tenant_id": tenant_id,
+        "type": type.value,
+        "payload": payload,
+        "metadata": metadata,
+        "created_at": created_at.isoformat(),
+    }
+    if entity is not None:
+        data["entity"] = entity.model_dump(exclude_none=True)
+    if trace_context:
+        data["trace_context"] = trace_context
+    return data
+
+
+def _decode(data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(data, dict):
+        return data
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedMessageError(f"body is not UTF-8 JSON: {exc}") from None
+    except TypeError:
+        raise MalformedMessageError(
+            f"body must be str or bytes, not {type(data).__name__}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise MalformedMessageError(f"body must be a JSON object, not {type(obj).__name__}")
+    return obj
+
+
+def _validate(fields: dict[str, Any]) -> Message:
+    try:
+        return Message.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        summary = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errors)
+        if any(e["loc"] and e["loc"][0] == "payload" for e in errors):
+            raise PayloadValidationError(f"invalid payload: {summary}") from None
+        if any(e["loc"] and e["loc"][0] == "tenant_id" for e in errors):
+            raise MissingTenantError(f"invalid tenant: {summary}") from None
+        raise EnvelopeError(f"invalid envelope: {summary}") from None
+    except RecursionError:
+        raise MalformedMessageError("body is nested too deeply") from None

@@ -1,0 +1,128 @@
+"""Structured JSON logs with tenant, correlation id, message id, operation and duration.
+
+Fields come from a context variable that the handler and ``@operation`` fill, so every log line
+emitted inside a processor carries them. Values of secret-looking keys and bearer tokens are
+redacted before a line is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from apix_core.constants import LOG_FORMAT_ENV, LOG_LEVEL_ENV
+
+_log_fields: ContextVar[Mapping[str, Any]] = ContextVar("apix_log_fields", default={})
+
+_SECRET_KEY = re.compile(
+    r"(pass(word)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key|cookie)",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(
+    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"
+    r"|\b(eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+)"
+    r"|((?:access_token|refresh_token|client_secret|api_key|password|token)=)[^&\s\"']+"
+)
+REDACTED = "***"
+
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    """Replace secrets in a log value (recursively for dicts and lists)."""
+    if key is not None and _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(_redact_match, value)
+    if isinstance(value, Mapping):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    if match.group(4):
+        return match.group(4) + REDACTED
+    if match.group(1):
+        return f"{match.group(1)} {REDACTED}"
+    return REDACTED
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add fields to every log line written inside the block."""
+    token = _log_fields.set({**_log_fields.get(), **fields})
+    try:
+        yield
+    finally:
+        _log_fields.reset(token)
+
+
+def current_log_fields() -> Mapping[str, Any]:
+    return _log_fields.get()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; context fields, ``extra=`` fields and exceptions included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for key, value in _log_fields.get().items():
+            if value is not None:
+                entry[key] = redact(value, key)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = redact(value, key)
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+class _ContextTextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = redact(super().format(record))
+        ctx = " ".join(f"{k}={redact(v, k)}" for k, v in _log_fields.get().items() if v is not None)
+        return f"{base} [{ctx}]" if ctx else str(base)
+
+
+def get_logger(name: str = "apix") -> logging.Logger:
+    """A logger under the ``apix`` hierarchy."""
+    return logging.getLogger(name if name.startswith("apix") else f"apix.{name}")
+
+
+def configure_logging(
+    level: str | int | None = None, fmt: str | None = None, stream: Any = None
+) -> logging.Handler:
+    """Attach one handler to the ``apix`` logger (idempotent: replaces the previous one)."""
+    logger = logging.getLogger("apix")
+    level = level or os.environ.get(LOG_LEVEL_ENV, "INFO")
+    fmt = fmt or os.environ.get(LOG_FORMAT_ENV, "json")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else _ContextTextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    handler._apix = True  # type: ignore[attr-defined]
+    for old in [h for h in logger.handlers if getattr(h, "_apix", False)]:
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return handler

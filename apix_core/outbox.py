@@ -1,0 +1,178 @@
+"""The transactional outbox: rows written with the processing transaction, dispatched after commit.
+
+Rows carry a deterministic id (derived from tenant, processor, input message id and position),
+which is also the outgoing message id, so a re-dispatch after a crash is deduplicated by the
+next stage. A sent row keeps its metadata and loses its body.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apix_core.store.database import Database
+from apix_core.store.models import outbox
+from apix_core.transport.base import OutgoingMessage, QueueTransport
+
+
+@dataclass
+class OutboxRow:
+    id: str
+    tenant_id: str
+    processor: str
+    source_message_id: str
+    seq: int
+    kind: str
+    destination: str
+    body: str
+    delay_seconds: float
+    created_at: datetime
+    config: dict[str, Any] | None = None
+
+    def as_insert(self) -> dict[str, Any]:
+        body = self.body
+        if self.kind == "file" and self.config:
+            # File options travel with the row so a re-dispatch writes the same file.
+            body = json.dumps({"config": self.config, "body": self.body}, separators=(",", ":"))
+        return {
+            "id": self.id, "tenant_id": self.tenant_id, "processor": self.processor,
+            "source_message_id": self.source_message_id, "seq": self.seq, "kind": self.kind,
+            "destination": self.destination, "body": body, "delay_seconds": self.delay_seconds,
+            "created_at": self.created_at,
+        }
+
+
+async def insert_rows(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:
+    if rows:
+        await conn.execute(sa.insert(outbox), [r.as_insert() for r in rows])
+
+
+async def pending_rows(
+    conn: AsyncConnection, tenant_id: str, processor: str, message_ids: Sequence[str]
+) -> list[OutboxRow]:
+    """Unsent rows of already-completed messages (a redelivery re-dispatches them)."""
+    if not message_ids:
+        return []
+    stmt = (
+        sa.select(outbox)
+        .where(
+            outbox.c.tenant_id == tenant_id,
+            outbox.c.processor == processor,
+            outbox.c.source_message_id.in_(message_ids),
+            outbox.c.sent_at.is_(None),
+        )
+        .order_by(outbox.c.source_message_id, outbox.c.seq)
+    )
+    return [_from_row(r) for r in (await conn.execute(stmt)).all()]
+
+
+async def stale_rows(db: Database, older_than_seconds: float, limit: int = 500) -> list[OutboxRow]:
+    """Unsent rows older than the threshold, of every tenant (for the sweeper)."""
+    cutoff = datetime.now(UTC).timestamp() - older_than_seconds
+    stmt = (
+        sa.select(outbox)
+        .where(outbox.c.sent_at.is_(None), outbox.c.created_at <= datetime.fromtimestamp(cutoff, UTC))
+        .order_by(outbox.c.created_at)
+        .limit(limit)
+    )
+    async with db.transaction(write=False) as conn:
+        return [_from_row(r) for r in (await conn.execute(stmt)).all()]
+
+
+def _from_row(r: sa.Row[Any]) -> OutboxRow:
+    body, config = r.body or "", None
+    if r.kind == "file" and body.startswith('{"config"'):
+        wrapped = json.loads(body)
+        body, config = wrapped["body"], wrapped["config"]
+    created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC)
+    return OutboxRow(
+        id=r.id, tenant_id=r.tenant_id, processor=r.processor,
+        source_message_id=r.source_message_id, seq=r.seq, kind=r.kind,
+        destination=r.destination, body=body, delay_seconds=r.delay_seconds,
+        created_at=created, config=config,
+    )
+
+
+class Dispatcher:
+    """Sends outbox rows to their transport or file, then marks them sent."""
+
+    def __init__(self, db: Database | None, transport: QueueTransport | None) -> None:
+        self.db = db
+        self.transport = transport
+
+    async def dispatch(self, rows: Sequence[OutboxRow]) -> None:
+        if not rows:
+            return
+        by_queue: dict[str, list[OutgoingMessage]] = defaultdict(list)
+        for row in rows:
+            if row.kind == "queue":
+                by_queue[row.destination].append(
+                    OutgoingMessage(row.id, row.body, row.delay_seconds, {"tenant_id": row.tenant_id})
+                )
+            elif row.kind == "file":
+                write_file(row)
+        if by_queue:
+            if self.transport is None:
+                raise RuntimeError("outbox holds queue messages but the app has no transport")
+            for queue, messages in by_queue.items():
+                await self.transport.send_batch(queue, messages)
+        await self.mark_sent([r for r in rows])
+
+    async def mark_sent(self, rows: Sequence[OutboxRow]) -> None:
+        if self.db is None or not rows:
+            return
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for r in rows:
+            by_tenant[r.tenant_id].append(r.id)
+        now = datetime.now(UTC)
+        for tenant, ids in by_tenant.items():
+            async with self.db.transaction(tenant_id=tenant) as conn:
+                await conn.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.tenant_id == tenant, outbox.c.id.in_(ids))
+                    .values(sent_at=now, body=None)
+                )
+
+
+def file_name(row: OutboxRow) -> str:
+    cfg = row.config or {}
+    pattern = str(cfg.get("file_pattern", "{message_id}.json"))
+    name = pattern.format(
+        message_id=row.id,
+        tenant_id=row.tenant_id,
+        processor=row.processor,
+        timestamp=row.created_at.strftime("%Y%m%dT%H%M%S%fZ"),
+        date=row.created_at.strftime("%Y-%m-%d"),
+    )
+    if cfg.get("compress") and not name.endswith(".gz"):
+        name += ".gz"
+    return name
+
+
+def write_file(row: OutboxRow) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves half a file."""
+    target = Path(row.destination) / file_name(row)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = row.body.encode("utf-8")
+    if (row.config or {}).get("compress"):
+        data = gzip.compress(data, mtime=0)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".apix-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,205 @@
+"""Processors: the interface, their configuration, triggers, and the adapter for plain functions."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from apix_core.exceptions import ConfigurationError
+from apix_core.message import Message
+from apix_core.result import ProcessingResult
+
+if TYPE_CHECKING:
+    from apix_core.context import ProcessorContext
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """In-invocation retries of transient errors: exponential backoff with full jitter."""
+
+    max_retries: int = 3
+    initial_seconds: float = 0.05
+    max_seconds: float = 2.0
+    multiplier: float = 2.0
+    #: Delay before a retryable failure is redelivered (the transport's visibility delay).
+    redelivery_seconds: float = 1.0
+    #: Cap on how long in-invocation retries may take in total.
+    budget_seconds: float = 10.0
+
+
+@dataclass
+class ProcessorConfig:
+    """How the handler runs one processor (seed 002 ``ProcessorConfig``)."""
+
+    processor_name: str = ""
+    #: The handler persists the entities of outgoing messages that carry an entity reference.
+    is_source_processor: bool = False
+    enable_duplicate_detection: bool = True
+    enable_state_tracking: bool = True
+    #: Idempotency, entity writes and the outbox. Off: a stateless, at-least-once processor.
+    enable_persistence: bool = True
+    #: Deliveries before a retryable failure is dead-lettered (None: the app's ``APIX_MAX_ATTEMPTS``).
+    max_attempts: int | None = None
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    #: Entity state recorded after a successful run on an entity message (None: no transition).
+    success_state: str | None = None
+    #: Run ``def`` processors in a worker thread so they may block (HTTP, files).
+    run_sync_in_thread: bool = True
+
+
+class ProcessorInterface:
+    """Base class for class-based processors (seed 002). Only ``process`` is required."""
+
+    def process(
+        self, message: Message, context: ProcessorContext
+    ) -> ProcessingResult | Awaitable[ProcessingResult]:
+        raise NotImplementedError
+
+    def validate_message(self, message: Message) -> bool:
+        """False dead-letters the message as a validation error, without running ``process``."""
+        return True
+
+    def get_processor_info(self) -> dict[str, Any]:
+        return {"name": type(self).__name__, "version": "1.0.0"}
+
+    def can_retry(self, error: Exception) -> bool:
+        """Whether an exception that is not an apix error may be retried."""
+        return True
+
+
+@runtime_checkable
+class Mapper(Protocol):
+    """A processor attribute ``mapper`` with ``to_canonical`` makes the processor a source."""
+
+    def to_canonical(self, data: dict[str, Any]) -> dict[str, Any]: ...
+
+
+ProcessorFunction = Callable[..., Any]
+
+
+class FunctionProcessor(ProcessorInterface):
+    """Adapts ``def f(message, ctx)`` / ``async def f(message, ctx)`` to the interface."""
+
+    def __init__(self, func: ProcessorFunction) -> None:
+        params = list(inspect.signature(func).parameters.values())
+        if not 1 <= len(params) <= 2:
+            raise ConfigurationError(
+                f"processor {func.__qualname__} must take (message) or (message, ctx)"
+            )
+        self.func = func
+        self._takes_ctx = len(params) == 2
+        self.is_async = inspect.iscoroutinefunction(func)
+
+    def process(self, message: Message, context: ProcessorContext) -> Any:
+        if self._takes_ctx:
+            return self.func(message, context)
+        return self.func(message)
+
+    def get_processor_info(self) -> dict[str, Any]:
+        return {"name": self.func.__qualname__, "module": self.func.__module__}
+
+
+def is_async_processor(processor: ProcessorInterface) -> bool:
+    if isinstance(processor, FunctionProcessor):
+        return processor.is_async
+    return inspect.iscoroutinefunction(processor.process)
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    method: str
+    path: str
+
+    @classmethod
+    def parse(cls, route: str) -> HttpRoute:
+        parts = route.split(None, 1)
+        if len(parts) == 1:
+            return cls("POST", _path(parts[0]))
+        return cls(parts[0].upper(), _path(parts[1]))
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def _path(p: str) -> str:
+    return p if p.startswith("/") else f"/{p}"
+
+
+@dataclass
+class ProcessorSpec:
+    """A registered processor: what triggers it, what it may send, how it runs."""
+
+    name: str
+    processor: ProcessorInterface
+    config: ProcessorConfig
+    consumes: str | None = None
+    schedule: str | None = None
+    route: HttpRoute | None = None
+    produces: tuple[str, ...] = ()
+    payload_model: type[BaseModel] | None = None
+
+    @property
+    def trigger(self) -> str:
+        if self.consumes:
+            return "queue"
+        if self.schedule:
+            return "schedule"
+        return "http"
+
+
+def build_spec(
+    name: str,
+    processor: ProcessorInterface | ProcessorFunction,
+    *,
+    consumes: str | None,
+    schedule: str | None,
+    route: str | None,
+    produces: Sequence[str] | str | None,
+    config: ProcessorConfig | None,
+    payload: type[BaseModel] | None,
+    options: dict[str, Any],
+) -> ProcessorSpec:
+    triggers = [t for t in (consumes, schedule, route) if t]
+    if len(triggers) != 1:
+        raise ConfigurationError(
+            f"processor {name!r} needs exactly one trigger: consumes=, schedule= or route="
+        )
+    if schedule:
+        _check_cron(name, schedule)
+    if isinstance(produces, str):
+        produces = (produces,)
+    produced = tuple(produces or ())
+    if consumes and consumes in produced:
+        raise ConfigurationError(f"processor {name!r} consumes and produces {consumes!r}: a loop")
+    cfg = config or ProcessorConfig()
+    for key, value in options.items():
+        if not hasattr(cfg, key):
+            raise ConfigurationError(f"unknown processor option {key!r} for {name!r}")
+        setattr(cfg, key, value)
+    cfg.processor_name = cfg.processor_name or name
+    if cfg.max_attempts is not None and cfg.max_attempts < 1:
+        raise ConfigurationError(f"max_attempts of {name!r} must be at least 1")
+    impl = processor if isinstance(processor, ProcessorInterface) else FunctionProcessor(processor)
+    if isinstance(getattr(impl, "mapper", None), Mapper):
+        cfg.is_source_processor = True
+    return ProcessorSpec(
+        name=name,
+        processor=impl,
+        config=cfg,
+        consumes=consumes,
+        schedule=schedule,
+        route=HttpRoute.parse(route) if route else None,
+        produces=produced,
+        payload_model=payload,
+    )
+
+
+def _check_cron(name: str, expression: str) -> None:
+    from croniter import croniter
+
+    if not croniter.is_valid(expression):
+        raise ConfigurationError(f"processor {name!r}: invalid cron expression {expression!r}")

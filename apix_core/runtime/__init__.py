@@ -1,0 +1,6 @@
+"""The local runtime: queue workers, schedules and the drain-or-forever runner behind ``apix run``."""
+
+from apix_core.runtime.runner import LocalRunner, RunStats
+from apix_core.runtime.worker import QueueWorker
+
+__all__ = ["LocalRunner", "QueueWorker", "RunStats"]

@@ -1,0 +1,100 @@
+"""A queue worker: receive a batch, run the consumer, settle every outcome on the transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from apix_core.app import App
+from apix_core.handler import OutcomeKind
+from apix_core.processor import ProcessorSpec
+
+_log = logging.getLogger("apix.worker")
+
+
+@dataclass
+class QueueStats:
+    received: int = 0
+    completed: int = 0
+    duplicates: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class QueueWorker:
+    """Consumes one queue of an app."""
+
+    def __init__(
+        self,
+        app: App,
+        spec: ProcessorSpec,
+        *,
+        batch_size: int | None = None,
+        visibility_timeout: float | None = None,
+    ) -> None:
+        queue = app.input_queue(spec)
+        if queue is None:
+            raise ValueError(f"processor {spec.name!r} has no queue")
+        self.app = app
+        self.spec = spec
+        self.queue = queue
+        self.batch_size = batch_size or app.settings.batch_size
+        self.visibility_timeout = visibility_timeout
+        self.stats = QueueStats()
+        self.busy = False
+
+    async def run_once(self) -> int:
+        """Process at most one batch; returns how many deliveries it received."""
+        transport = self.app.transport
+        assert transport is not None
+        self.busy = True
+        try:
+            deliveries = await transport.receive(
+                self.queue, self.batch_size, self.visibility_timeout
+            )
+            if not deliveries:
+                return 0
+            outcomes = await self.app.process(self.queue, deliveries)
+            await self.app.settle(self.queue, outcomes)
+        finally:
+            self.busy = False
+        s = self.stats
+        s.received += len(deliveries)
+        for o in outcomes:
+            if o.kind is OutcomeKind.COMPLETED:
+                s.completed += 1
+            elif o.kind is OutcomeKind.DUPLICATE:
+                s.duplicates += 1
+            elif o.kind is OutcomeKind.RETRY:
+                s.retried += 1
+            else:
+                s.dead_lettered += 1
+                if o.error is not None:
+                    s.errors.append(o.error.code)
+        return len(deliveries)
+
+    async def run(
+        self, stop: asyncio.Event, poll_interval: float = 0.05, linger: float = 0.02
+    ) -> None:
+        """Loop until ``stop``. After a partial batch, wait ``linger`` seconds so the next
+        receive takes a fuller batch: each transaction costs about the same whatever its size."""
+        idle = poll_interval
+        while not stop.is_set():
+            try:
+                n = await self.run_once()
+            except Exception:
+                # A transport or database outage must not kill the worker: back off and retry.
+                _log.exception("worker iteration failed", extra={"queue": self.queue})
+                n = 0
+                idle = min(max(idle * 2, 0.5), 5.0)
+            if n:
+                idle = poll_interval
+                await asyncio.sleep(0 if n >= self.batch_size else linger)
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=idle)
+            except TimeoutError:
+                pass
+            idle = min(idle * 2, 0.5)

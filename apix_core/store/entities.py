@@ -1,0 +1,232 @@
+"""Entity metadata: the read model and the write path with versioning and duplicate detection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apix_core.store.models import entities, entity_versions, state_transitions
+
+INITIAL_STATE = "received"
+
+
+class Entity(BaseModel):
+    """An entity's metadata (never its content)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant_id: str
+    external_id: str
+    canonical_type: str
+    source: str
+    version: int
+    content_hash: str
+    attributes: dict[str, Any]
+    state: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class EntityVersion(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entity_id: str
+    version: int
+    content_hash: str
+    attributes: dict[str, Any]
+    processor: str | None
+    message_id: str | None
+    created_at: datetime
+
+
+class StateTransition(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entity_id: str | None
+    message_id: str | None
+    processor: str | None
+    from_state: str | None
+    to_state: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass
+class PendingEntity:
+    """A buffered ``persist_entity`` call, written when the processor has succeeded."""
+
+    id: str
+    external_id: str
+    canonical_type: str
+    source: str
+    content_hash: str
+    attributes: dict[str, Any]
+    state: str | None
+    processor: str
+    message_id: str
+
+
+@dataclass
+class PendingTransition:
+    entity_id: str
+    to_state: str
+    reason: str | None
+    processor: str
+    message_id: str
+
+
+@dataclass
+class EntityWriteResult:
+    entity_id: str
+    version: int
+    created: bool
+    duplicate: bool
+
+
+@dataclass
+class EntityWriteBatch:
+    """What one message's processor asked to persist."""
+
+    entities: list[PendingEntity] = field(default_factory=list)
+    transitions: list[PendingTransition] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.entities or self.transitions)
+
+
+async def apply_entity_writes(
+    conn: AsyncConnection,
+    tenant_id: str,
+    batch: EntityWriteBatch,
+    *,
+    duplicate_detection: bool,
+    state_tracking: bool,
+    lock_rows: bool,
+) -> dict[str, EntityWriteResult]:
+    """Apply buffered entity writes in order: new entities, new versions, state transitions.
+
+    A write whose content hash equals the current version's is a duplicate (no new version)
+    when duplicate detection is on.
+    """
+    ids = {p.id for p in batch.entities} | {t.entity_id for t in batch.transitions}
+    current: dict[str, dict[str, Any]] = {}
+    if ids:
+        stmt = sa.select(
+            entities.c.id, entities.c.version, entities.c.content_hash, entities.c.state
+        ).where(entities.c.tenant_id == tenant_id, entities.c.id.in_(ids))
+        if lock_rows:
+            stmt = stmt.with_for_update()
+        current = {r.id: dict(r._mapping) for r in (await conn.execute(stmt)).all()}
+
+    now = datetime.now(UTC)
+    results: dict[str, EntityWriteResult] = {}
+    new_rows: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    versions: list[dict[str, Any]] = []
+    transitions: list[dict[str, Any]] = []
+    for p in batch.entities:
+        cur = current.get(p.id)
+        if cur is None:
+            state = p.state or INITIAL_STATE
+            row = {
+                "id": p.id, "tenant_id": tenant_id, "external_id": p.external_id,
+                "canonical_type": p.canonical_type, "source": p.source, "version": 1,
+                "content_hash": p.content_hash, "attributes": p.attributes, "state": state,
+                "created_at": now, "updated_at": now,
+            }
+            new_rows.append(row)
+            current[p.id] = {"version": 1, "content_hash": p.content_hash, "state": state}
+            results[p.id] = EntityWriteResult(p.id, 1, created=True, duplicate=False)
+            versions.append(_version_row(tenant_id, p, 1, now))
+            if state_tracking:
+                transitions.append(_transition_row(tenant_id, p.id, None, state, p, "created", now))
+            continue
+        if duplicate_detection and cur["content_hash"] == p.content_hash:
+            results[p.id] = EntityWriteResult(p.id, cur["version"], created=False, duplicate=True)
+            if p.state and p.state != cur["state"]:
+                _queue_state(cur, p.id, p.state, "state", p, tenant_id, now, updates, transitions,
+                             state_tracking)
+            continue
+        version = cur["version"] + 1
+        new_state = p.state or cur["state"]
+        if state_tracking and new_state != cur["state"]:
+            transitions.append(
+                _transition_row(tenant_id, p.id, cur["state"], new_state, p, "updated", now)
+            )
+        cur.update(version=version, content_hash=p.content_hash, state=new_state)
+        updates.append({"b_id": p.id, "version": version, "content_hash": p.content_hash,
+                        "attributes": p.attributes, "state": new_state, "updated_at": now})
+        versions.append(_version_row(tenant_id, p, version, now))
+        results[p.id] = EntityWriteResult(p.id, version, created=False, duplicate=False)
+
+    for t in batch.transitions:
+        cur = current.get(t.entity_id)
+        if cur is None or cur["state"] == t.to_state:
+            continue
+        _queue_state(cur, t.entity_id, t.to_state, t.reason, t, tenant_id, now, updates,
+                     transitions, state_tracking)
+
+    if new_rows:
+        await conn.execute(sa.insert(entities), new_rows)
+    if updates:
+        await _apply_updates(conn, tenant_id, updates)
+    if versions:
+        await conn.execute(sa.insert(entity_versions), versions)
+    if transitions:
+        await conn.execute(sa.insert(state_transitions), transitions)
+    return results
+
+
+def _queue_state(
+    cur: dict[str, Any], entity_id: str, to_state: str, reason: str | None,
+    origin: PendingEntity | PendingTransition, tenant_id: str, now: datetime,
+    updates: list[dict[str, Any]], transitions: list[dict[str, Any]], state_tracking: bool,
+) -> None:
+    if state_tracking:
+        transitions.append(
+            _transition_row(tenant_id, entity_id, cur["state"], to_state, origin, reason, now)
+        )
+    cur["state"] = to_state
+    updates.append({"b_id": entity_id, "state": to_state, "updated_at": now})
+
+
+async def _apply_updates(
+    conn: AsyncConnection, tenant_id: str, updates: list[dict[str, Any]]
+) -> None:
+    # Group by the set of columns so each group is one executemany.
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for u in updates:
+        groups.setdefault(tuple(sorted(u)), []).append(u)
+    for keys, rows in groups.items():
+        values = {k: sa.bindparam(k) for k in keys if k != "b_id"}
+        stmt = (
+            sa.update(entities)
+            .where(entities.c.tenant_id == tenant_id, entities.c.id == sa.bindparam("b_id"))
+            .values(**values)
+        )
+        await conn.execute(stmt, rows)
+
+
+def _version_row(tenant_id: str, p: PendingEntity, version: int, now: datetime) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id, "entity_id": p.id, "version": version,
+        "content_hash": p.content_hash, "attributes": p.attributes,
+        "processor": p.processor, "message_id": p.message_id, "created_at": now,
+    }
+
+
+def _transition_row(
+    tenant_id: str, entity_id: str, from_state: str | None, to_state: str,
+    origin: PendingEntity | PendingTransition, reason: str | None, now: datetime,
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id, "entity_id": entity_id, "message_id": origin.message_id,
+        "processor": origin.processor, "from_state": from_state, "to_state": to_state,
+        "reason": reason, "created_at": now,
+    }

@@ -1,0 +1,46 @@
+"""Alembic environment: uses the connection apix hands over (``Database.upgrade``), or
+``APIX_DATABASE_URL`` when run by the ``alembic`` command for autogenerate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import sqlalchemy as sa
+from alembic import context
+
+from apix_core.store.models import metadata
+
+config = context.config
+
+
+def _run(connection: sa.Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_from_url() -> None:
+    from apix_core.store.database import Database
+
+    db = Database(os.environ.get("APIX_DATABASE_URL", "sqlite:///.apix/apix.db"))
+
+    async def go() -> None:
+        async with db.connect() as conn:
+            await conn.run_sync(_run)
+            await conn.commit()
+        await db.dispose()
+
+    asyncio.run(go())
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:
+    _run_from_url()

@@ -1,0 +1,164 @@
+"""Schema of the metadata store and of the local queue transport (SQLAlchemy Core tables).
+
+The store keeps metadata only: ids, hashes, versions, states, errors. The one place content may
+sit is an outbox row's ``body`` between commit and dispatch; it is set to NULL when sent.
+Every table but the transport's has ``tenant_id``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TZ = sa.DateTime(timezone=True)
+
+entities = sa.Table(
+    "apix_entities",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("external_id", sa.String(255), nullable=False),
+    sa.Column("canonical_type", sa.String(100), nullable=False),
+    sa.Column("source", sa.String(100), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(64), nullable=False),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+    sa.UniqueConstraint(
+        "tenant_id", "canonical_type", "source", "external_id", name="uq_apix_entities_natural_key"
+    ),
+    sa.Index("ix_apix_entities_tenant_type", "tenant_id", "canonical_type"),
+)
+
+entity_versions = sa.Table(
+    "apix_entity_versions",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("entity_id", sa.String(36), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("processor", sa.String(100), nullable=True),
+    sa.Column("message_id", sa.String(255), nullable=True),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Index("ix_apix_entity_versions_tenant", "tenant_id"),
+)
+
+state_transitions = sa.Table(
+    "apix_state_transitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("entity_id", sa.String(36), nullable=True),
+    sa.Column("message_id", sa.String(255), nullable=True),
+    sa.Column("processor", sa.String(100), nullable=True),
+    sa.Column("from_state", sa.String(64), nullable=True),
+    sa.Column("to_state", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=True),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Index("ix_apix_state_transitions_entity", "tenant_id", "entity_id"),
+    sa.Index("ix_apix_state_transitions_created", "created_at"),
+)
+
+processing_errors = sa.Table(
+    "apix_processing_errors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("processor", sa.String(100), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=True),
+    sa.Column("entity_id", sa.String(36), nullable=True),
+    sa.Column("error_code", sa.String(100), nullable=False),
+    sa.Column("category", sa.String(20), nullable=False),
+    sa.Column("error_message", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("final", sa.Boolean, nullable=False),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Index("ix_apix_processing_errors_lookup", "tenant_id", "processor", "created_at"),
+)
+
+idempotency = sa.Table(
+    "apix_idempotency",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("processor", sa.String(100), primary_key=True),
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("expires_at", TZ, nullable=True),
+    sa.Index("ix_apix_idempotency_expires", "expires_at"),
+)
+
+outbox = sa.Table(
+    "apix_outbox",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("processor", sa.String(100), nullable=False),
+    sa.Column("source_message_id", sa.String(255), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("destination", sa.String(1024), nullable=False),
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("delay_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("sent_at", TZ, nullable=True),
+    sa.Index("ix_apix_outbox_source", "tenant_id", "processor", "source_message_id"),
+    sa.Index("ix_apix_outbox_sent", "sent_at"),
+)
+
+# -- local queue transport (no tenant: workers serve every tenant) ----------------------------
+queue_messages = sa.Table(
+    "apix_queue_messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("queue", sa.String(255), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("enqueued_at", sa.Float, nullable=False),
+    sa.Column("visible_at", sa.Float, nullable=False),
+    sa.Column("receive_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("receipt", sa.String(36), nullable=True),
+    sa.UniqueConstraint("queue", "message_id", name="uq_apix_queue_messages_queue_message"),
+    sa.Index("ix_apix_queue_messages_ready", "queue", "visible_at"),
+)
+
+dead_letters = sa.Table(
+    "apix_dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("queue", sa.String(255), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("tenant_id", sa.String(64), nullable=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("error_code", sa.String(100), nullable=False),
+    sa.Column("error_category", sa.String(20), nullable=False),
+    sa.Column("error_message", sa.Text, nullable=False),
+    sa.Column("processor", sa.String(100), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", TZ, nullable=False),
+    sa.Column("replayed_at", TZ, nullable=True),
+    sa.Index("ix_apix_dead_letters_queue", "queue", "created_at"),
+)
+
+TENANT_TABLES = (
+    entities,
+    entity_versions,
+    state_transitions,
+    processing_errors,
+    idempotency,
+    outbox,
+)

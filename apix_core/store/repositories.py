@@ -1,0 +1,210 @@
+"""Tenant-scoped read access to the metadata store.
+
+Every method reads the tenant from :func:`apix_core.tenant_context` and filters on it; there is
+no way to pass a tenant explicitly, so a caller cannot forget the scope or cross it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from apix_core.exceptions import EntityNotFoundError
+from apix_core.store.database import Database
+from apix_core.store.entities import Entity, EntityVersion, StateTransition
+from apix_core.store.models import (
+    entities,
+    entity_versions,
+    idempotency,
+    outbox,
+    processing_errors,
+    state_transitions,
+)
+from apix_core.tenancy import require_tenant
+
+
+class _Repository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _all(self, stmt: sa.Select[Any], tenant: str) -> list[sa.Row[Any]]:
+        async with self.db.transaction(tenant_id=tenant, write=False) as conn:
+            return list((await conn.execute(stmt)).all())
+
+
+class EntityRepository(_Repository):
+    async def get(self, entity_id: str) -> Entity:
+        tenant = require_tenant()
+        rows = await self._all(
+            sa.select(entities).where(entities.c.tenant_id == tenant, entities.c.id == entity_id),
+            tenant,
+        )
+        if not rows:
+            raise EntityNotFoundError(f"no entity {entity_id!r} for tenant {tenant!r}")
+        return Entity.model_validate(dict(rows[0]._mapping))
+
+    async def find(self, canonical_type: str, source: str, external_id: str) -> Entity | None:
+        tenant = require_tenant()
+        rows = await self._all(
+            sa.select(entities).where(
+                entities.c.tenant_id == tenant,
+                entities.c.canonical_type == canonical_type,
+                entities.c.source == source,
+                entities.c.external_id == external_id,
+            ),
+            tenant,
+        )
+        return Entity.model_validate(dict(rows[0]._mapping)) if rows else None
+
+    async def list(
+        self,
+        *,
+        canonical_type: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Entity]:
+        tenant = require_tenant()
+        stmt = sa.select(entities).where(entities.c.tenant_id == tenant)
+        if canonical_type:
+            stmt = stmt.where(entities.c.canonical_type == canonical_type)
+        if state:
+            stmt = stmt.where(entities.c.state == state)
+        stmt = stmt.order_by(entities.c.updated_at.desc(), entities.c.id).limit(limit).offset(offset)
+        return [Entity.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
+
+    async def count(self) -> int:
+        tenant = require_tenant()
+        rows = await self._all(
+            sa.select(sa.func.count()).select_from(entities).where(entities.c.tenant_id == tenant),
+            tenant,
+        )
+        return int(rows[0][0])
+
+    async def versions(self, entity_id: str) -> list[EntityVersion]:
+        tenant = require_tenant()
+        stmt = (
+            sa.select(entity_versions)
+            .where(entity_versions.c.tenant_id == tenant, entity_versions.c.entity_id == entity_id)
+            .order_by(entity_versions.c.version)
+        )
+        return [EntityVersion.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
+
+
+class StateRepository(_Repository):
+    async def transitions(self, entity_id: str) -> list[StateTransition]:
+        tenant = require_tenant()
+        stmt = (
+            sa.select(state_transitions)
+            .where(
+                state_transitions.c.tenant_id == tenant, state_transitions.c.entity_id == entity_id
+            )
+            .order_by(state_transitions.c.id)
+        )
+        return [StateTransition.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
+
+
+@dataclass(frozen=True)
+class ProcessingErrorRecord:
+    processor: str
+    message_id: str | None
+    entity_id: str | None
+    error_code: str
+    category: str
+    error_message: str
+    attempt: int
+    final: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    """Errors of one processor and code within one time window."""
+
+    window_start: datetime
+    processor: str
+    error_code: str
+    category: str
+    count: int
+    final: int
+    last_message: str
+
+
+class ErrorRepository(_Repository):
+    async def list(self, *, processor: str | None = None, limit: int = 100) -> list[ProcessingErrorRecord]:
+        tenant = require_tenant()
+        stmt = sa.select(processing_errors).where(processing_errors.c.tenant_id == tenant)
+        if processor:
+            stmt = stmt.where(processing_errors.c.processor == processor)
+        stmt = stmt.order_by(processing_errors.c.id.desc()).limit(limit)
+        return [
+            ProcessingErrorRecord(**{k: v for k, v in r._mapping.items() if k not in ("id", "tenant_id")})
+            for r in await self._all(stmt, tenant)
+        ]
+
+    async def summarize(
+        self, *, since: datetime | None = None, window_seconds: int = 3600
+    ) -> list[ErrorSummary]:
+        """Errors grouped by time window, processor and error code, newest window first."""
+        tenant = require_tenant()
+        stmt = sa.select(processing_errors).where(processing_errors.c.tenant_id == tenant)
+        if since is not None:
+            stmt = stmt.where(processing_errors.c.created_at >= since)
+        rows = await self._all(stmt.order_by(processing_errors.c.id), tenant)
+        groups: dict[tuple[float, str, str, str], list[sa.Row[Any]]] = {}
+        for r in rows:
+            ts = r.created_at.timestamp()
+            start = ts - ts % window_seconds
+            groups.setdefault((start, r.processor, r.error_code, r.category), []).append(r)
+        out = [
+            ErrorSummary(
+                window_start=datetime.fromtimestamp(start, rows_[0].created_at.tzinfo),
+                processor=proc,
+                error_code=code,
+                category=cat,
+                count=len(rows_),
+                final=sum(1 for r in rows_ if r.final),
+                last_message=rows_[-1].error_message,
+            )
+            for (start, proc, code, cat), rows_ in groups.items()
+        ]
+        out.sort(key=lambda s: (-s.window_start.timestamp(), -s.count))
+        return out
+
+
+class IdempotencyRepository(_Repository):
+    async def is_completed(self, processor: str, message_id: str) -> bool:
+        tenant = require_tenant()
+        rows = await self._all(
+            sa.select(idempotency.c.status).where(
+                idempotency.c.tenant_id == tenant,
+                idempotency.c.processor == processor,
+                idempotency.c.message_id == message_id,
+            ),
+            tenant,
+        )
+        return bool(rows) and rows[0][0] == "completed"
+
+    async def pending_outbox(self) -> int:
+        tenant = require_tenant()
+        rows = await self._all(
+            sa.select(sa.func.count())
+            .select_from(outbox)
+            .where(outbox.c.tenant_id == tenant, outbox.c.sent_at.is_(None)),
+            tenant,
+        )
+        return int(rows[0][0])
+
+
+class Store:
+    """The metadata store: one database and its repositories."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.entities = EntityRepository(db)
+        self.states = StateRepository(db)
+        self.errors = ErrorRepository(db)
+        self.idempotency = IdempotencyRepository(db)

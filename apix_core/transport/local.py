@@ -1,0 +1,253 @@
+"""The local transport: durable queues in a SQL table.
+
+On SQLite a receive is an ``UPDATE ... RETURNING`` under ``BEGIN IMMEDIATE``; on PostgreSQL it
+selects with ``FOR UPDATE SKIP LOCKED``, so several worker processes share one queue. A receive
+hides a message for the visibility timeout and stamps a fresh receipt; ack, release and
+dead-letter only act on the holder of the current receipt.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT
+from apix_core.exceptions import DeadLetterNotFoundError
+from apix_core.store.database import Database
+from apix_core.store.models import dead_letters, queue_messages
+from apix_core.store.sql import insert_ignore
+from apix_core.transport.base import (
+    DeadLetterInfo,
+    DeadLetterRecord,
+    OutgoingMessage,
+    QueueDepth,
+    QueueTransport,
+    ReceivedMessage,
+)
+
+_qm = queue_messages
+_dl = dead_letters
+
+
+def _split_receipt(receipt: str) -> tuple[int, str]:
+    row_id, _, token = receipt.partition(":")
+    return int(row_id), token
+
+
+class LocalTransport(QueueTransport):
+    """Queues as rows of ``apix_queue_messages``; dead letters in ``apix_dead_letters``."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+        max_message_bytes: int = DEFAULT_LOCAL_MAX_MESSAGE_BYTES,
+        owns_database: bool = False,
+    ) -> None:
+        self.db = database
+        self.visibility_timeout = visibility_timeout
+        self._max_bytes = max_message_bytes
+        self._owns_db = owns_database
+
+    def max_message_bytes(self, queue: str) -> int:
+        return self._max_bytes
+
+    async def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        now = time.time()
+        rows = [
+            {
+                "queue": queue,
+                "message_id": m.message_id,
+                "body": m.body,
+                "attributes": dict(m.attributes),
+                "enqueued_at": now,
+                "visible_at": now + m.delay_seconds,
+                "receive_count": 0,
+                "receipt": None,
+            }
+            for m in messages
+        ]
+        for m in messages:
+            self.check_size(queue, m.body)
+        stmt = insert_ignore(self.db.dialect, _qm, ["queue", "message_id"])
+        async with self.db.transaction() as conn:
+            await conn.execute(stmt, rows)
+
+    async def receive(
+        self, queue: str, max_messages: int = 10, visibility_timeout: float | None = None
+    ) -> list[ReceivedMessage]:
+        now = time.time()
+        token = uuid.uuid4().hex[:16]
+        hidden_until = now + (visibility_timeout or self.visibility_timeout)
+        ready = (
+            sa.select(_qm.c.id)
+            .where(_qm.c.queue == queue, _qm.c.visible_at <= now)
+            .order_by(_qm.c.visible_at, _qm.c.id)
+            .limit(max_messages)
+        )
+        if self.db.is_postgres:
+            ready = ready.with_for_update(skip_locked=True)
+        stmt = (
+            sa.update(_qm)
+            .where(_qm.c.id.in_(ready.scalar_subquery()))
+            .values(visible_at=hidden_until, receive_count=_qm.c.receive_count + 1, receipt=token)
+            .returning(
+                _qm.c.id, _qm.c.message_id, _qm.c.body, _qm.c.attributes,
+                _qm.c.enqueued_at, _qm.c.receive_count,
+            )
+        )
+        async with self.db.transaction() as conn:
+            rows = (await conn.execute(stmt)).all()
+        rows.sort(key=lambda r: r.id)
+        return [
+            ReceivedMessage(
+                queue=queue,
+                message_id=r.message_id,
+                body=r.body,
+                receipt=f"{r.id}:{token}",
+                receive_count=r.receive_count,
+                attributes=dict(r.attributes or {}),
+                enqueued_at=r.enqueued_at,
+            )
+            for r in rows
+        ]
+
+    async def ack(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
+        if not messages:
+            return
+        by_token: dict[str, list[int]] = defaultdict(list)
+        for m in messages:
+            row_id, token = _split_receipt(m.receipt)
+            by_token[token].append(row_id)
+        async with self.db.transaction() as conn:
+            for token, ids in by_token.items():
+                await conn.execute(
+                    sa.delete(_qm).where(_qm.c.id.in_(ids), _qm.c.receipt == token)
+                )
+
+    async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
+        row_id, token = _split_receipt(message.receipt)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sa.update(_qm)
+                .where(_qm.c.id == row_id, _qm.c.receipt == token)
+                .values(visible_at=time.time() + max(0.0, delay_seconds), receipt=None)
+            )
+
+    async def dead_letter(self, queue: str, message: ReceivedMessage, info: DeadLetterInfo) -> None:
+        row_id, token = _split_receipt(message.receipt) if message.receipt else (None, "")
+        body = message.body.decode("utf-8", "replace") if isinstance(message.body, bytes) else message.body
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                sa.insert(_dl).values(
+                    queue=queue,
+                    message_id=message.message_id,
+                    tenant_id=info.tenant_id,
+                    body=body,
+                    attributes=dict(message.attributes),
+                    error_code=info.error_code,
+                    error_category=info.error_category,
+                    error_message=info.error_message[:8000],
+                    processor=info.processor,
+                    attempts=info.attempts,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            if row_id is not None:
+                await conn.execute(
+                    sa.delete(_qm).where(_qm.c.id == row_id, _qm.c.receipt == token)
+                )
+
+    async def list_dead_letters(
+        self, queue: str | None = None, limit: int = 50
+    ) -> list[DeadLetterRecord]:
+        stmt = sa.select(_dl).order_by(_dl.c.id.desc()).limit(limit)
+        if queue:
+            stmt = stmt.where(_dl.c.queue == queue)
+        async with self.db.transaction(write=False) as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_record(r) for r in rows]
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
+        async with self.db.transaction(write=False) as conn:
+            row = (await conn.execute(sa.select(_dl).where(_dl.c.id == _dl_id(dead_letter_id)))).first()
+        if row is None:
+            raise DeadLetterNotFoundError(f"no dead letter with id {dead_letter_id}")
+        return _record(row)
+
+    async def replay_dead_letter(self, dead_letter_id: str) -> str:
+        record = await self.get_dead_letter(dead_letter_id)
+        now = time.time()
+        async with self.db.transaction() as conn:
+            # A replay is a fresh delivery history: receive_count restarts at zero.
+            await conn.execute(
+                insert_ignore(self.db.dialect, _qm, ["queue", "message_id"]).values(
+                    queue=record.queue,
+                    message_id=record.message_id,
+                    body=record.body,
+                    attributes=dict(record.attributes),
+                    enqueued_at=now,
+                    visible_at=now,
+                    receive_count=0,
+                )
+            )
+            await conn.execute(
+                sa.update(_dl).where(_dl.c.id == int(record.id)).values(replayed_at=datetime.now(UTC))
+            )
+        return record.message_id
+
+    async def depth(self, queue: str) -> QueueDepth:
+        now = time.time()
+        stmt = sa.select(
+            sa.func.count().filter(_qm.c.visible_at <= now),
+            sa.func.count().filter(_qm.c.visible_at > now, _qm.c.receipt.is_not(None)),
+            sa.func.count().filter(_qm.c.visible_at > now, _qm.c.receipt.is_(None)),
+        ).where(_qm.c.queue == queue)
+        async with self.db.transaction(write=False) as conn:
+            visible, in_flight, delayed = (await conn.execute(stmt)).one()
+        return QueueDepth(visible=visible, in_flight=in_flight, delayed=delayed)
+
+    async def queues(self) -> list[str]:
+        """Names of the queues that hold messages now."""
+        async with self.db.transaction(write=False) as conn:
+            rows = (await conn.execute(sa.select(_qm.c.queue).distinct())).scalars().all()
+        return sorted(rows)
+
+    async def close(self) -> None:
+        if self._owns_db:
+            await self.db.dispose()
+
+
+def _dl_id(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DeadLetterNotFoundError(f"dead-letter ids are integers here, not {value!r}") from None
+
+
+def _record(r: sa.Row) -> DeadLetterRecord:  # type: ignore[type-arg]
+    return DeadLetterRecord(
+        id=str(r.id),
+        queue=r.queue,
+        message_id=r.message_id,
+        body=r.body,
+        error_code=r.error_code,
+        error_category=r.error_category,
+        error_message=r.error_message,
+        attempts=r.attempts,
+        created_at=r.created_at,
+        processor=r.processor,
+        tenant_id=r.tenant_id,
+        attributes=dict(r.attributes or {}),
+        replayed_at=r.replayed_at,
+    )
