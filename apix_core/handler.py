@@ -72,6 +72,7 @@ from apix_core.store.entities import (
 )
 from apix_core.store.models import entities, idempotency, processing_errors
 from apix_core.store.repositories import Store
+from apix_core.store.sql import insert_many
 from apix_core.tenancy import tenant_context
 from apix_core.transport.base import QueueTransport, ReceivedMessage
 
@@ -237,12 +238,13 @@ class ProcessorHandler:
                 continue
             groups.setdefault(message.tenant_id, []).append(_Item(i, delivery, message))
 
+        traced = tracing_enabled() if groups else False
         for tenant, items in groups.items():
             with tenant_context(tenant):
                 if self.store is None:
-                    await self._process_stateless(items, outcomes, deadline)
+                    await self._process_stateless(items, outcomes, deadline, traced)
                 else:
-                    await self._process_group(tenant, items, outcomes, deadline)
+                    await self._process_group(tenant, items, outcomes, deadline, traced)
         await self._record_envelope_errors(deliveries, outcomes)
         return [o for o in outcomes if o is not None]
 
@@ -290,6 +292,7 @@ class ProcessorHandler:
         items: list[_Item],
         outcomes: list[Outcome | None],
         deadline: float | None,
+        traced: bool,
     ) -> None:
         assert self.store is not None
         db = self.store.db
@@ -301,6 +304,7 @@ class ProcessorHandler:
                 claimed = await self._claim(conn, tenant, ids)
                 done = [i for i in ids if i not in claimed]
                 redispatch = await pending_rows(conn, tenant, self.name, done)
+                access = _GroupAccess(self, conn, tenant)
                 failed: list[str] = []
                 error_rows: list[dict[str, Any]] = []
                 seen: set[str] = set()
@@ -310,7 +314,7 @@ class ProcessorHandler:
                         outcomes[it.index] = Outcome(OutcomeKind.DUPLICATE, it.delivery, it.message)
                         continue
                     seen.add(mid)
-                    run = await self._run_one(it.message, conn, tenant, deadline)
+                    run = await self._run_one(it.message, access, tenant, deadline, traced)
                     if run.ok:
                         new_rows.extend(run.rows)
                         outcomes[it.index] = Outcome(
@@ -380,15 +384,12 @@ class ProcessorHandler:
             ).scalars().all()
         )
         claimed = [mid for mid in ids if mid not in existing]
-        if claimed:
-            await conn.execute(
-                sa.insert(idempotency),
-                [
-                    {"tenant_id": tenant, "processor": self.name, "message_id": mid,
-                     "status": "completed", "created_at": now}
-                    for mid in claimed
-                ],
-            )
+        await insert_many(
+            conn,
+            idempotency,
+            ("tenant_id", "processor", "message_id", "status", "created_at"),
+            [(tenant, self.name, mid, "completed", now) for mid in claimed],
+        )
         return set(claimed)
 
     async def _dispatch(
@@ -412,16 +413,21 @@ class ProcessorHandler:
 
     # -- one message ----------------------------------------------------------------------
     async def _run_one(
-        self, message: Message, conn: AsyncConnection | None, tenant: str, deadline: float | None
+        self,
+        message: Message,
+        access: _GroupAccess | None,
+        tenant: str,
+        deadline: float | None,
+        traced: bool,
     ) -> _Run:
-        access = _GroupAccess(self, conn, tenant) if conn is not None else None
         with log_context(
             tenant_id=tenant,
             correlation_id=message.correlation_id,
             message_id=message.message_id,
             processor=self.name,
         ):
-            if not tracing_enabled():
+            if not traced:
+                # No SDK installed: pass the incoming trace context through unchanged.
                 return await self._run_traced(message, access, deadline, message.trace_context)
             tracer = get_tracer()
             from opentelemetry.trace import SpanKind
@@ -758,11 +764,15 @@ class ProcessorHandler:
 
     # -- without persistence --------------------------------------------------------------
     async def _process_stateless(
-        self, items: list[_Item], outcomes: list[Outcome | None], deadline: float | None
+        self,
+        items: list[_Item],
+        outcomes: list[Outcome | None],
+        deadline: float | None,
+        traced: bool,
     ) -> None:
         sends: list[OutboxRow] = []
         for it in items:
-            run = await self._run_one(it.message, None, it.message.tenant_id, deadline)
+            run = await self._run_one(it.message, None, it.message.tenant_id, deadline, traced)
             if run.ok:
                 sends.extend(run.rows)
                 outcomes[it.index] = Outcome(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apix_core.store.database import Database
 from apix_core.store.models import outbox
+from apix_core.store.sql import insert_many
 from apix_core.transport.base import OutgoingMessage, QueueTransport
 
 
@@ -40,22 +41,25 @@ class OutboxRow:
     created_at: datetime
     config: dict[str, Any] | None = None
 
-    def as_insert(self) -> dict[str, Any]:
+    def as_tuple(self) -> tuple[Any, ...]:
         body = self.body
         if self.kind == "file" and self.config:
             # File options travel with the row so a re-dispatch writes the same file.
             body = json.dumps({"config": self.config, "body": self.body}, separators=(",", ":"))
-        return {
-            "id": self.id, "tenant_id": self.tenant_id, "processor": self.processor,
-            "source_message_id": self.source_message_id, "seq": self.seq, "kind": self.kind,
-            "destination": self.destination, "body": body, "delay_seconds": self.delay_seconds,
-            "created_at": self.created_at,
-        }
+        return (
+            self.id, self.tenant_id, self.processor, self.source_message_id, self.seq, self.kind,
+            self.destination, body, self.delay_seconds, self.created_at,
+        )
+
+
+_INSERT_COLUMNS = (
+    "id", "tenant_id", "processor", "source_message_id", "seq", "kind", "destination", "body",
+    "delay_seconds", "created_at",
+)
 
 
 async def insert_rows(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:
-    if rows:
-        await conn.execute(sa.insert(outbox), [r.as_insert() for r in rows])
+    await insert_many(conn, outbox, _INSERT_COLUMNS, [r.as_tuple() for r in rows])
 
 
 async def pending_rows(
@@ -86,7 +90,8 @@ async def stale_rows(db: Database, older_than_seconds: float, limit: int = 500) 
         .order_by(outbox.c.created_at)
         .limit(limit)
     )
-    async with db.transaction(write=False) as conn:
+    # Cross-tenant by design: the maintenance path passes PostgreSQL row-level security.
+    async with db.transaction(write=False, maintenance=True) as conn:
         return [_from_row(r) for r in (await conn.execute(stmt)).all()]
 
 

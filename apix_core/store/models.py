@@ -115,7 +115,14 @@ outbox = sa.Table(
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("sent_at", TZ, nullable=True),
     sa.Index("ix_apix_outbox_source", "tenant_id", "processor", "source_message_id"),
-    sa.Index("ix_apix_outbox_sent", "sent_at"),
+    # Only unsent rows are looked up by the sweeper; a partial index stays small and is cheap
+    # to maintain when a row is marked sent.
+    sa.Index(
+        "ix_apix_outbox_unsent",
+        "created_at",
+        sqlite_where=sa.text("sent_at IS NULL"),
+        postgresql_where=sa.text("sent_at IS NULL"),
+    ),
 )
 
 # -- local queue transport (no tenant: workers serve every tenant) ----------------------------
@@ -154,6 +161,21 @@ dead_letters = sa.Table(
     sa.Index("ix_apix_dead_letters_queue", "queue", "created_at"),
 )
 
+# -- coordinated API tokens (apix_core.tokens); ciphertext only, never the plaintext token ------
+api_tokens = sa.Table(
+    "apix_api_tokens",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("operation", sa.String(255), primary_key=True),
+    sa.Column("token_id", sa.String(36), nullable=True),
+    sa.Column("token_ciphertext", sa.Text, nullable=True),
+    sa.Column("expires_at", TZ, nullable=True),
+    sa.Column("refreshed_at", TZ, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("failed_until", TZ, nullable=True),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
 TENANT_TABLES = (
     entities,
     entity_versions,
@@ -161,4 +183,5 @@ TENANT_TABLES = (
     processing_errors,
     idempotency,
     outbox,
+    api_tokens,
 )

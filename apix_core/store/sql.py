@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def insert_ignore(dialect: str, table: sa.Table, index_elements: list[str] | None = None) -> Any:
@@ -13,3 +17,49 @@ def insert_ignore(dialect: str, table: sa.Table, index_elements: list[str] | Non
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+@lru_cache(maxsize=64)
+def _compiled_insert(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ignore_on: tuple[str, ...] | None
+) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    stmt = (
+        insert_ignore(dialect.name, table, list(ignore_on)) if ignore_on is not None else sa.insert(table)
+    )
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+    order = compiled.positiontup or list(columns)
+    if list(order) != list(columns):
+        raise RuntimeError(f"unexpected parameter order {order} for {columns}")
+    procs = tuple(table.c[name].type._cached_bind_processor(dialect) for name in columns)
+    return compiled.string, procs
+
+
+async def insert_many(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: tuple[str, ...],
+    rows: Sequence[Sequence[Any]],
+    *,
+    ignore_conflicts_on: tuple[str, ...] | None = None,
+) -> None:
+    """Driver-level ``executemany`` of positional rows.
+
+    The same statement through SQLAlchemy's ORM-free Core path still builds a parameter dict per
+    row; on the hot path (outbox, idempotency, queue rows) that was a large share of the cost.
+    Values pass through each column type's bind processor, so stored values are identical.
+    """
+    if not rows:
+        return
+    sql, procs = _compiled_insert(conn.dialect, table, columns, ignore_conflicts_on)
+    convert = [(i, p) for i, p in enumerate(procs) if p is not None]
+    if not convert:
+        await conn.exec_driver_sql(sql, [tuple(r) for r in rows])
+        return
+    params: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(row)
+        for i, proc in convert:
+            if values[i] is not None:
+                values[i] = proc(values[i])
+        params.append(tuple(values))
+    await conn.exec_driver_sql(sql, params)

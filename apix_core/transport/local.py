@@ -20,7 +20,7 @@ from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBIL
 from apix_core.exceptions import DeadLetterNotFoundError
 from apix_core.store.database import Database
 from apix_core.store.models import dead_letters, queue_messages
-from apix_core.store.sql import insert_ignore
+from apix_core.store.sql import insert_ignore, insert_many
 from apix_core.transport.base import (
     DeadLetterInfo,
     DeadLetterRecord,
@@ -32,6 +32,9 @@ from apix_core.transport.base import (
 
 _qm = queue_messages
 _dl = dead_letters
+_SEND_COLUMNS = (
+    "queue", "message_id", "body", "attributes", "enqueued_at", "visible_at", "receive_count"
+)
 
 
 def _split_receipt(receipt: str) -> tuple[int, str]:
@@ -64,24 +67,14 @@ class LocalTransport(QueueTransport):
         if not messages:
             return
         now = time.time()
-        rows = [
-            {
-                "queue": queue,
-                "message_id": m.message_id,
-                "body": m.body,
-                "attributes": dict(m.attributes),
-                "enqueued_at": now,
-                "visible_at": now + m.delay_seconds,
-                "receive_count": 0,
-                "receipt": None,
-            }
-            for m in messages
-        ]
         for m in messages:
             self.check_size(queue, m.body)
-        stmt = insert_ignore(self.db.dialect, _qm, ["queue", "message_id"])
+        rows = [
+            (queue, m.message_id, m.body, m.attributes, now, now + m.delay_seconds, 0)
+            for m in messages
+        ]
         async with self.db.transaction() as conn:
-            await conn.execute(stmt, rows)
+            await insert_many(conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id"))
 
     async def receive(
         self, queue: str, max_messages: int = 10, visibility_timeout: float | None = None

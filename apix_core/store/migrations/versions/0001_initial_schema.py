@@ -96,7 +96,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_apix_outbox'))
     )
     with op.batch_alter_table('apix_outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_apix_outbox_sent', ['sent_at'], unique=False)
+        batch_op.create_index(
+            'ix_apix_outbox_unsent', ['created_at'], unique=False,
+            sqlite_where=sa.text('sent_at IS NULL'), postgresql_where=sa.text('sent_at IS NULL'),
+        )
         batch_op.create_index('ix_apix_outbox_source', ['tenant_id', 'processor', 'source_message_id'], unique=False)
 
     op.create_table('apix_processing_errors',
@@ -166,7 +169,7 @@ def downgrade() -> None:
     op.drop_table('apix_processing_errors')
     with op.batch_alter_table('apix_outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_apix_outbox_source')
-        batch_op.drop_index('ix_apix_outbox_sent')
+        batch_op.drop_index('ix_apix_outbox_unsent')
 
     op.drop_table('apix_outbox')
     with op.batch_alter_table('apix_idempotency', schema=None) as batch_op:
