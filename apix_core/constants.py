@@ -46,3 +46,12 @@ ENVELOPE_VERSION = 1
 ENVELOPE_KEY = "apix"
 #: Message attribute that carries the tenant of a foreign (non-apix) queue message.
 TENANT_ATTRIBUTE = "tenant_id"
+
+#: Fernet key (urlsafe base64, 32 bytes) that encrypts API tokens at rest (``apix_core.tokens``).
+TOKEN_KEY_ENV = "APIX_TOKEN_KEY"
+#: "true" when PostgreSQL is reached through PgBouncer in transaction pooling mode: disables
+#: asyncpg's prepared-statement cache and uses unique prepared-statement names.
+DB_PGBOUNCER_ENV = "APIX_DB_PGBOUNCER"
+#: Connections kept in the PostgreSQL pool of one process (a warm function reuses them).
+DB_POOL_SIZE_ENV = "APIX_DB_POOL_SIZE"
+DEFAULT_DB_POOL_SIZE = 5

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,14 +15,19 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from apix_core.constants import DEFAULT_DB_TIMEOUT
+from apix_core.constants import (
+    DB_PGBOUNCER_ENV,
+    DB_POOL_SIZE_ENV,
+    DEFAULT_DB_POOL_SIZE,
+    DEFAULT_DB_TIMEOUT,
+)
 from apix_core.exceptions import ConfigurationError, DatabaseUnavailableError
 
 _WRITE_OPTION = "apix_write"
 
 
 def normalize_url(url: str) -> str:
-    """Pick the async driver for plain URLs (``sqlite:///`` → aiosqlite, ``postgresql://`` → asyncpg)."""
+    """Pick the async driver: ``sqlite:///`` → aiosqlite, ``postgresql://`` → asyncpg."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.drivername == "sqlite":
@@ -46,13 +53,15 @@ class Database:
         url: str,
         *,
         timeout: float = DEFAULT_DB_TIMEOUT,
-        pool_size: int = 5,
+        pool_size: int | None = None,
+        pgbouncer: bool | None = None,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
         self.timeout = timeout
+        self.pgbouncer = False
         options: dict[str, Any] = dict(engine_options or {})
         if self.dialect == "sqlite":
             database = parsed.database or ""
@@ -62,17 +71,51 @@ class Database:
 
             options.setdefault("async_creator", inline_creator(database or ":memory:", timeout))
         else:
+            if pool_size is None:
+                pool_size = int(os.environ.get(DB_POOL_SIZE_ENV) or DEFAULT_DB_POOL_SIZE)
+            if pgbouncer is None:
+                pgbouncer = _env_true(DB_PGBOUNCER_ENV)
+            self.pgbouncer = pgbouncer
             options.setdefault("pool_size", pool_size)
             options.setdefault("max_overflow", pool_size)
             options.setdefault("pool_timeout", timeout)
             options.setdefault("pool_pre_ping", True)
-            options.setdefault("connect_args", {"timeout": timeout, "command_timeout": timeout * 6})
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+            connect_args: dict[str, Any] = {"timeout": timeout, "command_timeout": timeout * 6}
+            if pgbouncer:
+                # Transaction pooling hands each transaction to any server connection: named
+                # prepared statements would collide or vanish, so cache none and name uniquely.
+                connect_args["statement_cache_size"] = 0
+                connect_args["prepared_statement_cache_size"] = 0
+                connect_args["prepared_statement_name_func"] = _unique_statement_name
+            options.setdefault("connect_args", connect_args)
+        self._options = options
+        self.engine: AsyncEngine = self._create_engine()
+        # asyncpg connections (and asyncio locks) belong to one event loop; a warm serverless
+        # function may run each invocation under a fresh ``asyncio.run``.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # SQLite has one writer; queueing writers here avoids its busy handler, which sleeps
         # in coarse steps and would dominate latency when several workers share a process.
         self._write_lock: asyncio.Lock | None = None
+
+    def _create_engine(self) -> AsyncEngine:
+        engine = create_async_engine(self.url, **self._options)
         if self.dialect == "sqlite":
-            _install_sqlite_hooks(self.engine, timeout)
+            _install_sqlite_hooks(engine, self.timeout)
+        return engine
+
+    async def _bind_loop(self) -> None:
+        """Rebuild the engine when called from another event loop than its connections'."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._loop is not None:
+            old = self.engine
+            self.engine = self._create_engine()
+            self._write_lock = None
+            # The old loop is closed: its connections cannot be closed politely, only dropped
+            # (the server ends those sessions when the sockets are collected).
+            await old.dispose(close=False)
+        self._loop = loop
 
     @property
     def is_sqlite(self) -> bool:
@@ -85,6 +128,7 @@ class Database:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection; connection failures become :class:`DatabaseUnavailableError`."""
+        await self._bind_loop()
         try:
             cm = self.engine.connect()
             conn = await asyncio.wait_for(cm.__aenter__(), timeout=self.timeout * 2)
@@ -102,31 +146,46 @@ class Database:
 
     @asynccontextmanager
     async def transaction(
-        self, *, tenant_id: str | None = None, write: bool = True
+        self, *, tenant_id: str | None = None, write: bool = True, maintenance: bool = False
     ) -> AsyncIterator[AsyncConnection]:
-        """One transaction; on PostgreSQL scoped to ``tenant_id`` for row-level security."""
+        """One transaction; on PostgreSQL scoped to ``tenant_id`` for row-level security.
+
+        ``maintenance=True`` is for cross-tenant housekeeping (outbox sweeper, retention): on
+        PostgreSQL it sets ``apix.bypass_rls`` for this transaction only, which the tenant
+        policies of migration 0002 accept in place of a tenant.
+        """
+        await self._bind_loop()
         if write and self.is_sqlite:
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
-            async with self._write_lock, self._transaction(tenant_id, write) as conn:
+            async with self._write_lock, self._transaction(tenant_id, write, maintenance) as conn:
                 yield conn
         else:
-            async with self._transaction(tenant_id, write) as conn:
+            async with self._transaction(tenant_id, write, maintenance) as conn:
                 yield conn
 
     @asynccontextmanager
-    async def _transaction(self, tenant_id: str | None, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(
+        self, tenant_id: str | None, write: bool, maintenance: bool
+    ) -> AsyncIterator[AsyncConnection]:
         async with self.connect() as conn:
             if write and self.is_sqlite:
                 conn = await conn.execution_options(**{_WRITE_OPTION: True})
             async with conn.begin():
                 if self.is_postgres:
+                    # Transaction-local settings only (is_local=true): nothing leaks to the next
+                    # user of the connection, which keeps PgBouncer transaction pooling safe.
                     await conn.execute(
                         sa.text(
                             "SELECT set_config('apix.tenant_id', :t, true), "
+                            "set_config('apix.bypass_rls', :b, true), "
                             "set_config('lock_timeout', :lt, true)"
                         ),
-                        {"t": tenant_id or "", "lt": f"{int(self.timeout * 1000)}ms"},
+                        {
+                            "t": tenant_id or "",
+                            "b": "on" if maintenance else "off",
+                            "lt": f"{int(self.timeout * 1000)}ms",
+                        },
                     )
                 yield conn
 
@@ -149,7 +208,18 @@ class Database:
             return await conn.run_sync(read_current)
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        loop = asyncio.get_running_loop()
+        # Connections made on another (closed) loop can only be dropped, not closed.
+        await self.engine.dispose(close=self._loop is None or self._loop is loop)
+        self._loop = None
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _unique_statement_name() -> str:
+    return f"__apix_{uuid.uuid4().hex}__"
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, timeout: float) -> None:
