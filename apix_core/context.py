@@ -54,7 +54,6 @@ class ProcessorContext:
         store: Store | None = None,
         logger: logging.Logger | None = None,
         payload: BaseModel | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
         access: EntityAccess | None = None,
     ) -> None:
         self.message = message
@@ -69,7 +68,8 @@ class ProcessorContext:
         self.outputs: list[OutputHandler] = []
         #: Versions of entities written so far by this call (filled when writes are flushed).
         self.written: dict[str, EntityWriteResult] = {}
-        self._loop = loop
+        #: The event loop a sync processor's thread reaches back into (set by the handler).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._access = access
 
     # -- entities -------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class ProcessorContext:
 
     def get_entity(self, entity_id: str) -> Entity:
         """Sync form of :meth:`aget_entity`, for ``def`` processors (they run in a worker thread)."""
-        loop = self._loop
+        loop = self.loop
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

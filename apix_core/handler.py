@@ -203,6 +203,11 @@ class ProcessorHandler:
         self.dispatcher = Dispatcher(self.store.db if self.store else None, transport)
         self.db_is_postgres = bool(self.store and self.store.db.is_postgres)
         self._is_async = is_async_processor(self.processor)
+        # Call plain functions directly: the adapter's extra frame shows on no-op processors.
+        self._process: Any = self.processor.process
+        if isinstance(self.processor, FunctionProcessor):
+            fn = self.processor.func
+            self._process = fn if self.processor.takes_ctx else (lambda m, _c: fn(m))
         self._log = logging.getLogger(f"apix.processor.{self.name}")
 
     # -- public API -----------------------------------------------------------------------
@@ -428,31 +433,33 @@ class ProcessorHandler:
         ):
             if not traced:
                 # No SDK installed: pass the incoming trace context through unchanged.
-                return await self._run_traced(message, access, deadline, message.trace_context)
-            tracer = get_tracer()
-            from opentelemetry.trace import SpanKind
+                return await self._run(message, access, deadline, message.trace_context)
+            return await self._run_in_span(message, access, tenant, deadline)
 
-            with tracer.start_as_current_span(
-                f"process {self.name}",
-                context=extract_trace_context(message.trace_context),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "apix.processor": self.name,
-                    "apix.tenant_id": tenant,
-                    "messaging.message.id": message.message_id,
-                    "messaging.message.conversation_id": message.correlation_id,
-                    "apix.attempt": message.attempt,
-                },
-            ) as span:
-                run = await self._run_traced(message, access, deadline, inject_trace_context())
-                if not run.ok and run.error is not None:
-                    from opentelemetry.trace import Status, StatusCode
+    async def _run_in_span(
+        self, message: Message, access: _GroupAccess | None, tenant: str, deadline: float | None
+    ) -> _Run:
+        from opentelemetry.trace import SpanKind, Status, StatusCode
 
-                    span.set_status(Status(StatusCode.ERROR, run.error.message))
-                    span.set_attribute("apix.error_code", run.error.code)
-                return run
+        with get_tracer().start_as_current_span(
+            f"process {self.name}",
+            context=extract_trace_context(message.trace_context),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "apix.processor": self.name,
+                "apix.tenant_id": tenant,
+                "messaging.message.id": message.message_id,
+                "messaging.message.conversation_id": message.correlation_id,
+                "apix.attempt": message.attempt,
+            },
+        ) as span:
+            run = await self._run(message, access, deadline, inject_trace_context())
+            if not run.ok and run.error is not None:
+                span.set_status(Status(StatusCode.ERROR, run.error.message))
+                span.set_attribute("apix.error_code", run.error.code)
+            return run
 
-    async def _run_traced(
+    async def _run(
         self,
         message: Message,
         access: _GroupAccess | None,
@@ -466,22 +473,29 @@ class ProcessorHandler:
             produces=self.spec.produces,
             store=self.store,
             logger=self._log,
-            loop=asyncio.get_running_loop(),
             access=access,
         )
         try:
-            ctx.payload = self._validated_payload(message)
+            if self.spec.payload_model is not None:
+                ctx.payload = self._validated_payload(message)
             if not self.processor.validate_message(message):
                 raise ValidationError(f"processor {self.name!r} rejected the message")
-            result = await self._call_with_retries(message, ctx, access, deadline)
-            handlers = self._collect_outputs(result, ctx)
-            if self.config.is_source_processor:
-                self._persist_output_entities(message, ctx, handlers)
+            try:
+                result = await self._call(message, ctx)
+            except Exception as exc:
+                result = await self._retry(exc, message, ctx, access, deadline)
+            handlers = [*result.output_handlers, *ctx.outputs] if ctx.outputs else result.output_handlers
+            rows: list[OutboxRow] = []
+            if handlers:
+                self._check_topology(handlers)
+                if self.config.is_source_processor:
+                    self._persist_output_entities(message, ctx, handlers)
             if message.entity is not None and self.config.success_state and message.entity.id:
                 ctx.transition(message.entity.id, self.config.success_state, "processed")
             if access is not None:
                 await access.flush(ctx)
-            rows = self._outbox_rows(message, ctx, handlers, trace_context)
+            if handlers:
+                rows = self._outbox_rows(message, ctx, handlers, trace_context)
             if access is not None:
                 await access.finish(ok=True)
         except Exception as exc:
@@ -514,28 +528,26 @@ class ProcessorHandler:
         )
         return _Run(ok=False, rows=[], error=info, retry_after=retry_after)
 
-    async def _call_with_retries(
+    async def _retry(
         self,
+        first_error: Exception,
         message: Message,
         ctx: ProcessorContext,
         access: _GroupAccess | None,
         deadline: float | None,
     ) -> ProcessingResult:
-        """Call the processor; retry transient failures with exponential backoff and jitter.
+        """Retry a transient failure in-invocation with exponential backoff and full jitter.
 
-        Retries are bounded by ``backoff.max_retries``, ``backoff.budget_seconds`` and the
-        invocation's ``deadline``. The first call runs outside tenacity: its machinery costs more
-        than a no-op processor, and most calls succeed.
+        Bounded by ``backoff.max_retries``, ``backoff.budget_seconds`` and the invocation's
+        ``deadline``. Anything else re-raises ``first_error``. (The first call runs outside
+        tenacity: its machinery costs more than a no-op processor, and most calls succeed.)
         """
-        try:
-            return await self._call(message, ctx)
-        except Exception as exc:
-            backoff = self.config.backoff
-            budget = backoff.budget_seconds
-            if deadline is not None:
-                budget = min(budget, deadline - time.monotonic() - 1.0)
-            if not self._is_transient(exc) or backoff.max_retries <= 0 or budget <= 0:
-                raise
+        backoff = self.config.backoff
+        budget = backoff.budget_seconds
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic() - 1.0)
+        if not self._is_transient(first_error) or backoff.max_retries <= 0 or budget <= 0:
+            raise first_error
         started = time.monotonic()
         wait = wait_random_exponential(multiplier=backoff.initial_seconds, max=backoff.max_seconds)
 
@@ -565,12 +577,16 @@ class ProcessorHandler:
 
     async def _call(self, message: Message, ctx: ProcessorContext) -> ProcessingResult:
         if self._is_async:
-            raw = await self.processor.process(message, ctx)  # type: ignore[misc]
+            raw = await self._process(message, ctx)
         elif self.config.run_sync_in_thread:
-            raw = await asyncio.to_thread(self.processor.process, message, ctx)
+            # The context reaches back into this loop for ctx.get_entity() from the thread.
+            ctx.loop = asyncio.get_running_loop()
+            raw = await asyncio.to_thread(self._process, message, ctx)
         else:
-            raw = self.processor.process(message, ctx)
-        result = self._normalize(raw)
+            raw = self._process(message, ctx)
+        if raw is None:
+            return ProcessingResult()
+        result = raw if isinstance(raw, ProcessingResult) else self._normalize(raw)
         if not result.success:
             raise _Failure(result)
         return result
@@ -595,15 +611,13 @@ class ProcessorHandler:
         )
 
     # -- outputs --------------------------------------------------------------------------
-    def _collect_outputs(self, result: ProcessingResult, ctx: ProcessorContext) -> list[OutputHandler]:
-        handlers = [*result.output_handlers, *ctx.outputs]
+    def _check_topology(self, handlers: list[OutputHandler]) -> None:
         for h in handlers:
             if isinstance(h, QueueOutputHandler) and h.destination not in self.spec.produces:
                 raise TopologyError(
                     f"processor {self.name!r} may send to {list(self.spec.produces)}, "
                     f"not {h.destination!r} (declare it in produces=)"
                 )
-        return handlers
 
     def _persist_output_entities(
         self, message: Message, ctx: ProcessorContext, handlers: list[OutputHandler]

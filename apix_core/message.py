@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,6 +113,16 @@ class Message(BaseModel):
 
         Raises only :class:`~apix_core.exceptions.EnvelopeError` subclasses.
         """
+        if not isinstance(data, dict):
+            # Fast path: a well-formed current envelope parses and validates in one pass.
+            try:
+                fast = _EnvelopeV1.model_validate_json(data)
+            except (pydantic.ValidationError, ValueError, TypeError, RecursionError):
+                pass
+            else:
+                # Plain __dict__ write: validated assignment costs more than the parse.
+                fast.__dict__["attempt"] = attempt
+                return fast
         obj = _decode(data)
         if ENVELOPE_KEY not in obj:
             return cls._from_foreign(obj, default_tenant, transport_message_id, attempt)
@@ -176,6 +186,15 @@ class Message(BaseModel):
             payload=payload or {},
             **kwargs,
         )
+
+
+class _EnvelopeV1(Message):
+    """A ``Message`` parsed straight from envelope JSON (``{"apix": 1, ...}``)."""
+
+    apix: Literal[1] = Field(exclude=True, repr=False)
+
+    def __repr_name__(self) -> str:
+        return "Message"
 
 
 def envelope(

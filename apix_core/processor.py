@@ -91,11 +91,11 @@ class FunctionProcessor(ProcessorInterface):
                 f"processor {func.__qualname__} must take (message) or (message, ctx)"
             )
         self.func = func
-        self._takes_ctx = len(params) == 2
+        self.takes_ctx = len(params) == 2
         self.is_async = inspect.iscoroutinefunction(func)
 
     def process(self, message: Message, context: ProcessorContext) -> Any:
-        if self._takes_ctx:
+        if self.takes_ctx:
             return self.func(message, context)
         return self.func(message)
 

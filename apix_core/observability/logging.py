@@ -12,8 +12,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -59,14 +58,23 @@ def _redact_match(match: re.Match[str]) -> str:
     return REDACTED
 
 
-@contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Add fields to every log line written inside the block."""
-    token = _log_fields.set({**_log_fields.get(), **fields})
-    try:
-        yield
-    finally:
-        _log_fields.reset(token)
+class log_context:  # noqa: N801 - used like a function: `with log_context(tenant_id=...)`
+    """Add fields to every log line written inside the block.
+
+    A class rather than ``@contextmanager``: it wraps every message, and a generator-based
+    context manager costs several times more.
+    """
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        self._token = _log_fields.set({**_log_fields.get(), **self._fields})
+
+    def __exit__(self, *exc: object) -> None:
+        _log_fields.reset(self._token)
 
 
 def current_log_fields() -> Mapping[str, Any]:
