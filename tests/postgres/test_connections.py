@@ -1,0 +1,163 @@
+"""Connection handling: warm-function reuse, a new event loop per invocation, clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from apix_core import App, Message, ProcessorContext, tenant_context
+from apix_core.exceptions import DatabaseUnavailableError
+from apix_core.runtime import LocalRunner
+from apix_core.store.database import Database
+
+
+def test_same_app_works_across_several_asyncio_runs(database_url: str, queue_url: str) -> None:
+    # GIVEN one App and Database kept between invocations, as in a warm serverless function
+    app = App("warm", database_url=database_url, queue_url=queue_url, tenant_id="acme")
+
+    @app.processor("ingest", consumes="in")
+    async def ingest(message: Message, ctx: ProcessorContext) -> None:
+        ctx.persist_entity(str(message.payload["id"]), "order", "shop", message.payload)
+
+    async def invocation(i: int) -> int:
+        await app.send("in", {"id": i}, tenant_id="acme")
+        stats = await LocalRunner(app, fire_schedules=False).run()
+        with tenant_context("acme"):
+            return stats.completed + 1000 * await app.store.entities.count()
+
+    # WHEN each invocation runs under its own event loop (asyncio.run per call)
+    results = [asyncio.run(invocation(i)) for i in range(4)]
+    asyncio.run(app.close())
+
+    # THEN every invocation processed its message and saw the previous ones' entities
+    assert results == [1001, 2001, 3001, 4001]
+
+
+async def test_warm_invocation_reuses_pooled_connections(backend: str, database_url: str) -> None:
+    if backend != "postgres":
+        pytest.skip("SQLite has no server connections to pool")
+    # GIVEN a Database with a small pool
+    db = Database(database_url, pool_size=1)
+
+    # WHEN several transactions run one after another in one invocation
+    pids = set()
+    for _ in range(5):
+        async with db.transaction(tenant_id="acme", write=False) as conn:
+            pids.add((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar())
+    await db.dispose()
+
+    # THEN they all used the same server connection
+    assert len(pids) == 1
+
+
+def test_database_detects_a_new_event_loop(database_url: str) -> None:
+    # GIVEN a Database used under one event loop, which is then closed
+    db = Database(database_url)
+
+    async def touch() -> int:
+        async with db.transaction(tenant_id="acme") as conn:
+            return int((await conn.execute(sa.text("SELECT 1"))).scalar())
+
+    first_engine_results = asyncio.run(touch())
+    engine_before = db.engine
+
+    # WHEN it is used from a second, fresh event loop
+    second = asyncio.run(touch())
+    asyncio.run(db.dispose())
+
+    # THEN it rebuilt its engine and works
+    assert (first_engine_results, second) == (1, 1)
+    assert db.engine is not engine_before
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections but never speaks (a hung database or proxy)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+async def test_closed_port_raises_database_unavailable(backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("network failures concern the PostgreSQL backend")
+    # GIVEN a database URL whose port is closed
+    db = Database(f"postgresql://postgres@127.0.0.1:{_closed_port()}/apix", timeout=1.0)
+
+    # WHEN a transaction starts / THEN a clear, typed error names the target
+    with pytest.raises(DatabaseUnavailableError, match=r"127\.0\.0\.1"):
+        async with db.transaction(tenant_id="acme"):
+            pass
+    await db.dispose()
+
+
+@pytest.mark.timeout(60)
+async def test_unresponsive_server_raises_database_unavailable(
+    backend: str, silent_server: int
+) -> None:
+    if backend != "postgres":
+        pytest.skip("network failures concern the PostgreSQL backend")
+    # GIVEN a server that accepts TCP but never answers the PostgreSQL handshake
+    db = Database(f"postgresql://postgres@127.0.0.1:{silent_server}/apix", timeout=1.0)
+
+    # WHEN a transaction starts / THEN it fails with the typed error instead of hanging
+    with pytest.raises(DatabaseUnavailableError):
+        async with db.transaction(tenant_id="acme"):
+            pass
+    await db.dispose()
+
+
+async def _named_statements_after_work(database_url: str, *, pgbouncer: bool) -> tuple[int, str]:
+    db = Database(database_url, pool_size=1, pgbouncer=pgbouncer)
+    for i in range(5):
+        async with db.transaction(tenant_id="acme") as conn:
+            await conn.execute(
+                sa.text("SELECT count(*) FROM apix_entities WHERE external_id = :x"), {"x": str(i)}
+            )
+    async with db.transaction(tenant_id="acme", write=False) as conn:
+        # The statement running this query is itself prepared; count only the leftovers.
+        left = (
+            await conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_prepared_statements "
+                    "WHERE statement NOT LIKE '%pg_prepared_statements%'"
+                )
+            )
+        ).scalar()
+    async with db.connect() as conn:
+        tenant_outside = (
+            await conn.execute(sa.text("SELECT current_setting('apix.tenant_id', true)"))
+        ).scalar()
+        await conn.rollback()
+    await db.dispose()
+    return int(left or 0), tenant_outside or ""
+
+
+async def test_pgbouncer_mode_leaves_no_named_statements(
+    backend: str, database_url: str, db: Database
+) -> None:
+    if backend != "postgres":
+        pytest.skip("PgBouncer options apply to PostgreSQL only")
+    # GIVEN a migrated database
+    # WHEN the same statements run in separate transactions, with and without PgBouncer mode
+    default_left, _ = await _named_statements_after_work(database_url, pgbouncer=False)
+    bouncer_left, tenant_outside = await _named_statements_after_work(database_url, pgbouncer=True)
+
+    # THEN only the default mode caches prepared statements on the server connection
+    # (under transaction pooling those would meet other clients' connections), and the tenant
+    # setting does not outlive apix's transaction
+    assert default_left > 0
+    assert bouncer_left == 0
+    assert tenant_outside == ""

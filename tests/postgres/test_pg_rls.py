@@ -1,0 +1,273 @@
+"""PostgreSQL row-level security (migration 0002), exercised as the non-owner role ``apix_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from apix_core import App, Message, ProcessorContext, tenant_context
+from apix_core.outbox import stale_rows
+from apix_core.runtime import LocalRunner
+from apix_core.store.database import Database
+
+TENANT_TABLES = (
+    "apix_entities",
+    "apix_entity_versions",
+    "apix_state_transitions",
+    "apix_processing_errors",
+    "apix_idempotency",
+    "apix_outbox",
+    "apix_api_tokens",
+)
+LOGIN_ROLE = "apix_app_login"
+
+
+@pytest.fixture
+def postgres_only(backend: str) -> None:
+    if backend != "postgres":
+        pytest.skip("row-level security and roles exist on PostgreSQL only")
+
+
+@pytest.fixture
+async def app_url(postgres_only: None, db: Database, database_url: str) -> str:
+    """URL of the migrated test database for a LOGIN member of ``apix_app`` (not the owner)."""
+    async with db.connect() as conn:
+        # Roles are cluster-wide; other tests (or a parallel run) may have made it already.
+        await conn.execute(
+            sa.text(
+                f"""
+                DO $$ BEGIN
+                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{LOGIN_ROLE}') THEN
+                        CREATE ROLE {LOGIN_ROLE} LOGIN IN ROLE apix_app;
+                    END IF;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                END $$
+                """
+            )
+        )
+        await conn.commit()
+    scheme, rest = database_url.split("://", 1)
+    return f"{scheme}://{LOGIN_ROLE}@{rest.split('@', 1)[1]}"
+
+
+@pytest.fixture
+async def app_db(app_url: str) -> AsyncIterator[Database]:
+    database = Database(app_url)
+    yield database
+    await database.dispose()
+
+
+async def test_every_tenant_table_has_forced_rls_and_the_tenant_policy(
+    postgres_only: None, db: Database
+) -> None:
+    # GIVEN a database migrated to head
+    # WHEN the catalog is read
+    async with db.connect() as conn:
+        flags = {
+            r.relname: (r.relrowsecurity, r.relforcerowsecurity)
+            for r in await conn.execute(
+                sa.text(
+                    "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
+                    "WHERE relname = ANY(:t)"
+                ),
+                {"t": list(TENANT_TABLES)},
+            )
+        }
+        policies = {
+            r.tablename: (r.cmd, r.qual, r.with_check)
+            for r in await conn.execute(
+                sa.text("SELECT tablename, cmd, qual, with_check FROM pg_policies")
+            )
+        }
+
+    # THEN RLS is enabled and forced (the owner is subject too) with USING and WITH CHECK
+    assert flags == {t: (True, True) for t in TENANT_TABLES}
+    assert set(policies) == set(TENANT_TABLES)
+    for cmd, qual, check in policies.values():
+        assert cmd == "ALL"
+        assert "current_setting('apix.tenant_id'" in qual
+        assert qual == check
+
+
+async def test_app_role_has_dml_rights_but_owns_nothing(postgres_only: None, db: Database) -> None:
+    # GIVEN a migrated database
+    async with db.connect() as conn:
+        # WHEN the role and the table owners are read
+        role = (
+            await conn.execute(
+                sa.text(
+                    "SELECT rolcanlogin, rolsuper, rolbypassrls FROM pg_roles "
+                    "WHERE rolname = 'apix_app'"
+                )
+            )
+        ).one()
+        owners = set(
+            (
+                await conn.execute(
+                    sa.text("SELECT tableowner FROM pg_tables WHERE tablename LIKE 'apix_%'")
+                )
+            ).scalars()
+        )
+        rights = (
+            await conn.execute(
+                sa.text(
+                    "SELECT bool_and(has_table_privilege('apix_app', t, "
+                    "'SELECT,INSERT,UPDATE,DELETE')) FROM unnest(CAST(:t AS text[])) AS t"
+                ),
+                {"t": list(TENANT_TABLES)},
+            )
+        ).scalar()
+
+    # THEN apix_app is a plain NOLOGIN role with DML rights on tables it does not own
+    assert tuple(role) == (False, False, False)
+    assert "apix_app" not in owners
+    assert rights is True
+
+
+async def test_migration_is_idempotent_when_the_role_already_exists(
+    postgres_only: None, db: Database
+) -> None:
+    # GIVEN a database at head: the cluster-wide role exists
+    # WHEN 0002 is rolled back and applied again
+    from alembic import command
+
+    from apix_core.store.migrate import alembic_config
+
+    async with db.connect() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0001"))
+        await conn.commit()
+    await db.upgrade()
+
+    # THEN the schema is back at head with its policies
+    assert await db.current_revision() == "0002"
+    async with db.connect() as conn:
+        count = (await conn.execute(sa.text("SELECT count(*) FROM pg_policies"))).scalar()
+    assert count == len(TENANT_TABLES)
+
+
+async def _seed_two_tenants(app_url: str, make_app) -> App:
+    app: App = make_app("rls", database_url=app_url, queue_url=app_url, auto_migrate=False)
+
+    @app.processor("ingest", consumes="in", produces=["out"])
+    async def ingest(message: Message, ctx: ProcessorContext) -> dict:
+        ctx.persist_entity(str(message.payload["id"]), "order", "shop", message.payload)
+        return {"id": message.payload["id"]}
+
+    @app.processor("sink", consumes="out")
+    async def sink(message: Message, ctx: ProcessorContext) -> None:
+        return None
+
+    await app.start()
+    for tenant in ("tenant-a", "tenant-b"):
+        for i in range(3):
+            await app.send("in", {"id": i}, tenant_id=tenant)
+    stats = await LocalRunner(app).run()
+    assert stats.completed == 12 and stats.dead_lettered == 0
+    return app
+
+
+async def test_app_runs_as_non_owner_and_sees_only_its_tenant(app_url: str, make_app) -> None:
+    # GIVEN the pipeline ran as apix_app for tenants A and B
+    app = await _seed_two_tenants(app_url, make_app)
+    db = app.store.db
+
+    # WHEN tenant A's session reads, updates and inserts tenant B's rows with raw SQL
+    async with db.transaction(tenant_id="tenant-a") as conn:
+        who = (await conn.execute(sa.text("SELECT current_user"))).scalar()
+        visible = {
+            t: (await conn.execute(sa.text(f"SELECT count(*) FROM {t}"))).scalar()
+            for t in (
+                "apix_entities",
+                "apix_idempotency",
+                "apix_outbox",
+                "apix_state_transitions",
+                "apix_entity_versions",
+            )
+        }
+        of_b = (
+            await conn.execute(
+                sa.text("SELECT count(*) FROM apix_entities WHERE tenant_id = 'tenant-b'")
+            )
+        ).scalar()
+        updated = (
+            await conn.execute(
+                sa.text("UPDATE apix_entities SET state = 'hacked' WHERE tenant_id = 'tenant-b'")
+            )
+        ).rowcount
+        deleted = (
+            await conn.execute(
+                sa.text("DELETE FROM apix_idempotency WHERE tenant_id <> 'tenant-a'")
+            )
+        ).rowcount
+
+    # THEN it is not the owner, sees only A's rows and changes nothing of B's
+    assert who == LOGIN_ROLE
+    assert visible == {
+        "apix_entities": 3,
+        "apix_idempotency": 6,
+        "apix_outbox": 3,
+        "apix_state_transitions": 3,
+        "apix_entity_versions": 3,
+    }
+    assert of_b == 0 and updated == 0 and deleted == 0
+    with tenant_context("tenant-b"):
+        entities = await app.store.entities.list()
+    assert len(entities) == 3 and {e.state for e in entities} != {"hacked"}
+
+
+async def test_insert_with_another_tenants_id_fails_the_check(app_url: str, make_app) -> None:
+    # GIVEN the app's database as apix_app
+    app = await _seed_two_tenants(app_url, make_app)
+
+    # WHEN tenant A inserts a row claiming tenant B
+    # THEN the policy's WITH CHECK rejects it
+    with pytest.raises(sa.exc.DBAPIError, match="row-level security"):
+        async with app.store.db.transaction(tenant_id="tenant-a") as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO apix_idempotency (tenant_id, processor, message_id, status, "
+                    "created_at) VALUES ('tenant-b', 'ingest', 'forged', 'completed', now())"
+                )
+            )
+
+
+async def test_transaction_without_tenant_sees_nothing(app_url: str, make_app) -> None:
+    # GIVEN rows of two tenants
+    app = await _seed_two_tenants(app_url, make_app)
+
+    # WHEN a transaction without tenant reads every tenant table
+    async with app.store.db.transaction(write=False) as conn:
+        counts = {
+            t: (await conn.execute(sa.text(f"SELECT count(*) FROM {t}"))).scalar()
+            for t in TENANT_TABLES
+        }
+
+    # THEN it sees no row at all
+    assert counts == dict.fromkeys(TENANT_TABLES, 0)
+
+
+async def test_maintenance_path_sees_every_tenant(app_db: Database) -> None:
+    # GIVEN unsent outbox rows of two tenants, written under each tenant
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    for tenant in ("tenant-a", "tenant-b"):
+        async with app_db.transaction(tenant_id=tenant) as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO apix_outbox (id, tenant_id, processor, source_message_id, seq, "
+                    "kind, destination, body, delay_seconds, created_at) VALUES "
+                    "(:id, :t, 'p', 'm', 0, 'queue', 'q', '{}', 0, :c)"
+                ),
+                {"id": f"row-{tenant}", "t": tenant, "c": old},
+            )
+
+    # WHEN the sweeper (no tenant) looks for stale rows, and a plain no-tenant read does too
+    rows = await stale_rows(app_db, older_than_seconds=60)
+    async with app_db.transaction(write=False) as conn:
+        plain = (await conn.execute(sa.text("SELECT count(*) FROM apix_outbox"))).scalar()
+
+    # THEN only the maintenance path sees both tenants' rows
+    assert sorted(r.tenant_id for r in rows) == ["tenant-a", "tenant-b"]
+    assert plain == 0
