@@ -47,7 +47,7 @@ def classify(exc: BaseException, processor: ProcessorInterface | None = None) ->
     retryable = True
     if processor is not None and isinstance(exc, Exception):
         retryable = bool(processor.can_retry(exc))
-    if isinstance(exc, _TRANSIENT_BUILTINS | sqlalchemy.exc.OperationalError):
+    if isinstance(exc, (*_TRANSIENT_BUILTINS, sqlalchemy.exc.OperationalError)):
         return ErrorInfo("TRANSIENT_ERROR", ErrorCategory.TRANSIENT, message, retryable)
     return ErrorInfo(
         "UNEXPECTED_ERROR" if retryable else "NON_RETRYABLE_ERROR",
