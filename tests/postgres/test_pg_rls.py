@@ -271,3 +271,30 @@ async def test_maintenance_path_sees_every_tenant(app_db: Database) -> None:
     # THEN only the maintenance path sees both tenants' rows
     assert sorted(r.tenant_id for r in rows) == ["tenant-a", "tenant-b"]
     assert plain == 0
+
+
+async def test_retention_as_app_role_prunes_every_tenant(app_db: Database) -> None:
+    # GIVEN sent outbox rows of two tenants, written by apix_app under each tenant
+    from datetime import timedelta
+
+    from apix_core.store.retention import RetentionPolicy, prune
+
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    for tenant in ("tenant-a", "tenant-b"):
+        async with app_db.transaction(tenant_id=tenant) as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO apix_outbox (id, tenant_id, processor, source_message_id, seq, "
+                    "kind, destination, body, delay_seconds, created_at, sent_at) VALUES "
+                    "(:id, :t, 'p', 'm', 0, 'queue', 'q', NULL, 0, :c, :c)"
+                ),
+                {"id": f"row-{tenant}", "t": tenant, "c": old},
+            )
+
+    # WHEN retention runs (no tenant in scope) as the non-owner role
+    report = await prune(
+        app_db, older_than=timedelta(days=30), policy=RetentionPolicy(idempotency=False)
+    )
+
+    # THEN it reached both tenants' rows through the maintenance path
+    assert report.deleted["sent_outbox"] == 2
