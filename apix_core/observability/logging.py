@@ -7,6 +7,7 @@ redacted before a line is written.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -15,11 +16,14 @@ import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from apix_core.constants import LOG_FORMAT_ENV, LOG_LEVEL_ENV
 
-_log_fields: ContextVar[Mapping[str, Any]] = ContextVar("apix_log_fields", default={})
+_log_fields: ContextVar[Mapping[str, Any]] = ContextVar(
+    "apix_log_fields", default=MappingProxyType({})
+)
 
 _SECRET_KEY = re.compile(
     r"(pass(word)?|secret|token|api[_-]?key|authorization|credential|private[_-]?key|cookie)",
@@ -28,7 +32,13 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUE = re.compile(
     r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"
     r"|\b(eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+)"
-    r"|((?:access_token|refresh_token|client_secret|api_key|password|token)=)[^&\s\"']+"
+    r"|((?:access_token|refresh_token|id_token|client_secret|api_?key|password|secret|token)=)[^&\s\"']+"
+)
+# A quoted value after a secret-looking key, as in JSON text or a repr'd dict:
+# ``"password": "..."``, ``'api_key': '...'``, ``client_secret="..."``.
+_SECRET_PAIR = re.compile(
+    r"""(?i)(["']?[\w-]*(?:pass(?:word)?|secret|token|api[_-]?key|authorization|credential"""
+    r"""|private[_-]?key|cookie)[\w-]*["']?\s*[:=]\s*)(["'])(?:\\.|(?!\2).)*\2"""
 )
 REDACTED = "***"
 
@@ -42,6 +52,7 @@ def redact(value: Any, key: str | None = None) -> Any:
     if key is not None and _SECRET_KEY.search(key):
         return REDACTED
     if isinstance(value, str):
+        value = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", value)
         return _SECRET_VALUE.sub(_redact_match, value)
     if isinstance(value, Mapping):
         return {k: redact(v, str(k)) for k, v in value.items()}
@@ -50,15 +61,25 @@ def redact(value: Any, key: str | None = None) -> Any:
     return value
 
 
+def _redacted_record(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` whose ``%`` arguments are redacted (a dict arg keeps its keys)."""
+    if not record.args:
+        return record
+    clone = copy.copy(record)
+    args = record.args
+    clone.args = redact(args) if isinstance(args, Mapping) else tuple(redact(a) for a in args)
+    return clone
+
+
 def _redact_match(match: re.Match[str]) -> str:
-    if match.group(4):
-        return match.group(4) + REDACTED
+    if match.group(3):
+        return match.group(3) + REDACTED
     if match.group(1):
         return f"{match.group(1)} {REDACTED}"
     return REDACTED
 
 
-class log_context:  # noqa: N801 - used like a function: `with log_context(tenant_id=...)`
+class log_context:  # used like a function: `with log_context(tenant_id=...)`
     """Add fields to every log line written inside the block.
 
     A class rather than ``@contextmanager``: it wraps every message, and a generator-based
@@ -89,7 +110,7 @@ class JsonFormatter(logging.Formatter):
             "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": redact(_redacted_record(record).getMessage()),
         }
         for key, value in _log_fields.get().items():
             if value is not None:
@@ -104,7 +125,7 @@ class JsonFormatter(logging.Formatter):
 
 class _ContextTextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = redact(super().format(record))
+        base = redact(super().format(_redacted_record(record)))
         ctx = " ".join(f"{k}={redact(v, k)}" for k, v in _log_fields.get().items() if v is not None)
         return f"{base} [{ctx}]" if ctx else str(base)
 

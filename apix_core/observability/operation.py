@@ -63,9 +63,12 @@ def operation(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with log_context(operation=name), get_tracer().start_as_current_span(
-                    name, record_exception=False, set_status_on_exception=False
-                ) as span:
+                with (
+                    log_context(operation=name),
+                    get_tracer().start_as_current_span(
+                        name, record_exception=False, set_status_on_exception=False
+                    ) as span,
+                ):
                     start = time.perf_counter()
                     try:
                         result = await func(*args, **kwargs)
@@ -81,9 +84,12 @@ def operation(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
         @functools.wraps(func)
         def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with log_context(operation=name), get_tracer().start_as_current_span(
+            with (
+                log_context(operation=name),
+                get_tracer().start_as_current_span(
                     name, record_exception=False, set_status_on_exception=False
-                ) as span:
+                ) as span,
+            ):
                 start = time.perf_counter()
                 try:
                     result = func(*args, **kwargs)
