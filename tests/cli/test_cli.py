@@ -392,3 +392,42 @@ def test_console_script_module_and_import_cost(tmp_path: Path, cli_env) -> None:
     assert failed.returncode == 2
     assert "no such file" in failed.stderr and "Traceback" not in failed.stderr
     assert version.stdout.startswith("apix-core ")
+
+
+@pytest.mark.slow
+def test_run_on_a_terminal_shows_the_live_table(write_app, cli_env, tmp_path: Path) -> None:
+    # GIVEN an app, and stdout attached to a pseudo-terminal (so rich uses its Live view)
+    import os
+    import pty
+
+    path = write_app(PIPELINE)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "TERM": "xterm"}
+
+    # WHEN apix run executes in a real process on that terminal
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apix_core.cli.main", "run", str(path)],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    rc = proc.wait(timeout=120)
+    os.close(leader)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+
+    # THEN the run drained, and the live table and the summary were drawn
+    assert rc == 0, proc.stderr.read().decode() if proc.stderr else ""
+    assert "apix run: cli-test" in screen
+    assert "apix.schedule.tick" in screen
+    assert "7 completed" in screen
+    assert sorted(r["n"] for r in _seen(path)) == [0, 2, 4]

@@ -77,6 +77,14 @@ def test_orders_demo_end_to_end(apix) -> None:
     # the five invalid imports, plus the invalid HTTP post
     assert "6 error(s) in 2 group(s)" in errors.output
 
+    # WHEN it runs again without a new tick
+    again = apix("run", str(DEMO), "--no-schedules")
+
+    # THEN nothing is processed twice
+    assert again.exit_code == 0, again.output
+    assert "0 completed" in again.output
+    assert len(list(out.rglob("*.jsonl"))) == 196
+
 
 def test_orders_demo_sample_batches_are_deterministic() -> None:
     # GIVEN the demo module
