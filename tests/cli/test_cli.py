@@ -431,3 +431,25 @@ def test_run_on_a_terminal_shows_the_live_table(write_app, cli_env, tmp_path: Pa
     assert "apix.schedule.tick" in screen
     assert "7 completed" in screen
     assert sorted(r["n"] for r in _seen(path)) == [0, 2, 4]
+
+
+def test_run_schedule_without_tenant_is_a_clear_error(apix, write_app) -> None:
+    # GIVEN a schedule processor in an app with no tenant (and no APIX_TENANT_ID)
+    path = write_app(
+        """
+        from apix_core import App
+
+        app = App("no-tenant")
+
+        @app.processor("tick", schedule="* * * * *")
+        def tick(message):
+            return None
+        """
+    )
+
+    # WHEN it is run
+    result = apix("run", str(path))
+
+    # THEN the run fails with exit code 2 and says how to set a tenant
+    assert result.exit_code == 2
+    assert "needs a tenant" in result.output and "APIX_TENANT_ID" in result.output
