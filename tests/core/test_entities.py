@@ -163,7 +163,7 @@ async def test_dead_lettered_entity_message_moves_entity_to_failed(make_app: Any
 # -- no content at rest ---------------------------------------------------------------------
 
 
-def _sentinel_app(make_app: Any, sentinel: str, out_dir: Path) -> App:
+def _sentinel_app(make_app: Any) -> App:
     app: App = make_app("sentinel", tenant_id="acme")
 
     @app.processor("normalize", consumes="raw", produces=["canonical"])
@@ -229,7 +229,7 @@ async def _pg_dump(database_url: str, tables: list[str] | None = None) -> tuple[
 
 
 async def test_no_payload_content_is_stored_in_the_metadata_store(
-    make_app: Any, backend: str, database_url: str, queue_url: str, tmp_path: Path
+    make_app: Any, backend: str, database_url: str, queue_url: str
 ) -> None:
     """Payload values never reach the metadata store, only ids, hashes and states.
 
@@ -241,7 +241,7 @@ async def test_no_payload_content_is_stored_in_the_metadata_store(
     # GIVEN payloads carrying a unique sentinel, through entities, transitions, outbox
     # dispatch over three stages and a final failure
     sentinel = f"SENTINEL-{uuid.uuid4().hex}"
-    app = _sentinel_app(make_app, sentinel, tmp_path)
+    app = _sentinel_app(make_app)
     await app.start()
     for i, suffix in enumerate(["", "", "-bad"]):
         await app.send(
