@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,6 +56,7 @@ class Database:
         timeout: float = DEFAULT_DB_TIMEOUT,
         pool_size: int | None = None,
         pgbouncer: bool | None = None,
+        idle_ping_seconds: float = 5.0,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = normalize_url(url)
@@ -62,6 +64,7 @@ class Database:
         self.dialect = parsed.get_backend_name()
         self.timeout = timeout
         self.pgbouncer = False
+        self.idle_ping_seconds = idle_ping_seconds
         options: dict[str, Any] = dict(engine_options or {})
         if self.dialect == "sqlite":
             database = parsed.database or ""
@@ -79,7 +82,9 @@ class Database:
             options.setdefault("pool_size", pool_size)
             options.setdefault("max_overflow", pool_size)
             options.setdefault("pool_timeout", timeout)
-            options.setdefault("pool_pre_ping", True)
+            # A ping per checkout costs a round trip per transaction; ping only connections
+            # that sat idle (between invocations of a warm function), see _install_idle_ping.
+            options.setdefault("pool_pre_ping", False)
             connect_args: dict[str, Any] = {"timeout": timeout, "command_timeout": timeout * 6}
             if pgbouncer:
                 # Transaction pooling hands each transaction to any server connection: named
@@ -101,6 +106,8 @@ class Database:
         engine = create_async_engine(self.url, **self._options)
         if self.dialect == "sqlite":
             _install_sqlite_hooks(engine, self.timeout)
+        elif not self._options.get("pool_pre_ping"):
+            _install_idle_ping(engine, self.idle_ping_seconds)
         return engine
 
     async def _bind_loop(self) -> None:
@@ -220,6 +227,27 @@ def _env_true(name: str) -> bool:
 
 def _unique_statement_name() -> str:
     return f"__apix_{uuid.uuid4().hex}__"
+
+
+def _install_idle_ping(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a pooled connection before use only if it sat idle longer than ``idle_seconds``
+    (it may have been cut by a proxy, a failover or a frozen serverless instance)."""
+    pool_events = engine.sync_engine.pool
+
+    @event.listens_for(pool_events, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["apix_checked_in"] = time.monotonic()
+
+    @event.listens_for(pool_events, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("apix_checked_in")
+        if last is None or time.monotonic() - last < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise sa.exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, timeout: float) -> None:

@@ -161,3 +161,27 @@ async def test_pgbouncer_mode_leaves_no_named_statements(
     assert default_left > 0
     assert bouncer_left == 0
     assert tenant_outside == ""
+
+
+async def test_idle_connection_cut_by_the_server_is_replaced(
+    backend: str, database_url: str, pg_server: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("SQLite has no server connections to lose")
+    # GIVEN a one-connection pool whose idle connections are checked before use
+    db = Database(database_url, pool_size=1, idle_ping_seconds=0)
+    async with db.transaction(tenant_id="acme", write=False) as conn:
+        first = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar()
+
+    # WHEN the server ends that connection while it sits in the pool
+    admin = Database(pg_server, pool_size=1)
+    async with admin.connect() as conn:
+        await conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+        await conn.commit()
+    await admin.dispose()
+
+    # THEN the next transaction gets a fresh connection instead of failing
+    async with db.transaction(tenant_id="acme", write=False) as conn:
+        second = (await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar()
+    await db.dispose()
+    assert second != first
