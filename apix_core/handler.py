@@ -37,6 +37,7 @@ from apix_core.context import ProcessorContext
 from apix_core.errors import ErrorCategory, ErrorInfo, classify
 from apix_core.exceptions import (
     ApixError,
+    EntityNotFoundError,
     ConfigurationError,
     EnvelopeError,
     PayloadValidationError,
@@ -69,6 +70,10 @@ from apix_core.store.entities import (
     EntityWriteBatch,
     PendingTransition,
     apply_entity_writes,
+    entity_ids,
+    execute_plan,
+    load_current,
+    plan_entity_writes,
 )
 from apix_core.store.models import entities, idempotency, processing_errors
 from apix_core.store.repositories import Store
@@ -123,28 +128,49 @@ class _Item:
 
 
 @dataclass
+class _Deferred:
+    """A success whose entity writes and outbox rows wait for the group's batched flush."""
+
+    message: Message
+    ctx: ProcessorContext
+    handlers: list[OutputHandler]
+    trace_context: dict[str, str]
+
+
+@dataclass
 class _Run:
     ok: bool
     rows: list[OutboxRow]
     result: ProcessingResult | None = None
     error: ErrorInfo | None = None
     retry_after: float | None = None
+    deferred: _Deferred | None = None
 
 
-class _GroupAccess:
-    """Entity reads and read-your-writes flushes inside the group's transaction."""
+class _Group:
+    """One tenant's transaction: batched entity writes, read-your-writes, per-message rollback.
+
+    Successful messages with entity writes are *deferred*: at the end of the group their writes
+    are planned together (one read of the current rows, then one executemany per table) and their
+    outbox rows are built with the resulting versions. A processor that reads an entity it (or an
+    earlier message) wrote forces a flush; from then on that message's writes live in a
+    savepoint, so they vanish if it fails.
+    """
 
     def __init__(self, handler: ProcessorHandler, conn: AsyncConnection, tenant: str) -> None:
         self.handler = handler
         self.conn = conn
         self.tenant = tenant
         self.savepoint: AsyncTransaction | None = None
+        self.deferred: list[tuple[_Item, _Run]] = []
+        self.failures: list[tuple[_Item, _Run]] = []
 
     async def flush(self, ctx: ProcessorContext) -> None:
+        if self.deferred:
+            await self.finalize()
         if not ctx.writes:
             return
         if self.savepoint is None:
-            # Writes flushed before the processor returns must vanish if it then fails.
             self.savepoint = await self.conn.begin_nested()
         cfg = self.handler.config
         written = await apply_entity_writes(
@@ -159,8 +185,9 @@ class _GroupAccess:
         ctx.writes = EntityWriteBatch()
 
     async def read_entity(self, entity_id: str) -> Entity:
-        from apix_core.exceptions import EntityNotFoundError
-
+        if any(entity_id in entity_ids([run.deferred.ctx.writes])
+               for _, run in self.deferred if run.deferred):
+            await self.finalize()
         row = (
             await self.conn.execute(
                 sa.select(entities).where(
@@ -179,6 +206,45 @@ class _GroupAccess:
             else:
                 await self.savepoint.rollback()
             self.savepoint = None
+
+    async def finalize(self) -> None:
+        """Write the deferred successes' entities and build their outbox rows."""
+        pending, self.deferred = self.deferred, []
+        if not pending:
+            return
+        h = self.handler
+        cfg = h.config
+        batches = [run.deferred.ctx.writes for _, run in pending if run.deferred]
+        current = await load_current(
+            self.conn, self.tenant, entity_ids(batches), lock_rows=h.db_is_postgres
+        )
+        while True:
+            plan = plan_entity_writes(
+                self.tenant,
+                [run.deferred.ctx.writes for _, run in pending if run.deferred],
+                current,
+                duplicate_detection=cfg.enable_duplicate_detection,
+                state_tracking=cfg.enable_state_tracking,
+            )
+            dropped: list[tuple[_Item, _Run, Exception]] = []
+            for (item, run), results in zip(pending, plan.results, strict=True):
+                d = run.deferred
+                assert d is not None
+                d.ctx.written = results
+                try:
+                    run.rows = h._outbox_rows(d.message, d.ctx, d.handlers, d.trace_context)
+                except Exception as exc:
+                    dropped.append((item, run, exc))
+            if not dropped:
+                break
+            # A message whose outputs are invalid (e.g. too large) fails alone: plan again
+            # without its writes, so later versions stay consistent.
+            for item, run, exc in dropped:
+                pending.remove((item, run))
+                self.failures.append((item, h._failed_run(exc, time.perf_counter())))
+        await execute_plan(self.conn, self.tenant, plan)
+        for _, run in pending:
+            run.deferred = None
 
 
 class ProcessorHandler:
@@ -300,18 +366,16 @@ class ProcessorHandler:
         traced: bool,
     ) -> None:
         assert self.store is not None
-        db = self.store.db
         new_rows: list[OutboxRow] = []
         redispatch: list[OutboxRow] = []
         try:
-            async with db.transaction(tenant_id=tenant) as conn:
+            async with self.store.db.transaction(tenant_id=tenant) as conn:
                 ids = list(dict.fromkeys(it.message.message_id for it in items))
                 claimed = await self._claim(conn, tenant, ids)
                 done = [i for i in ids if i not in claimed]
                 redispatch = await pending_rows(conn, tenant, self.name, done)
-                access = _GroupAccess(self, conn, tenant)
-                failed: list[str] = []
-                error_rows: list[dict[str, Any]] = []
+                group = _Group(self, conn, tenant)
+                runs: dict[int, tuple[_Item, _Run]] = {}
                 seen: set[str] = set()
                 for it in items:
                     mid = it.message.message_id
@@ -319,31 +383,14 @@ class ProcessorHandler:
                         outcomes[it.index] = Outcome(OutcomeKind.DUPLICATE, it.delivery, it.message)
                         continue
                     seen.add(mid)
-                    run = await self._run_one(it.message, access, tenant, deadline, traced)
-                    if run.ok:
-                        new_rows.extend(run.rows)
-                        outcomes[it.index] = Outcome(
-                            OutcomeKind.COMPLETED, it.delivery, it.message, result=run.result
-                        )
-                        continue
-                    failed.append(mid)
-                    outcome = self._failure_outcome(it, run)
-                    outcomes[it.index] = outcome
-                    assert outcome.error is not None
-                    error_rows.append(self._error_row(tenant, it.message, outcome))
-                    if outcome.kind is OutcomeKind.DEAD_LETTER:
-                        await self._mark_entity_failed(conn, tenant, it.message, outcome.error)
-                if failed:
-                    await conn.execute(
-                        sa.delete(idempotency).where(
-                            idempotency.c.tenant_id == tenant,
-                            idempotency.c.processor == self.name,
-                            idempotency.c.message_id.in_(failed),
-                        )
-                    )
-                if error_rows:
-                    await conn.execute(sa.insert(processing_errors), error_rows)
-                await insert_rows(conn, new_rows)
+                    run = await self._run_one(it.message, group, tenant, deadline, traced)
+                    runs[it.index] = (it, run)
+                    if run.deferred is not None:
+                        group.deferred.append((it, run))
+                await group.finalize()
+                for it, failed_run in group.failures:
+                    runs[it.index] = (it, failed_run)
+                new_rows = await self._settle_group(conn, tenant, list(runs.values()), outcomes)
         except (sa.exc.DBAPIError, sa.exc.TimeoutError, TransientError) as exc:
             # The transaction is gone (lock timeout, concurrent insert, lost connection):
             # nothing was committed, so every delivery of the group is simply redelivered.
@@ -356,6 +403,44 @@ class ProcessorHandler:
                 )
             return
         await self._dispatch(redispatch + new_rows, items, outcomes)
+
+    async def _settle_group(
+        self,
+        conn: AsyncConnection,
+        tenant: str,
+        runs: list[tuple[_Item, _Run]],
+        outcomes: list[Outcome | None],
+    ) -> list[OutboxRow]:
+        """Outcomes, error rows, released claims and outbox rows, inside the transaction."""
+        rows: list[OutboxRow] = []
+        failed: list[str] = []
+        error_rows: list[dict[str, Any]] = []
+        for it, run in runs:
+            if run.ok:
+                rows.extend(run.rows)
+                outcomes[it.index] = Outcome(
+                    OutcomeKind.COMPLETED, it.delivery, it.message, result=run.result
+                )
+                continue
+            failed.append(it.message.message_id)
+            outcome = self._failure_outcome(it, run)
+            outcomes[it.index] = outcome
+            assert outcome.error is not None
+            error_rows.append(self._error_row(tenant, it.message, outcome))
+            if outcome.kind is OutcomeKind.DEAD_LETTER:
+                await self._mark_entity_failed(conn, tenant, it.message, outcome.error)
+        if failed:
+            await conn.execute(
+                sa.delete(idempotency).where(
+                    idempotency.c.tenant_id == tenant,
+                    idempotency.c.processor == self.name,
+                    idempotency.c.message_id.in_(failed),
+                )
+            )
+        if error_rows:
+            await conn.execute(sa.insert(processing_errors), error_rows)
+        await insert_rows(conn, rows)
+        return rows
 
     async def _claim(self, conn: AsyncConnection, tenant: str, ids: list[str]) -> set[str]:
         """Insert idempotency rows; returns the ids this transaction now owns.
@@ -420,7 +505,7 @@ class ProcessorHandler:
     async def _run_one(
         self,
         message: Message,
-        access: _GroupAccess | None,
+        access: _Group | None,
         tenant: str,
         deadline: float | None,
         traced: bool,
@@ -437,7 +522,7 @@ class ProcessorHandler:
             return await self._run_in_span(message, access, tenant, deadline)
 
     async def _run_in_span(
-        self, message: Message, access: _GroupAccess | None, tenant: str, deadline: float | None
+        self, message: Message, access: _Group | None, tenant: str, deadline: float | None
     ) -> _Run:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -462,7 +547,7 @@ class ProcessorHandler:
     async def _run(
         self,
         message: Message,
-        access: _GroupAccess | None,
+        access: _Group | None,
         deadline: float | None,
         trace_context: dict[str, str],
     ) -> _Run:
@@ -492,6 +577,10 @@ class ProcessorHandler:
                     self._persist_output_entities(message, ctx, handlers)
             if message.entity is not None and self.config.success_state and message.entity.id:
                 ctx.transition(message.entity.id, self.config.success_state, "processed")
+            if access is not None and ctx.writes and access.savepoint is None:
+                # Entity writes are batched with the group's other messages (_Group.finalize).
+                return _Run(ok=True, rows=[], result=result,
+                            deferred=_Deferred(message, ctx, handlers, trace_context))
             if access is not None:
                 await access.flush(ctx)
             if handlers:
@@ -533,7 +622,7 @@ class ProcessorHandler:
         first_error: Exception,
         message: Message,
         ctx: ProcessorContext,
-        access: _GroupAccess | None,
+        access: _Group | None,
         deadline: float | None,
     ) -> ProcessingResult:
         """Retry a transient failure in-invocation with exponential backoff and full jitter.

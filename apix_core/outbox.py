@@ -123,7 +123,7 @@ class Dispatcher:
         for row in rows:
             if row.kind == "queue":
                 by_queue[row.destination].append(
-                    OutgoingMessage(row.id, row.body, row.delay_seconds, {"tenant_id": row.tenant_id})
+                    OutgoingMessage(row.id, row.body, row.delay_seconds)
                 )
             elif row.kind == "file":
                 write_file(row)
@@ -142,11 +142,11 @@ class Dispatcher:
             by_tenant[r.tenant_id].append(r.id)
         now = datetime.now(UTC)
         for tenant, ids in by_tenant.items():
+            # By primary key only: SQLite's planner turns `tenant_id = ? AND id IN (...)` into a
+            # scan of the tenant's rows. Ids derive from the tenant, and RLS scopes PostgreSQL.
             async with self.db.transaction(tenant_id=tenant) as conn:
                 await conn.execute(
-                    sa.update(outbox)
-                    .where(outbox.c.tenant_id == tenant, outbox.c.id.in_(ids))
-                    .values(sent_at=now, body=None)
+                    sa.update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now, body=None)
                 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +101,121 @@ class EntityWriteBatch:
         return bool(self.entities or self.transitions)
 
 
+@dataclass
+class EntityPlan:
+    """Rows to write for a sequence of write batches, and each batch's results."""
+
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, EntityWriteResult]] = field(default_factory=list)
+
+
+def entity_ids(batches: Iterable[EntityWriteBatch]) -> set[str]:
+    ids: set[str] = set()
+    for b in batches:
+        ids.update(p.id for p in b.entities)
+        ids.update(t.entity_id for t in b.transitions)
+    return ids
+
+
+async def load_current(
+    conn: AsyncConnection, tenant_id: str, ids: set[str], *, lock_rows: bool
+) -> dict[str, dict[str, Any]]:
+    """Version, hash and state of existing entities (locked ``FOR UPDATE`` on PostgreSQL)."""
+    if not ids:
+        return {}
+    # Filter the tenant in Python: with `tenant_id = ? AND id IN (...)` SQLite's planner picks
+    # the tenant index and scans every entity of the tenant. Entity ids derive from the tenant.
+    stmt = sa.select(
+        entities.c.id, entities.c.tenant_id, entities.c.version, entities.c.content_hash,
+        entities.c.state,
+    ).where(entities.c.id.in_(ids))
+    if lock_rows:
+        stmt = stmt.with_for_update()
+    return {
+        r.id: {"version": r.version, "content_hash": r.content_hash, "state": r.state}
+        for r in (await conn.execute(stmt)).all()
+        if r.tenant_id == tenant_id
+    }
+
+
+def plan_entity_writes(
+    tenant_id: str,
+    batches: Sequence[EntityWriteBatch],
+    current: dict[str, dict[str, Any]],
+    *,
+    duplicate_detection: bool,
+    state_tracking: bool,
+) -> EntityPlan:
+    """Compute, in order, the rows that apply ``batches`` on top of ``current`` (not mutated).
+
+    A write whose content hash equals the current version's is a duplicate (no new version)
+    when duplicate detection is on. Pure: the handler re-plans when a message drops out.
+    """
+    state = {k: dict(v) for k, v in current.items()}
+    plan = EntityPlan()
+    now = datetime.now(UTC)
+    for batch in batches:
+        results: dict[str, EntityWriteResult] = {}
+        for p in batch.entities:
+            cur = state.get(p.id)
+            if cur is None:
+                initial = p.state or INITIAL_STATE
+                plan.new_rows.append({
+                    "id": p.id, "tenant_id": tenant_id, "external_id": p.external_id,
+                    "canonical_type": p.canonical_type, "source": p.source, "version": 1,
+                    "content_hash": p.content_hash, "attributes": p.attributes, "state": initial,
+                    "created_at": now, "updated_at": now,
+                })
+                state[p.id] = {"version": 1, "content_hash": p.content_hash, "state": initial}
+                results[p.id] = EntityWriteResult(p.id, 1, created=True, duplicate=False)
+                plan.versions.append(_version_row(tenant_id, p, 1, now))
+                if state_tracking:
+                    plan.transitions.append(
+                        _transition_row(tenant_id, p.id, None, initial, p, "created", now)
+                    )
+                continue
+            if duplicate_detection and cur["content_hash"] == p.content_hash:
+                results[p.id] = EntityWriteResult(p.id, cur["version"], created=False, duplicate=True)
+                if p.state and p.state != cur["state"]:
+                    _plan_state(plan, cur, p.id, p.state, "state", p, tenant_id, now, state_tracking)
+                continue
+            version = cur["version"] + 1
+            new_state = p.state or cur["state"]
+            if state_tracking and new_state != cur["state"]:
+                plan.transitions.append(
+                    _transition_row(tenant_id, p.id, cur["state"], new_state, p, "updated", now)
+                )
+            cur.update(version=version, content_hash=p.content_hash, state=new_state)
+            plan.updates.append({
+                "b_id": p.id, "version": version, "content_hash": p.content_hash,
+                "attributes": p.attributes, "state": new_state, "updated_at": now,
+            })
+            plan.versions.append(_version_row(tenant_id, p, version, now))
+            results[p.id] = EntityWriteResult(p.id, version, created=False, duplicate=False)
+        for t in batch.transitions:
+            cur = state.get(t.entity_id)
+            if cur is None or cur["state"] == t.to_state:
+                continue
+            _plan_state(plan, cur, t.entity_id, t.to_state, t.reason, t, tenant_id, now,
+                        state_tracking)
+        plan.results.append(results)
+    return plan
+
+
+async def execute_plan(conn: AsyncConnection, tenant_id: str, plan: EntityPlan) -> None:
+    if plan.new_rows:
+        await conn.execute(sa.insert(entities), plan.new_rows)
+    if plan.updates:
+        await _apply_updates(conn, tenant_id, plan.updates)
+    if plan.versions:
+        await conn.execute(sa.insert(entity_versions), plan.versions)
+    if plan.transitions:
+        await conn.execute(sa.insert(state_transitions), plan.transitions)
+
+
 async def apply_entity_writes(
     conn: AsyncConnection,
     tenant_id: str,
@@ -109,91 +225,27 @@ async def apply_entity_writes(
     state_tracking: bool,
     lock_rows: bool,
 ) -> dict[str, EntityWriteResult]:
-    """Apply buffered entity writes in order: new entities, new versions, state transitions.
-
-    A write whose content hash equals the current version's is a duplicate (no new version)
-    when duplicate detection is on.
-    """
-    ids = {p.id for p in batch.entities} | {t.entity_id for t in batch.transitions}
-    current: dict[str, dict[str, Any]] = {}
-    if ids:
-        stmt = sa.select(
-            entities.c.id, entities.c.version, entities.c.content_hash, entities.c.state
-        ).where(entities.c.tenant_id == tenant_id, entities.c.id.in_(ids))
-        if lock_rows:
-            stmt = stmt.with_for_update()
-        current = {r.id: dict(r._mapping) for r in (await conn.execute(stmt)).all()}
-
-    now = datetime.now(UTC)
-    results: dict[str, EntityWriteResult] = {}
-    new_rows: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    versions: list[dict[str, Any]] = []
-    transitions: list[dict[str, Any]] = []
-    for p in batch.entities:
-        cur = current.get(p.id)
-        if cur is None:
-            state = p.state or INITIAL_STATE
-            row = {
-                "id": p.id, "tenant_id": tenant_id, "external_id": p.external_id,
-                "canonical_type": p.canonical_type, "source": p.source, "version": 1,
-                "content_hash": p.content_hash, "attributes": p.attributes, "state": state,
-                "created_at": now, "updated_at": now,
-            }
-            new_rows.append(row)
-            current[p.id] = {"version": 1, "content_hash": p.content_hash, "state": state}
-            results[p.id] = EntityWriteResult(p.id, 1, created=True, duplicate=False)
-            versions.append(_version_row(tenant_id, p, 1, now))
-            if state_tracking:
-                transitions.append(_transition_row(tenant_id, p.id, None, state, p, "created", now))
-            continue
-        if duplicate_detection and cur["content_hash"] == p.content_hash:
-            results[p.id] = EntityWriteResult(p.id, cur["version"], created=False, duplicate=True)
-            if p.state and p.state != cur["state"]:
-                _queue_state(cur, p.id, p.state, "state", p, tenant_id, now, updates, transitions,
-                             state_tracking)
-            continue
-        version = cur["version"] + 1
-        new_state = p.state or cur["state"]
-        if state_tracking and new_state != cur["state"]:
-            transitions.append(
-                _transition_row(tenant_id, p.id, cur["state"], new_state, p, "updated", now)
-            )
-        cur.update(version=version, content_hash=p.content_hash, state=new_state)
-        updates.append({"b_id": p.id, "version": version, "content_hash": p.content_hash,
-                        "attributes": p.attributes, "state": new_state, "updated_at": now})
-        versions.append(_version_row(tenant_id, p, version, now))
-        results[p.id] = EntityWriteResult(p.id, version, created=False, duplicate=False)
-
-    for t in batch.transitions:
-        cur = current.get(t.entity_id)
-        if cur is None or cur["state"] == t.to_state:
-            continue
-        _queue_state(cur, t.entity_id, t.to_state, t.reason, t, tenant_id, now, updates,
-                     transitions, state_tracking)
-
-    if new_rows:
-        await conn.execute(sa.insert(entities), new_rows)
-    if updates:
-        await _apply_updates(conn, tenant_id, updates)
-    if versions:
-        await conn.execute(sa.insert(entity_versions), versions)
-    if transitions:
-        await conn.execute(sa.insert(state_transitions), transitions)
-    return results
+    """Load, plan and write one batch at once (read-your-writes and failure transitions)."""
+    current = await load_current(conn, tenant_id, entity_ids([batch]), lock_rows=lock_rows)
+    plan = plan_entity_writes(
+        tenant_id, [batch], current,
+        duplicate_detection=duplicate_detection, state_tracking=state_tracking,
+    )
+    await execute_plan(conn, tenant_id, plan)
+    return plan.results[0]
 
 
-def _queue_state(
-    cur: dict[str, Any], entity_id: str, to_state: str, reason: str | None,
+def _plan_state(
+    plan: EntityPlan, cur: dict[str, Any], entity_id: str, to_state: str, reason: str | None,
     origin: PendingEntity | PendingTransition, tenant_id: str, now: datetime,
-    updates: list[dict[str, Any]], transitions: list[dict[str, Any]], state_tracking: bool,
+    state_tracking: bool,
 ) -> None:
     if state_tracking:
-        transitions.append(
+        plan.transitions.append(
             _transition_row(tenant_id, entity_id, cur["state"], to_state, origin, reason, now)
         )
     cur["state"] = to_state
-    updates.append({"b_id": entity_id, "state": to_state, "updated_at": now})
+    plan.updates.append({"b_id": entity_id, "state": to_state, "updated_at": now})
 
 
 async def _apply_updates(

@@ -133,7 +133,8 @@ queue_messages = sa.Table(
     sa.Column("queue", sa.String(255), nullable=False),
     sa.Column("message_id", sa.String(255), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
-    sa.Column("attributes", sa.JSON, nullable=False),
+    # NULL when a message has no attributes (the usual case: apix envelopes carry their tenant).
+    sa.Column("attributes", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("enqueued_at", sa.Float, nullable=False),
     sa.Column("visible_at", sa.Float, nullable=False),
     sa.Column("receive_count", sa.Integer, nullable=False, server_default="0"),

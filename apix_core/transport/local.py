@@ -70,7 +70,7 @@ class LocalTransport(QueueTransport):
         for m in messages:
             self.check_size(queue, m.body)
         rows = [
-            (queue, m.message_id, m.body, m.attributes, now, now + m.delay_seconds, 0)
+            (queue, m.message_id, m.body, m.attributes or None, now, now + m.delay_seconds, 0)
             for m in messages
         ]
         async with self.db.transaction() as conn:
@@ -109,7 +109,7 @@ class LocalTransport(QueueTransport):
                 body=r.body,
                 receipt=f"{r.id}:{token}",
                 receive_count=r.receive_count,
-                attributes=dict(r.attributes or {}),
+                attributes=r.attributes or {},
                 enqueued_at=r.enqueued_at,
             )
             for r in rows

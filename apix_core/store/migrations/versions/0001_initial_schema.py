@@ -124,7 +124,7 @@ def upgrade() -> None:
     sa.Column('queue', sa.String(length=255), nullable=False),
     sa.Column('message_id', sa.String(length=255), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
-    sa.Column('attributes', sa.JSON(), nullable=False),
+    sa.Column('attributes', sa.JSON(none_as_null=True), nullable=True),
     sa.Column('enqueued_at', sa.Float(), nullable=False),
     sa.Column('visible_at', sa.Float(), nullable=False),
     sa.Column('receive_count', sa.Integer(), server_default='0', nullable=False),
