@@ -30,7 +30,13 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from apix_core.constants import DEFAULT_MAX_ATTEMPTS
 from apix_core.context import ProcessorContext
@@ -239,9 +245,9 @@ class _Group:
                 break
             # A message whose outputs are invalid (e.g. too large) fails alone: plan again
             # without its writes, so later versions stay consistent.
-            for item, run, exc in dropped:
+            for item, run, error in dropped:
                 pending.remove((item, run))
-                self.failures.append((item, h._failed_run(exc, time.perf_counter())))
+                self.failures.append((item, h._failed_run(error, time.perf_counter())))
         await execute_plan(self.conn, self.tenant, plan)
         for _, run in pending:
             run.deferred = None
@@ -637,14 +643,9 @@ class ProcessorHandler:
             budget = min(budget, deadline - time.monotonic() - 1.0)
         if not self._is_transient(first_error) or backoff.max_retries <= 0 or budget <= 0:
             raise first_error
-        started = time.monotonic()
         wait = wait_random_exponential(multiplier=backoff.initial_seconds, max=backoff.max_seconds)
-
-        def out_of_time(state: Any) -> bool:
-            return time.monotonic() - started >= budget
-
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(backoff.max_retries) | out_of_time,
+            stop=stop_after_attempt(backoff.max_retries) | stop_after_delay(budget),
             wait=wait,
             retry=retry_if_exception(self._is_transient),
             reraise=True,

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from apix_core.config import Settings
+from apix_core.store.repositories import ErrorSummary, Store
 from apix_core.constants import TENANT_ATTRIBUTE, TENANT_ID_ENV
 from apix_core.exceptions import ApixError, ConfigurationError, MalformedMessageError
 
@@ -466,8 +467,7 @@ TenantOpt = Annotated[
 
 
 @asynccontextmanager
-async def _store() -> AsyncIterator[Any]:
-    from apix_core.store.repositories import Store
+async def _store() -> AsyncIterator[Store]:
 
     settings = Settings.from_env()
     db = await _open_database(settings.database_url, settings)
@@ -792,7 +792,7 @@ def errors(
     since_dt = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
     window_s = max(1, int(parse_duration(window)))
 
-    async def go() -> list[Any]:
+    async def go() -> list[ErrorSummary]:
         async with _store() as store:
             with tenant_context(tenant_id):
                 return await store.errors.summarize(since=since_dt, window_seconds=window_s)

@@ -136,20 +136,17 @@ class Database:
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection; connection failures become :class:`DatabaseUnavailableError`."""
         await self._bind_loop()
+        conn = self.engine.connect()
         try:
-            cm = self.engine.connect()
-            conn = await asyncio.wait_for(cm.__aenter__(), timeout=self.timeout * 2)
+            await asyncio.wait_for(conn.start(), timeout=self.timeout * 2)
         except (OSError, TimeoutError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise DatabaseUnavailableError(
                 f"cannot reach the database {self.safe_url}: {exc}"
             ) from exc
         try:
             yield conn
-        except BaseException as exc:
-            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await cm.__aexit__(None, None, None)
+        finally:
+            await conn.close()
 
     @asynccontextmanager
     async def transaction(

@@ -256,7 +256,7 @@ async def _apply_updates(
     for u in updates:
         groups.setdefault(tuple(sorted(u)), []).append(u)
     for keys, rows in groups.items():
-        values = {k: sa.bindparam(k) for k in keys if k != "b_id"}
+        values: dict[str, Any] = {k: sa.bindparam(k) for k in keys if k != "b_id"}
         stmt = (
             sa.update(entities)
             .where(entities.c.tenant_id == tenant_id, entities.c.id == sa.bindparam("b_id"))

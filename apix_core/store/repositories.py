@@ -6,6 +6,7 @@ no way to pass a tenant explicitly, so a caller cannot forget the scope or cross
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,7 +67,7 @@ class EntityRepository(_Repository):
         state: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> list[Entity]:
+    ) -> builtins.list[Entity]:
         tenant = require_tenant()
         stmt = sa.select(entities).where(entities.c.tenant_id == tenant)
         if canonical_type:
@@ -84,7 +85,7 @@ class EntityRepository(_Repository):
         )
         return int(rows[0][0])
 
-    async def versions(self, entity_id: str) -> list[EntityVersion]:
+    async def versions(self, entity_id: str) -> builtins.list[EntityVersion]:
         tenant = require_tenant()
         stmt = (
             sa.select(entity_versions)
@@ -147,7 +148,7 @@ class ErrorRepository(_Repository):
 
     async def summarize(
         self, *, since: datetime | None = None, window_seconds: int = 3600
-    ) -> list[ErrorSummary]:
+    ) -> builtins.list[ErrorSummary]:
         """Errors grouped by time window, processor and error code, newest window first."""
         tenant = require_tenant()
         stmt = sa.select(processing_errors).where(processing_errors.c.tenant_id == tenant)

@@ -100,8 +100,7 @@ class LocalTransport(QueueTransport):
             )
         )
         async with self.db.transaction() as conn:
-            rows = (await conn.execute(stmt)).all()
-        rows.sort(key=lambda r: r.id)
+            rows = sorted((await conn.execute(stmt)).all(), key=lambda r: r.id)
         return [
             ReceivedMessage(
                 queue=queue,
