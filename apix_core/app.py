@@ -287,11 +287,15 @@ class App:
         tenant = tenant_id or self.settings.tenant_id
         if not tenant:
             raise MissingTenantError("send needs tenant_id= (or APIX_TENANT_ID)")
+        from apix_core.observability.tracing import inject_trace_context, tracing_enabled
+
         msg = Message(
             message_id=message_id or str(uuid.uuid4()),
             tenant_id=tenant,
             payload=payload,
             metadata=dict(metadata or {}),
+            # Link the pipeline to the caller's trace when an SDK is active.
+            trace_context=inject_trace_context() if tracing_enabled() else {},
         )
         assert self.transport is not None
         body = msg.to_json()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT
-from apix_core.exceptions import DeadLetterNotFoundError
+from apix_core.exceptions import DeadLetterNotFoundError, MalformedMessageError
 from apix_core.store.database import Database
 from apix_core.store.models import dead_letters, queue_messages
 from apix_core.store.sql import insert_ignore, insert_many
@@ -69,6 +69,11 @@ class LocalTransport(QueueTransport):
         now = time.time()
         for m in messages:
             self.check_size(queue, m.body)
+            if self.db.is_postgres and "\x00" in m.body:
+                raise MalformedMessageError(
+                    f"message {m.message_id!r} contains NUL characters, which PostgreSQL text "
+                    "cannot store (JSON encodes them as \\u0000)"
+                )
         rows = [
             (queue, m.message_id, m.body, m.attributes or None, now, now + m.delay_seconds, 0)
             for m in messages
