@@ -775,6 +775,56 @@ def db_current() -> None:
         console.print(f"{escape(url)}: {rev or '[yellow]none (run `apix db upgrade`)[/]'}")
 
 
+@db_cli.command("prune")
+@_handle_errors
+def db_prune(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age of metadata to delete (30d, 12w).")
+    ] = "30d",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per transaction.")] = 1000,
+    keep_transitions: Annotated[
+        bool, typer.Option("--keep-transitions", help="Keep every state transition.")
+    ] = False,
+    keep_errors: Annotated[
+        bool, typer.Option("--keep-errors", help="Keep every processing error.")
+    ] = False,
+) -> None:
+    """Delete expired idempotency records, sent outbox rows, old transitions and errors.
+
+    Live rows are never touched: unsent outbox rows, dead letters not yet replayed, and
+    idempotency records younger than the safety floor (14 days).
+    """
+    from datetime import timedelta
+
+    from apix_core.store.database import Database
+    from apix_core.store.retention import MIN_IDEMPOTENCY_AGE, RetentionPolicy, prune
+
+    settings = Settings.from_env()
+    age = timedelta(seconds=parse_duration(older_than))
+    policy = RetentionPolicy(
+        # A redelivery can arrive up to 14 days late (SQS retention): never prune younger claims.
+        idempotency=max(age, MIN_IDEMPOTENCY_AGE),
+        state_transitions=False if keep_transitions else None,
+        processing_errors=False if keep_errors else None,
+    )
+
+    async def go() -> list[tuple[str, dict[str, int]]]:
+        out: list[tuple[str, dict[str, int]]] = []
+        for url in _db_urls():
+            db = Database(url, timeout=settings.db_timeout)
+            try:
+                report = await prune(db, older_than=age, batch_size=batch_size, policy=policy)
+                out.append((db.safe_url, report.deleted))
+            finally:
+                await db.dispose()
+        return out
+
+    console = _console()
+    for url, deleted in _arun(go()):
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(deleted.items())) or "nothing"
+        console.print(f"[green]pruned[/] {escape(url)} — {parts}")
+
+
 # -- errors -----------------------------------------------------------------------------------
 @cli.command()
 @_handle_errors

@@ -453,3 +453,35 @@ def test_run_schedule_without_tenant_is_a_clear_error(apix, write_app) -> None:
     # THEN the run fails with exit code 2 and says how to set a tenant
     assert result.exit_code == 2
     assert "needs a tenant" in result.output and "APIX_TENANT_ID" in result.output
+
+
+def test_db_prune_reports_counts_and_keeps_live_rows(apix, write_app) -> None:
+    # GIVEN a store with a freshly completed message (idempotency row, sent outbox row)
+    app_file = write_app(
+        """
+        from apix_core import App
+        app = App("prune", tenant_id="t1")
+
+        @app.processor("a", consumes="in", produces=["out"])
+        async def a(message, ctx):
+            return {"ok": True}
+
+        @app.processor("b", consumes="out")
+        async def b(message, ctx):
+            return None
+        """
+    )
+    assert apix("send", "in", '{"x": 1}', "--tenant", "t1").exit_code == 0
+    assert apix("run", str(app_file)).exit_code == 0
+
+    # WHEN pruning everything older than one day
+    result = apix("db", "prune", "--older-than", "1d")
+
+    # THEN it succeeds (idempotency age is clamped to the 14-day floor) and deletes nothing live
+    assert result.exit_code == 0, result.output
+    assert "pruned" in result.output
+    assert "idempotency: 0" in result.output and "sent_outbox: 0" in result.output
+    # AND a malformed age is a clear error
+    bad = apix("db", "prune", "--older-than", "soon")
+    assert bad.exit_code == 2
+    assert "not a duration" in bad.output
