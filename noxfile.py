@@ -19,9 +19,29 @@ def tests(session: nox.Session, backend: str) -> None:
     """The test suite against one metadata-store backend (PostgreSQL must be reachable)."""
     session.install("-e", ".[dev]")
     env = {"APIX_TEST_BACKENDS": backend}
-    if os.environ.get("CI", "").lower() == "true":
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    if in_ci:
         env["CI"] = "true"
+    if backend == "postgres":
+        _prepare_postgres(session, in_ci)
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env=env)
+
+
+def _prepare_postgres(session: nox.Session, in_ci: bool) -> None:
+    """Start the machine's PostgreSQL if it is down; in CI also install PgBouncer (its test
+    skips without the binary). Best effort: the tests themselves fail under CI if PostgreSQL
+    cannot be reached."""
+    script = (
+        "pg_isready -q -h 127.0.0.1 -p 5432 || "
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start || true"
+    )
+    if in_ci:
+        script += (
+            "; command -v pgbouncer >/dev/null || ls /usr/sbin/pgbouncer >/dev/null 2>&1 || "
+            "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+            "pgbouncer >/dev/null) || true"
+        )
+    session.run("bash", "-c", script, external=True, success_codes=[0, 1])
 
 
 @nox.session(python=PYTHON)
