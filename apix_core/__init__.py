@@ -26,7 +26,12 @@ from apix_core.exceptions import (
 from apix_core.handler import Outcome, OutcomeKind, ProcessorHandler, create_processor_handler
 from apix_core.message import EntityReference, Message, MessageType
 from apix_core.observability import configure_logging, get_logger, operation
-from apix_core.outputs import FileOutputHandler, NoOpOutputHandler, OutputHandler, QueueOutputHandler
+from apix_core.outputs import (
+    FileOutputHandler,
+    NoOpOutputHandler,
+    OutputHandler,
+    QueueOutputHandler,
+)
 from apix_core.processor import BackoffPolicy, ProcessorConfig, ProcessorInterface
 from apix_core.result import ProcessingResult, ProcessingStatus
 from apix_core.store.entities import Entity

@@ -24,7 +24,12 @@ from apix_core.message import Message, MessageType
 from apix_core.processor import ProcessorConfig, ProcessorInterface, ProcessorSpec, build_spec
 from apix_core.store.database import Database
 from apix_core.store.repositories import Store
-from apix_core.transport.base import DeadLetterInfo, OutgoingMessage, QueueTransport, ReceivedMessage
+from apix_core.transport.base import (
+    DeadLetterInfo,
+    OutgoingMessage,
+    QueueTransport,
+    ReceivedMessage,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,8 +142,15 @@ class App:
         if name in self.specs:
             raise ConfigurationError(f"processor {name!r} is registered twice")
         spec = build_spec(
-            name, processor, consumes=consumes, schedule=schedule, route=route,
-            produces=produces, config=config, payload=payload, options=options,
+            name,
+            processor,
+            consumes=consumes,
+            schedule=schedule,
+            route=route,
+            produces=produces,
+            config=config,
+            payload=payload,
+            options=options,
         )
         if spec.consumes:
             owner = self.consumer_of(spec.consumes)
@@ -150,7 +162,9 @@ class App:
         if spec.route:
             for other in self.specs.values():
                 if other.route == spec.route:
-                    raise ConfigurationError(f"route {spec.route} is already taken by {other.name!r}")
+                    raise ConfigurationError(
+                        f"route {spec.route} is already taken by {other.name!r}"
+                    )
         self.specs[name] = spec
         if self._started:
             self._handlers[name] = self._make_handler(spec)
@@ -300,7 +314,9 @@ class App:
         assert self.transport is not None
         body = msg.to_json()
         self.transport.check_size(queue, body)
-        await self.transport.send(queue, OutgoingMessage(msg.message_id, body, 0.0, {"tenant_id": tenant}))
+        await self.transport.send(
+            queue, OutgoingMessage(msg.message_id, body, 0.0, {"tenant_id": tenant})
+        )
         return msg.message_id
 
     def timer_message(self, spec: ProcessorSpec, fire_time: datetime) -> Message:
@@ -308,7 +324,8 @@ class App:
         tenant = self.settings.tenant_id
         if not tenant:
             raise ConfigurationError(
-                f"schedule processor {spec.name!r} needs a tenant: set APIX_TENANT_ID or App(tenant_id=)"
+                f"schedule processor {spec.name!r} needs a tenant: "
+                "set APIX_TENANT_ID or App(tenant_id=)"
             )
         when = fire_time.astimezone(UTC).replace(microsecond=0)
         return Message(
@@ -383,15 +400,23 @@ class App:
             return _error_response(400, exc)
         key = lower.get("idempotency-key")
         message_id = (
-            deterministic_id("http", self.name, spec.name, tenant, key) if key else str(uuid.uuid4())
+            deterministic_id("http", self.name, spec.name, tenant, key)
+            if key
+            else str(uuid.uuid4())
         )
         message = Message(
             message_id=message_id,
             tenant_id=tenant,
             type=MessageType.HTTP,
             payload=payload,
-            metadata={"http": {"method": method.upper(), "path": path,
-                               "path_params": params, "query": dict(query or {})}},
+            metadata={
+                "http": {
+                    "method": method.upper(),
+                    "path": path,
+                    "path_params": params,
+                    "query": dict(query or {}),
+                }
+            },
         )
         outcome = await self.handler(spec.name).handle(message)
         base = {"message_id": message_id, "status": outcome.kind.value}
@@ -408,8 +433,10 @@ class App:
             return HttpResponse(
                 503,
                 {**base, "error": error.code, "message": error.message},
-                {"Content-Type": "application/json",
-                 "Retry-After": str(max(1, int(outcome.delay_seconds)))},
+                {
+                    "Content-Type": "application/json",
+                    "Retry-After": str(max(1, int(outcome.delay_seconds))),
+                },
             )
         status = 400 if error.category.value == "validation" else 500
         return HttpResponse(status, {**base, "error": error.code, "message": error.message})
@@ -423,7 +450,9 @@ def dead_letter_info(outcome: Outcome, spec: ProcessorSpec | None) -> DeadLetter
         error_message=error.message if error else "",
         attempts=outcome.delivery.receive_count,
         processor=spec.name if spec else None,
-        tenant_id=outcome.message.tenant_id if outcome.message else outcome.delivery.attributes.get("tenant_id"),
+        tenant_id=outcome.message.tenant_id
+        if outcome.message
+        else outcome.delivery.attributes.get("tenant_id"),
     )
 
 

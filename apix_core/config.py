@@ -1,4 +1,4 @@
-"""Settings from arguments or ``APIX_*`` environment variables (names in :mod:`apix_core.constants`)."""
+"""Settings from arguments or ``APIX_*`` environment variables (see :mod:`apix_core.constants`)."""
 
 from __future__ import annotations
 

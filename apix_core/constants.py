@@ -1,4 +1,4 @@
-"""Every environment variable apix reads, with its default (one place, documented in docs/configuration.md)."""
+"""Every environment variable apix reads, with its default (documented in docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ DATABASE_URL_ENV = "APIX_DATABASE_URL"
 #: SQLAlchemy URL of the local (SQL-table) queue transport. Default: ``./.apix/queues.db`` when the
 #: metadata store is the embedded default, else the same database as ``APIX_DATABASE_URL``.
 QUEUE_URL_ENV = "APIX_QUEUE_URL"
-#: Tenant for triggers that carry none (schedules, foreign messages without a ``tenant_id`` attribute).
+#: Tenant for triggers that carry none (schedules; foreign messages without a tenant attribute).
 TENANT_ID_ENV = "APIX_TENANT_ID"
 #: HTTP header that carries the tenant of an HTTP trigger.
 TENANT_HEADER_ENV = "APIX_TENANT_HEADER"

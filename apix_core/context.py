@@ -110,7 +110,9 @@ class ProcessorContext:
     def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> None:
         """Move an entity to ``to_state`` (recorded with the message's transaction)."""
         self.writes.transitions.append(
-            PendingTransition(entity_id, to_state, reason, self.processor_name, self.message.message_id)
+            PendingTransition(
+                entity_id, to_state, reason, self.processor_name, self.message.message_id
+            )
         )
 
     async def aget_entity(self, entity_id: str) -> Entity:
@@ -124,7 +126,7 @@ class ProcessorContext:
         return await self._access.read_entity(entity_id)
 
     def get_entity(self, entity_id: str) -> Entity:
-        """Sync form of :meth:`aget_entity`, for ``def`` processors (they run in a worker thread)."""
+        """Sync form of :meth:`aget_entity`, for ``def`` processors (run in a worker thread)."""
         loop = self.loop
         try:
             running = asyncio.get_running_loop()
@@ -156,7 +158,8 @@ class ProcessorContext:
         """Send ``payload`` to ``queue`` (one of ``produces``) when the processor succeeds."""
         if queue not in self.produces:
             raise TopologyError(
-                f"processor {self.processor_name!r} may send to {list(self.produces)}, not {queue!r}"
+                f"processor {self.processor_name!r} may send to {list(self.produces)}, "
+                f"not {queue!r}"
             )
         self.outputs.append(
             QueueOutputHandler(

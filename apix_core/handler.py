@@ -43,8 +43,8 @@ from apix_core.context import ProcessorContext
 from apix_core.errors import ErrorCategory, ErrorInfo, classify
 from apix_core.exceptions import (
     ApixError,
-    EntityNotFoundError,
     ConfigurationError,
+    EntityNotFoundError,
     EnvelopeError,
     PayloadValidationError,
     TopologyError,
@@ -191,8 +191,11 @@ class _Group:
         ctx.writes = EntityWriteBatch()
 
     async def read_entity(self, entity_id: str) -> Entity:
-        if any(entity_id in entity_ids([run.deferred.ctx.writes])
-               for _, run in self.deferred if run.deferred):
+        if any(
+            entity_id in entity_ids([run.deferred.ctx.writes])
+            for _, run in self.deferred
+            if run.deferred
+        ):
             await self.finalize()
         row = (
             await self.conn.execute(
@@ -309,8 +312,11 @@ class ProcessorHandler:
                 outcomes[i] = Outcome(OutcomeKind.DEAD_LETTER, delivery, error=classify(exc))
                 self._log.warning(
                     "rejected malformed message",
-                    extra={"message_id": delivery.message_id, "error_code": exc.code,
-                           "error": str(exc)},
+                    extra={
+                        "message_id": delivery.message_id,
+                        "error_code": exc.code,
+                        "error": str(exc),
+                    },
                 )
                 continue
             groups.setdefault(message.tenant_id, []).append(_Item(i, delivery, message))
@@ -404,7 +410,10 @@ class ProcessorHandler:
             self._log.warning("transaction failed; group released", extra={"error": info.message})
             for it in items:
                 outcomes[it.index] = Outcome(
-                    OutcomeKind.RETRY, it.delivery, it.message, error=info,
+                    OutcomeKind.RETRY,
+                    it.delivery,
+                    it.message,
+                    error=info,
                     delay_seconds=self._redelivery_delay(it.message.attempt, None),
                 )
             return
@@ -460,8 +469,10 @@ class ProcessorHandler:
         now = datetime.now(UTC)
         if self.db_is_postgres:
             stmt = sa.text(
-                "INSERT INTO apix_idempotency (tenant_id, processor, message_id, status, created_at) "
-                "SELECT :tenant, :processor, m, 'completed', :now FROM unnest(CAST(:ids AS text[])) AS m "
+                "INSERT INTO apix_idempotency "
+                "(tenant_id, processor, message_id, status, created_at) "
+                "SELECT :tenant, :processor, m, 'completed', :now "
+                "FROM unnest(CAST(:ids AS text[])) AS m "
                 "ON CONFLICT DO NOTHING RETURNING message_id"
             )
             rows = await conn.execute(
@@ -477,7 +488,9 @@ class ProcessorHandler:
                         idempotency.c.message_id.in_(ids),
                     )
                 )
-            ).scalars().all()
+            )
+            .scalars()
+            .all()
         )
         claimed = [mid for mid in ids if mid not in existing]
         await insert_many(
@@ -503,7 +516,10 @@ class ProcessorHandler:
             for it in items:
                 if it.message.message_id in pending:
                     outcomes[it.index] = Outcome(
-                        OutcomeKind.RETRY, it.delivery, it.message, error=info,
+                        OutcomeKind.RETRY,
+                        it.delivery,
+                        it.message,
+                        error=info,
                         delay_seconds=self._redelivery_delay(it.message.attempt, None),
                     )
 
@@ -575,7 +591,9 @@ class ProcessorHandler:
                 result = await self._call(message, ctx)
             except Exception as exc:
                 result = await self._retry(exc, message, ctx, access, deadline)
-            handlers = [*result.output_handlers, *ctx.outputs] if ctx.outputs else result.output_handlers
+            handlers = (
+                [*result.output_handlers, *ctx.outputs] if ctx.outputs else result.output_handlers
+            )
             rows: list[OutboxRow] = []
             if handlers:
                 self._check_topology(handlers)
@@ -585,8 +603,12 @@ class ProcessorHandler:
                 ctx.transition(message.entity.id, self.config.success_state, "processed")
             if access is not None and ctx.writes and access.savepoint is None:
                 # Entity writes are batched with the group's other messages (_Group.finalize).
-                return _Run(ok=True, rows=[], result=result,
-                            deferred=_Deferred(message, ctx, handlers, trace_context))
+                return _Run(
+                    ok=True,
+                    rows=[],
+                    result=result,
+                    deferred=_Deferred(message, ctx, handlers, trace_context),
+                )
             if access is not None:
                 await access.flush(ctx)
             if handlers:
@@ -600,8 +622,10 @@ class ProcessorHandler:
         if self._log.isEnabledFor(logging.DEBUG):
             self._log.debug(
                 "message processed",
-                extra={"duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                       "outputs": len(rows)},
+                extra={
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "outputs": len(rows),
+                },
             )
         return _Run(ok=True, rows=rows, result=result)
 
@@ -611,15 +635,22 @@ class ProcessorHandler:
             r = exc.result
             retry_after = r.retry_after_seconds
             category = ErrorCategory.TRANSIENT if r.can_retry else ErrorCategory.VALIDATION
-            info = ErrorInfo(r.error_code or "PROCESSING_ERROR", category,
-                             r.error_message or "failed", r.can_retry)
+            info = ErrorInfo(
+                r.error_code or "PROCESSING_ERROR",
+                category,
+                r.error_message or "failed",
+                r.can_retry,
+            )
         else:
             info = classify(exc, self.processor)
         self._log.warning(
             "processor failed",
             exc_info=info.category is ErrorCategory.UNEXPECTED,
-            extra={"error_code": info.code, "error_category": info.category.value,
-                   "duration_ms": round((time.perf_counter() - start) * 1000, 3)},
+            extra={
+                "error_code": info.code,
+                "error_category": info.category.value,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            },
         )
         return _Run(ok=False, rows=[], error=info, retry_after=retry_after)
 
@@ -718,8 +749,9 @@ class ProcessorHandler:
                 continue
             payload = h.payload if h.payload is not None else message.payload
             canonical = mapper.to_canonical(payload) if mapper is not None else payload
-            ctx.persist_entity(h.entity.external_id, h.entity.canonical_type, h.entity.source,
-                               canonical)
+            ctx.persist_entity(
+                h.entity.external_id, h.entity.canonical_type, h.entity.source, canonical
+            )
 
     def _outbox_rows(
         self,
@@ -759,14 +791,39 @@ class ProcessorHandler:
                 )
                 if self.transport is not None:
                     self.transport.check_size(h.destination, body)
-                rows.append(OutboxRow(out_id, tenant, self.name, message.message_id, seq,
-                                      "queue", h.destination, body, h.delay_seconds, now))
+                rows.append(
+                    OutboxRow(
+                        out_id,
+                        tenant,
+                        self.name,
+                        message.message_id,
+                        seq,
+                        "queue",
+                        h.destination,
+                        body,
+                        h.delay_seconds,
+                        now,
+                    )
+                )
             elif isinstance(h, FileOutputHandler):
                 out_id = deterministic_id(tenant, self.name, message.message_id, str(seq))
                 payload = h.payload if h.payload is not None else message.payload
                 body = json.dumps(payload, separators=(",", ":"), default=str)
-                rows.append(OutboxRow(out_id, tenant, self.name, message.message_id, seq,
-                                      "file", h.destination, body, 0.0, now, dict(h.config)))
+                rows.append(
+                    OutboxRow(
+                        out_id,
+                        tenant,
+                        self.name,
+                        message.message_id,
+                        seq,
+                        "file",
+                        h.destination,
+                        body,
+                        0.0,
+                        now,
+                        dict(h.config),
+                    )
+                )
         return rows
 
     @staticmethod
@@ -789,12 +846,16 @@ class ProcessorHandler:
         attempt = item.message.attempt
         if info.retryable and attempt < self.max_attempts:
             return Outcome(
-                OutcomeKind.RETRY, item.delivery, item.message, error=info,
+                OutcomeKind.RETRY,
+                item.delivery,
+                item.message,
+                error=info,
                 delay_seconds=self._redelivery_delay(attempt, run.retry_after),
             )
         if info.retryable:
             info = ErrorInfo(
-                info.code, info.category,
+                info.code,
+                info.category,
                 f"gave up after {attempt} attempts (max_attempts={self.max_attempts}): "
                 f"{info.message}",
                 retryable=False,
@@ -829,12 +890,19 @@ class ProcessorHandler:
             return
         batch = EntityWriteBatch(
             transitions=[
-                PendingTransition(message.entity.id, FAILED_STATE, error.code[:255], self.name,
-                                  message.message_id)
+                PendingTransition(
+                    message.entity.id, FAILED_STATE, error.code[:255], self.name, message.message_id
+                )
             ]
         )
-        await apply_entity_writes(conn, tenant, batch, duplicate_detection=False,
-                                  state_tracking=True, lock_rows=self.db_is_postgres)
+        await apply_entity_writes(
+            conn,
+            tenant,
+            batch,
+            duplicate_detection=False,
+            state_tracking=True,
+            lock_rows=self.db_is_postgres,
+        )
 
     async def _record_envelope_errors(
         self,
@@ -854,11 +922,15 @@ class ProcessorHandler:
                 async with self.store.db.transaction(tenant_id=tenant) as conn:
                     await conn.execute(
                         sa.insert(processing_errors).values(
-                            tenant_id=tenant, processor=self.name,
-                            message_id=outcome.delivery.message_id, entity_id=None,
-                            error_code=outcome.error.code, category=outcome.error.category.value,
+                            tenant_id=tenant,
+                            processor=self.name,
+                            message_id=outcome.delivery.message_id,
+                            entity_id=None,
+                            error_code=outcome.error.code,
+                            category=outcome.error.category.value,
                             error_message=outcome.error.message,
-                            attempt=outcome.delivery.receive_count, final=True,
+                            attempt=outcome.delivery.receive_count,
+                            final=True,
                             created_at=datetime.now(UTC),
                         )
                     )

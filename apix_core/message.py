@@ -135,7 +135,9 @@ class Message(BaseModel):
         fields = {k: v for k, v in obj.items() if k != ENVELOPE_KEY}
         if not fields.get("tenant_id"):
             if default_tenant is None:
-                raise MissingTenantError("message carries no tenant_id and no default tenant is set")
+                raise MissingTenantError(
+                    "message carries no tenant_id and no default tenant is set"
+                )
             fields["tenant_id"] = default_tenant
         fields["attempt"] = attempt
         return _validate(fields)
@@ -248,7 +250,9 @@ def _validate(fields: dict[str, Any]) -> Message:
         return Message.model_validate(fields)
     except pydantic.ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
-        summary = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errors)
+        summary = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errors
+        )
         if any(e["loc"] and e["loc"][0] == "payload" for e in errors):
             raise PayloadValidationError(f"invalid payload: {summary}") from None
         if any(e["loc"] and e["loc"][0] == "tenant_id" for e in errors):

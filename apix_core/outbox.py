@@ -47,14 +47,30 @@ class OutboxRow:
             # File options travel with the row so a re-dispatch writes the same file.
             body = json.dumps({"config": self.config, "body": self.body}, separators=(",", ":"))
         return (
-            self.id, self.tenant_id, self.processor, self.source_message_id, self.seq, self.kind,
-            self.destination, body, self.delay_seconds, self.created_at,
+            self.id,
+            self.tenant_id,
+            self.processor,
+            self.source_message_id,
+            self.seq,
+            self.kind,
+            self.destination,
+            body,
+            self.delay_seconds,
+            self.created_at,
         )
 
 
 _INSERT_COLUMNS = (
-    "id", "tenant_id", "processor", "source_message_id", "seq", "kind", "destination", "body",
-    "delay_seconds", "created_at",
+    "id",
+    "tenant_id",
+    "processor",
+    "source_message_id",
+    "seq",
+    "kind",
+    "destination",
+    "body",
+    "delay_seconds",
+    "created_at",
 )
 
 
@@ -86,7 +102,9 @@ async def stale_rows(db: Database, older_than_seconds: float, limit: int = 500) 
     cutoff = datetime.now(UTC).timestamp() - older_than_seconds
     stmt = (
         sa.select(outbox)
-        .where(outbox.c.sent_at.is_(None), outbox.c.created_at <= datetime.fromtimestamp(cutoff, UTC))
+        .where(
+            outbox.c.sent_at.is_(None), outbox.c.created_at <= datetime.fromtimestamp(cutoff, UTC)
+        )
         .order_by(outbox.c.created_at)
         .limit(limit)
     )
@@ -102,10 +120,17 @@ def _from_row(r: sa.Row[Any]) -> OutboxRow:
         body, config = wrapped["body"], wrapped["config"]
     created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC)
     return OutboxRow(
-        id=r.id, tenant_id=r.tenant_id, processor=r.processor,
-        source_message_id=r.source_message_id, seq=r.seq, kind=r.kind,
-        destination=r.destination, body=body, delay_seconds=r.delay_seconds,
-        created_at=created, config=config,
+        id=r.id,
+        tenant_id=r.tenant_id,
+        processor=r.processor,
+        source_message_id=r.source_message_id,
+        seq=r.seq,
+        kind=r.kind,
+        destination=r.destination,
+        body=body,
+        delay_seconds=r.delay_seconds,
+        created_at=created,
+        config=config,
     )
 
 

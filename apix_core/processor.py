@@ -42,7 +42,7 @@ class ProcessorConfig:
     enable_state_tracking: bool = True
     #: Idempotency, entity writes and the outbox. Off: a stateless, at-least-once processor.
     enable_persistence: bool = True
-    #: Deliveries before a retryable failure is dead-lettered (None: the app's ``APIX_MAX_ATTEMPTS``).
+    #: Deliveries before a retryable failure is dead-lettered (None: ``APIX_MAX_ATTEMPTS``).
     max_attempts: int | None = None
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     #: Entity state recorded after a successful run on an entity message (None: no transition).

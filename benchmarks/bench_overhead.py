@@ -25,7 +25,9 @@ RUNS = 5
 
 def _bodies() -> list[str]:
     return [
-        Message(tenant_id="bench", payload={"order_id": i, "qty": i % 7, "sku": f"SKU-{i}"}).to_json()
+        Message(
+            tenant_id="bench", payload={"order_id": i, "qty": i % 7, "sku": f"SKU-{i}"}
+        ).to_json()
         for i in range(BATCH)
     ]
 
@@ -106,10 +108,20 @@ def run() -> list[Result]:
     pt_us, pt_samples = bench_powertools()
     ratio = apix_us / pt_us
     return [
-        Result("overhead: apix handler, no-op, persistence off", apix_us, "µs/msg", "≤ 10",
-               spread(apix_samples)),
-        Result("overhead: Powertools BatchProcessor, no-op", pt_us, "µs/msg", "(reference)",
-               spread(pt_samples)),
+        Result(
+            "overhead: apix handler, no-op, persistence off",
+            apix_us,
+            "µs/msg",
+            "≤ 10",
+            spread(apix_samples),
+        ),
+        Result(
+            "overhead: Powertools BatchProcessor, no-op",
+            pt_us,
+            "µs/msg",
+            "(reference)",
+            spread(pt_samples),
+        ),
         Result("overhead ratio apix / Powertools", ratio, "×", "≤ 3"),
     ]
 

@@ -62,7 +62,8 @@ async def run_pipeline(n: int, batch_size: int) -> tuple[float, float]:
         ]
         for k in range(0, n, 500):
             await app.transport.send_batch(
-                "raw-orders", [OutgoingMessage(m.message_id, m.to_json()) for m in msgs[k : k + 500]]
+                "raw-orders",
+                [OutgoingMessage(m.message_id, m.to_json()) for m in msgs[k : k + 500]],
             )
         wall0, cpu0 = time.perf_counter(), time.process_time()
         stats = await LocalRunner(app, progress_interval=0.05).run()
@@ -77,10 +78,20 @@ def run() -> list[Result]:
     batched, batched_cpu = asyncio.run(run_pipeline(N_BATCHED, 100))
     single, single_cpu = asyncio.run(run_pipeline(N_SINGLE, 1))
     return [
-        Result("pipeline: 3 stages, SQLite, exactly-once, batch 100", batched, "msg/s", "≥ 2,000",
-               f"{N_BATCHED} msgs; per CPU-second {batched_cpu:,.0f}"),
-        Result("pipeline: same, one message per transaction", single, "msg/s", "(reference)",
-               f"{N_SINGLE} msgs; per CPU-second {single_cpu:,.0f}"),
+        Result(
+            "pipeline: 3 stages, SQLite, exactly-once, batch 100",
+            batched,
+            "msg/s",
+            "≥ 2,000",
+            f"{N_BATCHED} msgs; per CPU-second {batched_cpu:,.0f}",
+        ),
+        Result(
+            "pipeline: same, one message per transaction",
+            single,
+            "msg/s",
+            "(reference)",
+            f"{N_SINGLE} msgs; per CPU-second {single_cpu:,.0f}",
+        ),
         Result("pipeline: batching speed-up", batched / single, "×", ""),
     ]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import Result  # noqa: E402
+from _common import Result
 
 BENCHMARKS = {
     "overhead": "bench_overhead",

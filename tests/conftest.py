@@ -64,7 +64,9 @@ def pg_server() -> str:
         # CI must exercise PostgreSQL: try to start the local cluster once before failing.
         subprocess.run(
             "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-            shell=True, check=False, capture_output=True,
+            shell=True,
+            check=False,
+            capture_output=True,
         )
         reason = _pg_available()
         if reason is not None:

@@ -26,9 +26,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from apix_core.config import Settings
-from apix_core.store.repositories import ErrorSummary, Store
 from apix_core.constants import TENANT_ATTRIBUTE, TENANT_ID_ENV
 from apix_core.exceptions import ApixError, ConfigurationError, MalformedMessageError
+from apix_core.store.repositories import ErrorSummary, Store
 
 if TYPE_CHECKING:
     from apix_core.app import App

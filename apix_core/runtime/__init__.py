@@ -1,4 +1,4 @@
-"""The local runtime: queue workers, schedules and the drain-or-forever runner behind ``apix run``."""
+"""The local runtime: queue workers, schedules, and the drain-or-forever runner of ``apix run``."""
 
 from apix_core.runtime.runner import LocalRunner, RunStats
 from apix_core.runtime.worker import QueueWorker

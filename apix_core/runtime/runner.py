@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,17 +90,18 @@ class LocalRunner:
         loop = asyncio.get_running_loop()
         quiet_rounds = 0
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.progress_interval)
-            except TimeoutError:
-                pass
             for t in tasks:
                 if t.done() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
             await self._refresh_depths()
             if self.on_progress:
                 self.on_progress(self.stats)
-            if self.max_seconds is not None and loop.time() - self.stats.started_at > self.max_seconds:
+            if (
+                self.max_seconds is not None
+                and loop.time() - self.stats.started_at > self.max_seconds
+            ):
                 break
             if self.forever:
                 continue
@@ -124,7 +126,11 @@ class LocalRunner:
         store = self.app.store
         if store is None:
             return 0
-        after = self.sweep_after if self.sweep_after is not None else self.app.settings.visibility_timeout
+        after = (
+            self.sweep_after
+            if self.sweep_after is not None
+            else self.app.settings.visibility_timeout
+        )
         rows = await stale_rows(store.db, after)
         if rows:
             from apix_core.outbox import Dispatcher

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -93,8 +94,6 @@ class QueueWorker:
                 idle = poll_interval
                 await asyncio.sleep(0 if n >= self.batch_size else linger)
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=idle)
-            except TimeoutError:
-                pass
             idle = min(idle * 2, 0.5)

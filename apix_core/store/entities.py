@@ -129,7 +129,10 @@ async def load_current(
     # Filter the tenant in Python: with `tenant_id = ? AND id IN (...)` SQLite's planner picks
     # the tenant index and scans every entity of the tenant. Entity ids derive from the tenant.
     stmt = sa.select(
-        entities.c.id, entities.c.tenant_id, entities.c.version, entities.c.content_hash,
+        entities.c.id,
+        entities.c.tenant_id,
+        entities.c.version,
+        entities.c.content_hash,
         entities.c.state,
     ).where(entities.c.id.in_(ids))
     if lock_rows:
@@ -163,12 +166,21 @@ def plan_entity_writes(
             cur = state.get(p.id)
             if cur is None:
                 initial = p.state or INITIAL_STATE
-                plan.new_rows.append({
-                    "id": p.id, "tenant_id": tenant_id, "external_id": p.external_id,
-                    "canonical_type": p.canonical_type, "source": p.source, "version": 1,
-                    "content_hash": p.content_hash, "attributes": p.attributes, "state": initial,
-                    "created_at": now, "updated_at": now,
-                })
+                plan.new_rows.append(
+                    {
+                        "id": p.id,
+                        "tenant_id": tenant_id,
+                        "external_id": p.external_id,
+                        "canonical_type": p.canonical_type,
+                        "source": p.source,
+                        "version": 1,
+                        "content_hash": p.content_hash,
+                        "attributes": p.attributes,
+                        "state": initial,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
                 state[p.id] = {"version": 1, "content_hash": p.content_hash, "state": initial}
                 results[p.id] = EntityWriteResult(p.id, 1, created=True, duplicate=False)
                 plan.versions.append(_version_row(tenant_id, p, 1, now))
@@ -178,9 +190,13 @@ def plan_entity_writes(
                     )
                 continue
             if duplicate_detection and cur["content_hash"] == p.content_hash:
-                results[p.id] = EntityWriteResult(p.id, cur["version"], created=False, duplicate=True)
+                results[p.id] = EntityWriteResult(
+                    p.id, cur["version"], created=False, duplicate=True
+                )
                 if p.state and p.state != cur["state"]:
-                    _plan_state(plan, cur, p.id, p.state, "state", p, tenant_id, now, state_tracking)
+                    _plan_state(
+                        plan, cur, p.id, p.state, "state", p, tenant_id, now, state_tracking
+                    )
                 continue
             version = cur["version"] + 1
             new_state = p.state or cur["state"]
@@ -189,18 +205,25 @@ def plan_entity_writes(
                     _transition_row(tenant_id, p.id, cur["state"], new_state, p, "updated", now)
                 )
             cur.update(version=version, content_hash=p.content_hash, state=new_state)
-            plan.updates.append({
-                "b_id": p.id, "version": version, "content_hash": p.content_hash,
-                "attributes": p.attributes, "state": new_state, "updated_at": now,
-            })
+            plan.updates.append(
+                {
+                    "b_id": p.id,
+                    "version": version,
+                    "content_hash": p.content_hash,
+                    "attributes": p.attributes,
+                    "state": new_state,
+                    "updated_at": now,
+                }
+            )
             plan.versions.append(_version_row(tenant_id, p, version, now))
             results[p.id] = EntityWriteResult(p.id, version, created=False, duplicate=False)
         for t in batch.transitions:
             cur = state.get(t.entity_id)
             if cur is None or cur["state"] == t.to_state:
                 continue
-            _plan_state(plan, cur, t.entity_id, t.to_state, t.reason, t, tenant_id, now,
-                        state_tracking)
+            _plan_state(
+                plan, cur, t.entity_id, t.to_state, t.reason, t, tenant_id, now, state_tracking
+            )
         plan.results.append(results)
     return plan
 
@@ -228,16 +251,25 @@ async def apply_entity_writes(
     """Load, plan and write one batch at once (read-your-writes and failure transitions)."""
     current = await load_current(conn, tenant_id, entity_ids([batch]), lock_rows=lock_rows)
     plan = plan_entity_writes(
-        tenant_id, [batch], current,
-        duplicate_detection=duplicate_detection, state_tracking=state_tracking,
+        tenant_id,
+        [batch],
+        current,
+        duplicate_detection=duplicate_detection,
+        state_tracking=state_tracking,
     )
     await execute_plan(conn, tenant_id, plan)
     return plan.results[0]
 
 
 def _plan_state(
-    plan: EntityPlan, cur: dict[str, Any], entity_id: str, to_state: str, reason: str | None,
-    origin: PendingEntity | PendingTransition, tenant_id: str, now: datetime,
+    plan: EntityPlan,
+    cur: dict[str, Any],
+    entity_id: str,
+    to_state: str,
+    reason: str | None,
+    origin: PendingEntity | PendingTransition,
+    tenant_id: str,
+    now: datetime,
     state_tracking: bool,
 ) -> None:
     if state_tracking:
@@ -267,18 +299,33 @@ async def _apply_updates(
 
 def _version_row(tenant_id: str, p: PendingEntity, version: int, now: datetime) -> dict[str, Any]:
     return {
-        "tenant_id": tenant_id, "entity_id": p.id, "version": version,
-        "content_hash": p.content_hash, "attributes": p.attributes,
-        "processor": p.processor, "message_id": p.message_id, "created_at": now,
+        "tenant_id": tenant_id,
+        "entity_id": p.id,
+        "version": version,
+        "content_hash": p.content_hash,
+        "attributes": p.attributes,
+        "processor": p.processor,
+        "message_id": p.message_id,
+        "created_at": now,
     }
 
 
 def _transition_row(
-    tenant_id: str, entity_id: str, from_state: str | None, to_state: str,
-    origin: PendingEntity | PendingTransition, reason: str | None, now: datetime,
+    tenant_id: str,
+    entity_id: str,
+    from_state: str | None,
+    to_state: str,
+    origin: PendingEntity | PendingTransition,
+    reason: str | None,
+    now: datetime,
 ) -> dict[str, Any]:
     return {
-        "tenant_id": tenant_id, "entity_id": entity_id, "message_id": origin.message_id,
-        "processor": origin.processor, "from_state": from_state, "to_state": to_state,
-        "reason": reason, "created_at": now,
+        "tenant_id": tenant_id,
+        "entity_id": entity_id,
+        "message_id": origin.message_id,
+        "processor": origin.processor,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": reason,
+        "created_at": now,
     }

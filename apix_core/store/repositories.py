@@ -74,7 +74,9 @@ class EntityRepository(_Repository):
             stmt = stmt.where(entities.c.canonical_type == canonical_type)
         if state:
             stmt = stmt.where(entities.c.state == state)
-        stmt = stmt.order_by(entities.c.updated_at.desc(), entities.c.id).limit(limit).offset(offset)
+        stmt = (
+            stmt.order_by(entities.c.updated_at.desc(), entities.c.id).limit(limit).offset(offset)
+        )
         return [Entity.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
 
     async def count(self) -> int:
@@ -92,7 +94,9 @@ class EntityRepository(_Repository):
             .where(entity_versions.c.tenant_id == tenant, entity_versions.c.entity_id == entity_id)
             .order_by(entity_versions.c.version)
         )
-        return [EntityVersion.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
+        return [
+            EntityVersion.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)
+        ]
 
 
 class StateRepository(_Repository):
@@ -105,7 +109,9 @@ class StateRepository(_Repository):
             )
             .order_by(state_transitions.c.id)
         )
-        return [StateTransition.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
+        return [
+            StateTransition.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)
+        ]
 
 
 @dataclass(frozen=True)
@@ -135,14 +141,18 @@ class ErrorSummary:
 
 
 class ErrorRepository(_Repository):
-    async def list(self, *, processor: str | None = None, limit: int = 100) -> list[ProcessingErrorRecord]:
+    async def list(
+        self, *, processor: str | None = None, limit: int = 100
+    ) -> list[ProcessingErrorRecord]:
         tenant = require_tenant()
         stmt = sa.select(processing_errors).where(processing_errors.c.tenant_id == tenant)
         if processor:
             stmt = stmt.where(processing_errors.c.processor == processor)
         stmt = stmt.order_by(processing_errors.c.id.desc()).limit(limit)
         return [
-            ProcessingErrorRecord(**{k: v for k, v in r._mapping.items() if k not in ("id", "tenant_id")})
+            ProcessingErrorRecord(
+                **{k: v for k, v in r._mapping.items() if k not in ("id", "tenant_id")}
+            )
             for r in await self._all(stmt, tenant)
         ]
 

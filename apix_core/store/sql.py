@@ -24,7 +24,9 @@ def _compiled_insert(
     dialect: Dialect, table: sa.Table, columns: tuple[str, ...], ignore_on: tuple[str, ...] | None
 ) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
     stmt = (
-        insert_ignore(dialect.name, table, list(ignore_on)) if ignore_on is not None else sa.insert(table)
+        insert_ignore(dialect.name, table, list(ignore_on))
+        if ignore_on is not None
+        else sa.insert(table)
     )
     compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
     order = compiled.positiontup or list(columns)

@@ -23,8 +23,8 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return any(m in str(exc) for m in _BUSY_MESSAGES)
 
 
-async def _retry_busy(fn: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
+async def _retry_busy(fn: Callable[[], Any], lock_wait: float) -> Any:
+    deadline = time.monotonic() + lock_wait
     delay = 0.0005
     while True:
         try:

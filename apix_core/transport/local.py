@@ -33,7 +33,13 @@ from apix_core.transport.base import (
 _qm = queue_messages
 _dl = dead_letters
 _SEND_COLUMNS = (
-    "queue", "message_id", "body", "attributes", "enqueued_at", "visible_at", "receive_count"
+    "queue",
+    "message_id",
+    "body",
+    "attributes",
+    "enqueued_at",
+    "visible_at",
+    "receive_count",
 )
 
 
@@ -79,7 +85,9 @@ class LocalTransport(QueueTransport):
             for m in messages
         ]
         async with self.db.transaction() as conn:
-            await insert_many(conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id"))
+            await insert_many(
+                conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
+            )
 
     async def receive(
         self, queue: str, max_messages: int = 10, visibility_timeout: float | None = None
@@ -100,8 +108,12 @@ class LocalTransport(QueueTransport):
             .where(_qm.c.id.in_(ready.scalar_subquery()))
             .values(visible_at=hidden_until, receive_count=_qm.c.receive_count + 1, receipt=token)
             .returning(
-                _qm.c.id, _qm.c.message_id, _qm.c.body, _qm.c.attributes,
-                _qm.c.enqueued_at, _qm.c.receive_count,
+                _qm.c.id,
+                _qm.c.message_id,
+                _qm.c.body,
+                _qm.c.attributes,
+                _qm.c.enqueued_at,
+                _qm.c.receive_count,
             )
         )
         async with self.db.transaction() as conn:
@@ -128,9 +140,7 @@ class LocalTransport(QueueTransport):
             by_token[token].append(row_id)
         async with self.db.transaction() as conn:
             for token, ids in by_token.items():
-                await conn.execute(
-                    sa.delete(_qm).where(_qm.c.id.in_(ids), _qm.c.receipt == token)
-                )
+                await conn.execute(sa.delete(_qm).where(_qm.c.id.in_(ids), _qm.c.receipt == token))
 
     async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
         row_id, token = _split_receipt(message.receipt)
@@ -143,7 +153,11 @@ class LocalTransport(QueueTransport):
 
     async def dead_letter(self, queue: str, message: ReceivedMessage, info: DeadLetterInfo) -> None:
         row_id, token = _split_receipt(message.receipt) if message.receipt else (None, "")
-        body = message.body.decode("utf-8", "replace") if isinstance(message.body, bytes) else message.body
+        body = (
+            message.body.decode("utf-8", "replace")
+            if isinstance(message.body, bytes)
+            else message.body
+        )
         async with self.db.transaction() as conn:
             await conn.execute(
                 sa.insert(_dl).values(
@@ -161,9 +175,7 @@ class LocalTransport(QueueTransport):
                 )
             )
             if row_id is not None:
-                await conn.execute(
-                    sa.delete(_qm).where(_qm.c.id == row_id, _qm.c.receipt == token)
-                )
+                await conn.execute(sa.delete(_qm).where(_qm.c.id == row_id, _qm.c.receipt == token))
 
     async def list_dead_letters(
         self, queue: str | None = None, limit: int = 50
@@ -177,7 +189,9 @@ class LocalTransport(QueueTransport):
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
         async with self.db.transaction(write=False) as conn:
-            row = (await conn.execute(sa.select(_dl).where(_dl.c.id == _dl_id(dead_letter_id)))).first()
+            row = (
+                await conn.execute(sa.select(_dl).where(_dl.c.id == _dl_id(dead_letter_id)))
+            ).first()
         if row is None:
             raise DeadLetterNotFoundError(f"no dead letter with id {dead_letter_id}")
         return _record(row)
@@ -199,7 +213,9 @@ class LocalTransport(QueueTransport):
                 )
             )
             await conn.execute(
-                sa.update(_dl).where(_dl.c.id == int(record.id)).values(replayed_at=datetime.now(UTC))
+                sa.update(_dl)
+                .where(_dl.c.id == int(record.id))
+                .values(replayed_at=datetime.now(UTC))
             )
         return record.message_id
 

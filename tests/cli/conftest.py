@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+
+from typer.testing import CliRunner, Result
 
 from apix_core.cli.main import cli
 
@@ -24,7 +24,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str, queue_url: str) 
 
 @pytest.fixture
 def apix(cli_env: dict[str, str]) -> Callable[..., Result]:
-    """``apix(*args, input=None)`` runs the real command line and returns click's Result."""
+    """``apix(*args, input=None)`` runs the real command line and returns the CLI Result."""
     runner = CliRunner()
 
     def invoke(*args: str, input: str | None = None) -> Result:
