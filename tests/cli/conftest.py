@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner, Result
 
 from apix_core.cli.main import cli
