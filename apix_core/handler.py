@@ -83,7 +83,7 @@ from apix_core.store.entities import (
 )
 from apix_core.store.models import entities, idempotency, processing_errors
 from apix_core.store.repositories import Store
-from apix_core.store.sql import insert_many
+from apix_core.store.sql import any_of, insert_many
 from apix_core.tenancy import tenant_context
 from apix_core.transport.base import QueueTransport, ReceivedMessage
 
@@ -479,19 +479,12 @@ class ProcessorHandler:
                 stmt, {"tenant": tenant, "processor": self.name, "now": now, "ids": ids}
             )
             return set(rows.scalars().all())
-        existing = set(
-            (
-                await conn.execute(
-                    sa.select(idempotency.c.message_id).where(
-                        idempotency.c.tenant_id == tenant,
-                        idempotency.c.processor == self.name,
-                        idempotency.c.message_id.in_(ids),
-                    )
-                )
-            )
-            .scalars()
-            .all()
+        rows = await conn.exec_driver_sql(
+            "SELECT message_id FROM apix_idempotency WHERE tenant_id = ? AND processor = ? AND "
+            + any_of("sqlite", "message_id", len(ids)),
+            (tenant, self.name, *ids),
         )
+        existing = {r[0] for r in rows}
         claimed = [mid for mid in ids if mid not in existing]
         await insert_many(
             conn,

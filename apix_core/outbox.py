@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apix_core.store.database import Database
 from apix_core.store.models import outbox
-from apix_core.store.sql import insert_many
+from apix_core.store.sql import any_of, any_params, bind_value, insert_many, param
 from apix_core.transport.base import OutgoingMessage, QueueTransport
 
 
@@ -166,12 +166,16 @@ class Dispatcher:
         for r in rows:
             by_tenant[r.tenant_id].append(r.id)
         now = datetime.now(UTC)
+        dialect = self.db.dialect
         for tenant, ids in by_tenant.items():
             # By primary key only: SQLite's planner turns `tenant_id = ? AND id IN (...)` into a
             # scan of the tenant's rows. Ids derive from the tenant, and RLS scopes PostgreSQL.
             async with self.db.transaction(tenant_id=tenant) as conn:
-                await conn.execute(
-                    sa.update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now, body=None)
+                sent_at = bind_value(conn.dialect, outbox, "sent_at", now)
+                await conn.exec_driver_sql(
+                    f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL WHERE "
+                    + any_of(dialect, "id", len(ids), first=2),
+                    (sent_at, *any_params(dialect, ids)),
                 )
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apix_core.store.models import entities, entity_versions, state_transitions
+from apix_core.store.sql import insert_many
 
 INITIAL_STATE = "received"
 
@@ -228,15 +229,61 @@ def plan_entity_writes(
     return plan
 
 
+_ENTITY_COLUMNS = (
+    "id",
+    "tenant_id",
+    "external_id",
+    "canonical_type",
+    "source",
+    "version",
+    "content_hash",
+    "attributes",
+    "state",
+    "created_at",
+    "updated_at",
+)
+_VERSION_COLUMNS = (
+    "tenant_id",
+    "entity_id",
+    "version",
+    "content_hash",
+    "attributes",
+    "processor",
+    "message_id",
+    "created_at",
+)
+_TRANSITION_COLUMNS = (
+    "tenant_id",
+    "entity_id",
+    "message_id",
+    "processor",
+    "from_state",
+    "to_state",
+    "reason",
+    "created_at",
+)
+
+
+def _tuples(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return [tuple(r[c] for c in columns) for r in rows]
+
+
 async def execute_plan(conn: AsyncConnection, tenant_id: str, plan: EntityPlan) -> None:
     if plan.new_rows:
-        await conn.execute(sa.insert(entities), plan.new_rows)
+        await insert_many(conn, entities, _ENTITY_COLUMNS, _tuples(plan.new_rows, _ENTITY_COLUMNS))
     if plan.updates:
         await _apply_updates(conn, tenant_id, plan.updates)
     if plan.versions:
-        await conn.execute(sa.insert(entity_versions), plan.versions)
+        await insert_many(
+            conn, entity_versions, _VERSION_COLUMNS, _tuples(plan.versions, _VERSION_COLUMNS)
+        )
     if plan.transitions:
-        await conn.execute(sa.insert(state_transitions), plan.transitions)
+        await insert_many(
+            conn,
+            state_transitions,
+            _TRANSITION_COLUMNS,
+            _tuples(plan.transitions, _TRANSITION_COLUMNS),
+        )
 
 
 async def apply_entity_writes(

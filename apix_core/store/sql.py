@@ -65,3 +65,30 @@ async def insert_many(
                 values[i] = proc(values[i])
         params.append(tuple(values))
     await conn.exec_driver_sql(sql, params)
+
+
+def any_of(dialect: str, column: str, count: int, first: int = 1) -> str:
+    """``column IN (?, ?, …)`` (SQLite) or ``column = ANY($n)`` (PostgreSQL, one array param).
+
+    For hot statements run through ``exec_driver_sql``: SQLAlchemy renders an expanding
+    ``IN`` per execution, which cost more than the statement itself for 100 ids.
+    """
+    if dialect == "postgresql":
+        return f"{column} = ANY(${first})"
+    return f"{column} IN ({','.join('?' * count)})"
+
+
+def any_params(dialect: str, values: Sequence[Any]) -> tuple[Any, ...]:
+    """The parameters that go with :func:`any_of`."""
+    return (list(values),) if dialect == "postgresql" else tuple(values)
+
+
+def param(dialect: str, n: int) -> str:
+    """The ``n``-th (1-based) positional placeholder of the driver."""
+    return f"${n}" if dialect == "postgresql" else "?"
+
+
+def bind_value(dialect: Dialect, table: sa.Table, column: str, value: Any) -> Any:
+    """``value`` as the driver expects it for ``table.column`` (e.g. SQLite datetimes as text)."""
+    proc = table.c[column].type._cached_bind_processor(dialect)
+    return proc(value) if proc is not None and value is not None else value

@@ -20,7 +20,7 @@ from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBIL
 from apix_core.exceptions import DeadLetterNotFoundError, MalformedMessageError
 from apix_core.store.database import Database
 from apix_core.store.models import dead_letters, queue_messages
-from apix_core.store.sql import insert_ignore, insert_many
+from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
 from apix_core.transport.base import (
     DeadLetterInfo,
     DeadLetterRecord,
@@ -138,9 +138,14 @@ class LocalTransport(QueueTransport):
         for m in messages:
             row_id, token = _split_receipt(m.receipt)
             by_token[token].append(row_id)
+        dialect = self.db.dialect
         async with self.db.transaction() as conn:
             for token, ids in by_token.items():
-                await conn.execute(sa.delete(_qm).where(_qm.c.id.in_(ids), _qm.c.receipt == token))
+                await conn.exec_driver_sql(
+                    f"DELETE FROM apix_queue_messages WHERE receipt = {param(dialect, 1)} AND "
+                    + any_of(dialect, "id", len(ids), first=2),
+                    (token, *any_params(dialect, ids)),
+                )
 
     async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
         row_id, token = _split_receipt(message.receipt)
