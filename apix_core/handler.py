@@ -17,7 +17,6 @@ redelivery of the same input re-sends under the same deterministic ids.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -52,7 +51,7 @@ from apix_core.exceptions import (
     ValidationError,
 )
 from apix_core.hashing import deterministic_id
-from apix_core.message import EntityReference, Message, MessageType, envelope
+from apix_core.message import EntityReference, Message, MessageType, dump_json, envelope
 from apix_core.observability.logging import log_context
 from apix_core.observability.tracing import (
     extract_trace_context,
@@ -767,7 +766,7 @@ class ProcessorHandler:
                         f"output payload must be a dict, not {type(payload).__name__}"
                     )
                 entity = self._resolve_entity(tenant, ctx, h.entity)
-                body = json.dumps(
+                body = dump_json(
                     envelope(
                         message_id=out_id,
                         correlation_id=message.correlation_id,
@@ -778,9 +777,7 @@ class ProcessorHandler:
                         created_at=now,
                         entity=entity,
                         trace_context=trace_context,
-                    ),
-                    separators=(",", ":"),
-                    default=str,
+                    )
                 )
                 if self.transport is not None:
                     self.transport.check_size(h.destination, body)
@@ -801,7 +798,7 @@ class ProcessorHandler:
             elif isinstance(h, FileOutputHandler):
                 out_id = deterministic_id(tenant, self.name, message.message_id, str(seq))
                 payload = h.payload if h.payload is not None else message.payload
-                body = json.dumps(payload, separators=(",", ":"), default=str)
+                body = dump_json(payload)
                 rows.append(
                     OutboxRow(
                         out_id,

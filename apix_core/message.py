@@ -22,6 +22,10 @@ from apix_core.exceptions import (
 
 SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
 
+#: Compact JSON with ``str`` for anything else (datetimes, decimals). One shared encoder:
+#: ``json.dumps`` with non-default arguments builds a new encoder on every call.
+dump_json = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=True).encode
+
 
 class MessageType(StrEnum):
     """What triggered the message."""
@@ -93,7 +97,7 @@ class Message(BaseModel):
 
     def to_json(self) -> str:
         """The envelope as compact JSON text, ready for any queue."""
-        return json.dumps(self.to_queue_data(), separators=(",", ":"), default=str)
+        return dump_json(self.to_queue_data())
 
     @classmethod
     def create_from_queue_data(

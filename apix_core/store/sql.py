@@ -58,11 +58,17 @@ async def insert_many(
         await conn.exec_driver_sql(sql, [tuple(r) for r in rows])
         return
     params: list[tuple[Any, ...]] = []
+    # Rows of one batch share objects (one `now` for every created_at): convert each once.
+    memo: dict[tuple[int, int], Any] = {}
     for row in rows:
         values = list(row)
         for i, proc in convert:
-            if values[i] is not None:
-                values[i] = proc(values[i])
+            v = values[i]
+            if v is not None:
+                key = (i, id(v))
+                if key not in memo:
+                    memo[key] = proc(v)
+                values[i] = memo[key]
         params.append(tuple(values))
     await conn.exec_driver_sql(sql, params)
 

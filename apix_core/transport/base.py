@@ -106,8 +106,10 @@ class QueueTransport(ABC):
         return len(body.encode("utf-8"))
 
     def check_size(self, queue: str, body: str) -> None:
-        size = self.encoded_size(body)
         limit = self.max_message_bytes(queue)
+        if len(body) * 4 <= limit and type(self).encoded_size is QueueTransport.encoded_size:
+            return  # UTF-8 needs at most 4 bytes a character: no need to encode
+        size = self.encoded_size(body)
         if size > limit:
             raise MessageTooLargeError(size, limit, f"{self.name}:{queue}")
 
