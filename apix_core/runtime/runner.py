@@ -40,6 +40,9 @@ class LocalRunner:
     fires once at start (so ``apix run`` of a scheduled pipeline does one round and stops).
     """
 
+    #: Seconds between drain checks (cheap: flags, then a depth query only when idle).
+    DRAIN_CHECK = 0.02
+
     def __init__(
         self,
         app: App,
@@ -89,27 +92,29 @@ class LocalRunner:
     async def _supervise(self, workers: list[QueueWorker], tasks: list[asyncio.Task[None]]) -> None:
         loop = asyncio.get_running_loop()
         quiet_rounds = 0
+        next_progress = 0.0
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.progress_interval)
+                await asyncio.wait_for(self._stop.wait(), timeout=self.DRAIN_CHECK)
             for t in tasks:
                 if t.done() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
-            await self._refresh_depths()
-            if self.on_progress:
+            now = loop.time()
+            if self.on_progress and now >= next_progress:
+                await self._refresh_depths()
                 self.on_progress(self.stats)
-            if (
-                self.max_seconds is not None
-                and loop.time() - self.stats.started_at > self.max_seconds
-            ):
+                next_progress = now + self.progress_interval
+            if self.max_seconds is not None and now - self.stats.started_at > self.max_seconds:
                 break
             if self.forever:
                 continue
-            drained = all(d.total == 0 for d in self.stats.depths.values()) and not any(
-                w.busy for w in workers
-            )
-            # Two quiet observations in a row: a worker may be between receive and settle.
-            quiet_rounds = quiet_rounds + 1 if drained else 0
+            # Cheap flags first; the depth query only once every worker has found its queue
+            # empty. Two quiet checks in a row: a worker may be between receive and settle.
+            idle = all(w.empty_polls > 0 and not w.busy for w in workers)
+            if idle:
+                await self._refresh_depths()
+                idle = all(d.total == 0 for d in self.stats.depths.values())
+            quiet_rounds = quiet_rounds + 1 if idle else 0
             if quiet_rounds >= 2:
                 break
 

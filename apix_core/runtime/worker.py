@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -45,6 +44,8 @@ class QueueWorker:
         self.visibility_timeout = visibility_timeout
         self.stats = QueueStats()
         self.busy = False
+        #: Consecutive receives that found nothing (the runner's drain check reads it).
+        self.empty_polls = 0
 
     async def run_once(self) -> int:
         """Process at most one batch; returns how many deliveries it received."""
@@ -77,10 +78,13 @@ class QueueWorker:
         return len(deliveries)
 
     async def run(
-        self, stop: asyncio.Event, poll_interval: float = 0.05, linger: float = 0.02
+        self, stop: asyncio.Event, poll_interval: float = 0.05, linger: float = 0.01
     ) -> None:
         """Loop until ``stop``. After a partial batch, wait ``linger`` seconds so the next
-        receive takes a fuller batch: each transaction costs about the same whatever its size."""
+        receive takes a fuller batch: each transaction costs about the same whatever its size.
+        When the queue is empty, wait for the transport's signal (or poll, backing off)."""
+        transport = self.app.transport
+        assert transport is not None
         idle = poll_interval
         while not stop.is_set():
             try:
@@ -88,12 +92,20 @@ class QueueWorker:
             except Exception:
                 # A transport or database outage must not kill the worker: back off and retry.
                 _log.exception("worker iteration failed", extra={"queue": self.queue})
-                n = 0
-                idle = min(max(idle * 2, 0.5), 5.0)
-            if n:
+                n = -1
+            if n > 0:
+                self.empty_polls = 0
                 idle = poll_interval
                 await asyncio.sleep(0 if n >= self.batch_size else linger)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=idle)
-            idle = min(idle * 2, 0.5)
+            if n == 0:
+                self.empty_polls += 1
+                idle = min(idle * 2, 0.25)
+            else:
+                idle = min(max(idle * 2, 0.5), 5.0)
+            waiter = asyncio.ensure_future(transport.wait_for_messages(self.queue, idle))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiter, stopper):
+                task.cancel()
+            await asyncio.gather(waiter, stopper, return_exceptions=True)

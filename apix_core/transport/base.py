@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,13 @@ class QueueTransport(ABC):
 
     @abstractmethod
     async def depth(self, queue: str) -> QueueDepth: ...
+
+    async def wait_for_messages(self, queue: str, max_wait: float) -> None:
+        """Return when ``queue`` may have messages, at the latest after ``max_wait`` seconds.
+
+        The default just sleeps (polling); a transport that can tell sooner overrides it.
+        """
+        await asyncio.sleep(max_wait)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -8,9 +8,12 @@ dead-letter only act on the holder of the current receipt.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
+import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -67,9 +70,27 @@ class LocalTransport(QueueTransport):
         self.visibility_timeout = visibility_timeout
         self._max_bytes = max_message_bytes
         self._owns_db = owns_database
+        self._events: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Event]
+        ] = weakref.WeakKeyDictionary()
 
     def max_message_bytes(self, queue: str) -> int:
         return self._max_bytes
+
+    def _event(self, queue: str) -> asyncio.Event:
+        # Events belong to one event loop; key them by loop so asyncio.run() may repeat.
+        per_loop = self._events.setdefault(asyncio.get_running_loop(), {})
+        event = per_loop.get(queue)
+        if event is None:
+            event = per_loop[queue] = asyncio.Event()
+        return event
+
+    async def wait_for_messages(self, queue: str, max_wait: float) -> None:
+        """Wake on a send from this process; other processes' sends are seen by polling."""
+        event = self._event(queue)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), max_wait)
+        event.clear()
 
     async def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
@@ -90,6 +111,7 @@ class LocalTransport(QueueTransport):
             await insert_many(
                 conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
             )
+        self._event(queue).set()
 
     async def receive(
         self, queue: str, max_messages: int = 10, visibility_timeout: float | None = None
@@ -113,7 +135,7 @@ class LocalTransport(QueueTransport):
             result = await conn.exec_driver_sql(
                 sql, (hidden_until, token, queue, now, max_messages)
             )
-            rows = sorted(result.all(), key=lambda r: r[0])
+            rows: list[tuple[Any, ...]] = sorted(map(tuple, result.all()), key=lambda r: r[0])
         return [
             ReceivedMessage(
                 queue=queue,
