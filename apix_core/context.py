@@ -45,6 +45,22 @@ class ProcessorContext:
     successfully; if it fails, they are discarded.
     """
 
+    # Built for every message: slots and a lazily created write batch keep that cheap.
+    __slots__ = (
+        "_access",
+        "_writes",
+        "logger",
+        "loop",
+        "message",
+        "outputs",
+        "payload",
+        "processor_name",
+        "produces",
+        "store",
+        "tenant_id",
+        "written",
+    )
+
     def __init__(
         self,
         *,
@@ -64,13 +80,28 @@ class ProcessorContext:
         self.logger = logger or logging.getLogger(f"apix.processor.{processor_name}")
         #: The payload validated by the processor's ``payload=`` model, if it declared one.
         self.payload = payload
-        self.writes = EntityWriteBatch()
+        self._writes: EntityWriteBatch | None = None
         self.outputs: list[OutputHandler] = []
         #: Versions of entities written so far by this call (filled when writes are flushed).
         self.written: dict[str, EntityWriteResult] = {}
         #: The event loop a sync processor's thread reaches back into (set by the handler).
         self.loop: asyncio.AbstractEventLoop | None = None
         self._access = access
+
+    @property
+    def writes(self) -> EntityWriteBatch:
+        """Entity writes buffered by this call, not yet flushed."""
+        if self._writes is None:
+            self._writes = EntityWriteBatch()
+        return self._writes
+
+    @writes.setter
+    def writes(self, batch: EntityWriteBatch) -> None:
+        self._writes = batch
+
+    @property
+    def has_writes(self) -> bool:
+        return self._writes is not None and bool(self._writes)
 
     # -- entities -------------------------------------------------------------------------
     def persist_entity(
@@ -121,7 +152,7 @@ class ProcessorContext:
             raise ProcessorContextError("get_entity needs persistence")
         if self._access is None:
             return await self.store.entities.get(entity_id)
-        if any(p.id == entity_id for p in self.writes.entities):
+        if self.has_writes and any(p.id == entity_id for p in self.writes.entities):
             await self._access.flush(self)
         return await self._access.read_entity(entity_id)
 
@@ -141,7 +172,7 @@ class ProcessorContext:
 
     def reset(self) -> None:
         """Drop buffered writes and outputs (before an in-invocation retry)."""
-        self.writes = EntityWriteBatch()
+        self._writes = None
         self.outputs = []
         self.written = {}
 

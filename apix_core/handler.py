@@ -52,7 +52,7 @@ from apix_core.exceptions import (
 )
 from apix_core.hashing import deterministic_id
 from apix_core.message import EntityReference, Message, MessageType, dump_json, envelope
-from apix_core.observability.logging import log_context
+from apix_core.observability.logging import pop_log_fields, push_log_fields
 from apix_core.observability.tracing import (
     extract_trace_context,
     get_tracer,
@@ -101,7 +101,7 @@ class OutcomeKind(StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     kind: OutcomeKind
     delivery: ReceivedMessage
@@ -125,14 +125,14 @@ class _Failure(Exception):
         self.retryable = result.can_retry
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     index: int
     delivery: ReceivedMessage
     message: Message
 
 
-@dataclass
+@dataclass(slots=True)
 class _Deferred:
     """A success whose entity writes and outbox rows wait for the group's batched flush."""
 
@@ -142,7 +142,7 @@ class _Deferred:
     trace_context: dict[str, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     ok: bool
     rows: list[OutboxRow]
@@ -173,7 +173,7 @@ class _Group:
     async def flush(self, ctx: ProcessorContext) -> None:
         if self.deferred:
             await self.finalize()
-        if not ctx.writes:
+        if not ctx.has_writes:
             return
         if self.savepoint is None:
             self.savepoint = await self.conn.begin_nested()
@@ -524,16 +524,21 @@ class ProcessorHandler:
         deadline: float | None,
         traced: bool,
     ) -> _Run:
-        with log_context(
-            tenant_id=tenant,
-            correlation_id=message.correlation_id,
-            message_id=message.message_id,
-            processor=self.name,
-        ):
+        token = push_log_fields(
+            {
+                "tenant_id": tenant,
+                "correlation_id": message.correlation_id,
+                "message_id": message.message_id,
+                "processor": self.name,
+            }
+        )
+        try:
             if not traced:
                 # No SDK installed: pass the incoming trace context through unchanged.
                 return await self._run(message, access, deadline, message.trace_context)
             return await self._run_in_span(message, access, tenant, deadline)
+        finally:
+            pop_log_fields(token)
 
     async def _run_in_span(
         self, message: Message, access: _Group | None, tenant: str, deadline: float | None
@@ -593,7 +598,7 @@ class ProcessorHandler:
                     self._persist_output_entities(message, ctx, handlers)
             if message.entity is not None and self.config.success_state and message.entity.id:
                 ctx.transition(message.entity.id, self.config.success_state, "processed")
-            if access is not None and ctx.writes and access.savepoint is None:
+            if access is not None and ctx.has_writes and access.savepoint is None:
                 # Entity writes are batched with the group's other messages (_Group.finalize).
                 return _Run(
                     ok=True,

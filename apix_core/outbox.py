@@ -27,7 +27,7 @@ from apix_core.store.sql import any_of, any_params, bind_value, insert_many, par
 from apix_core.transport.base import OutgoingMessage, QueueTransport
 
 
-@dataclass
+@dataclass(slots=True)
 class OutboxRow:
     id: str
     tenant_id: str

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -96,6 +96,19 @@ class log_context:  # used like a function: `with log_context(tenant_id=...)`
 
     def __exit__(self, *exc: object) -> None:
         _log_fields.reset(self._token)
+
+
+def push_log_fields(fields: dict[str, Any]) -> Token[Mapping[str, Any]]:
+    """Add ``fields`` until :func:`pop_log_fields` (the handler's per-message fast form of
+    :class:`log_context`; ``fields`` is taken over, not copied)."""
+    base = _log_fields.get()
+    if base:
+        fields = {**base, **fields}
+    return _log_fields.set(fields)
+
+
+def pop_log_fields(token: Token[Mapping[str, Any]]) -> None:
+    _log_fields.reset(token)
 
 
 def current_log_fields() -> Mapping[str, Any]:

@@ -19,7 +19,7 @@ class OutgoingMessage:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class ReceivedMessage:
     """One delivery of a message. ``receive_count`` starts at 1 on the first delivery."""
 
