@@ -73,6 +73,7 @@ from apix_core.result import ProcessingResult
 from apix_core.store.entities import (
     Entity,
     EntityWriteBatch,
+    EntityWriteResult,
     PendingTransition,
     apply_entity_writes,
     entity_ids,
@@ -239,6 +240,7 @@ class _Group:
                 d = run.deferred
                 assert d is not None
                 d.ctx.written = results
+                _note_written(run.result, results)
                 try:
                     run.rows = h._outbox_rows(d.message, d.ctx, d.handlers, d.trace_context)
                 except Exception as exc:
@@ -608,6 +610,7 @@ class ProcessorHandler:
                 )
             if access is not None:
                 await access.flush(ctx)
+                _note_written(result, ctx.written)
             if handlers:
                 rows = self._outbox_rows(message, ctx, handlers, trace_context)
             if access is not None:
@@ -952,6 +955,18 @@ class ProcessorHandler:
             else:
                 outcomes[it.index] = self._failure_outcome(it, run)
         await self._dispatch(sends, items, outcomes)
+
+
+def _note_written(result: ProcessingResult | None, written: dict[str, EntityWriteResult]) -> None:
+    """List the entities a call created or changed in its result (once each)."""
+    if result is None:
+        return
+    for w in written.values():
+        if w.created:
+            if w.entity_id not in result.entities_created:
+                result.entities_created.append(w.entity_id)
+        elif not w.duplicate and w.entity_id not in result.entities_updated:
+            result.entities_updated.append(w.entity_id)
 
 
 def _as_delivery(message: Message, spec: ProcessorSpec) -> ReceivedMessage:

@@ -139,7 +139,11 @@ class JsonFormatter(logging.Formatter):
 class _ContextTextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = redact(super().format(_redacted_record(record)))
-        ctx = " ".join(f"{k}={redact(v, k)}" for k, v in _log_fields.get().items() if v is not None)
+        fields = {k: v for k, v in _log_fields.get().items() if v is not None}
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                fields[key] = value
+        ctx = " ".join(f"{k}={redact(v, k)}" for k, v in fields.items())
         return f"{base} [{ctx}]" if ctx else str(base)
 
 

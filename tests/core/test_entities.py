@@ -57,15 +57,20 @@ async def test_content_change_creates_version_and_identical_content_is_duplicate
     entity_id = entity_id_for("acme", "order", "shop", "o-1")
 
     # WHEN the same order arrives with content A, A again (new message), then B, then A
+    reported = []
     for total in (10, 10, 12, 10):
         outcome = await handler.handle(_order("o-1", {"total": total}))
         assert outcome.kind is OutcomeKind.COMPLETED
+        assert outcome.result is not None
+        reported.append((outcome.result.entities_created, outcome.result.entities_updated))
 
     # THEN only content changes made versions: A=1, A (duplicate) - , B=2, A=3
     with tenant_context("acme"):
         entity = await app.store.entities.get(entity_id)
         versions = await app.store.entities.versions(entity_id)
     assert entity.version == 3
+    # each result says what it did: created, nothing (duplicate), updated, updated
+    assert reported == [([entity_id], []), ([], []), ([], [entity_id]), ([], [entity_id])]
     assert [v.version for v in versions] == [1, 2, 3]
     assert versions[0].content_hash == versions[2].content_hash != versions[1].content_hash
     assert entity.content_hash == versions[-1].content_hash

@@ -60,7 +60,9 @@ async def test_post_runs_the_route_processor(make_app: Any) -> None:
     assert json.loads(response.text())["message_id"] == response.body["message_id"]
     assert calls == [{"tenant": "acme", "sku": "A-1", "qty": 2}]
     with tenant_context("acme"):
-        assert await app.store.entities.find("order", "web", "A-1") is not None
+        entity = await app.store.entities.find("order", "web", "A-1")
+    assert entity is not None
+    assert response.body["entities_created"] == [entity.id]
 
 
 async def test_missing_tenant_is_400(make_app: Any) -> None:

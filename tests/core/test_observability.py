@@ -310,3 +310,19 @@ def test_secrets_never_reach_the_log(fmt: str, log_stream: io.StringIO) -> None:
     assert "https://api.example.com/v1/orders?page=2&access_token=" in out
     assert "ada" in out and "login failed" in out and "PermissionError" in out
     assert out.count("\n") >= 5
+
+
+def test_text_format_keeps_extra_fields(log_stream: io.StringIO) -> None:
+    # GIVEN the human-readable format
+    stream = io.StringIO()
+    configure_logging(level="INFO", fmt="text", stream=stream)
+    from apix_core.observability import log_context
+
+    # WHEN a line carries context fields and extra= fields
+    with log_context(tenant_id="acme"):
+        get_logger("apix.test").info("fetched page", extra={"page": 3, "rows": 250})
+
+    # THEN both appear after the message
+    line = stream.getvalue().strip()
+    assert "fetched page" in line
+    assert "tenant_id=acme" in line and "page=3" in line and "rows=250" in line
