@@ -766,9 +766,11 @@ class ProcessorHandler:
         now = datetime.now(UTC)
         tenant = message.tenant_id
         for seq, h in enumerate(handlers):
+            if not isinstance(h, QueueOutputHandler | FileOutputHandler):
+                continue  # NoOpOutputHandler
+            out_id = deterministic_id(tenant, self.name, message.message_id, str(seq))
+            payload = h.payload if h.payload is not None else message.payload
             if isinstance(h, QueueOutputHandler):
-                out_id = deterministic_id(tenant, self.name, message.message_id, str(seq))
-                payload = h.payload if h.payload is not None else message.payload
                 if not isinstance(payload, dict):
                     raise PayloadValidationError(
                         f"output payload must be a dict, not {type(payload).__name__}"
@@ -789,39 +791,25 @@ class ProcessorHandler:
                 )
                 if self.transport is not None:
                     self.transport.check_size(h.destination, body)
-                rows.append(
-                    OutboxRow(
-                        out_id,
-                        tenant,
-                        self.name,
-                        message.message_id,
-                        seq,
-                        "queue",
-                        h.destination,
-                        body,
-                        h.delay_seconds,
-                        now,
-                    )
-                )
-            elif isinstance(h, FileOutputHandler):
-                out_id = deterministic_id(tenant, self.name, message.message_id, str(seq))
-                payload = h.payload if h.payload is not None else message.payload
+                kind, delay, config = "queue", h.delay_seconds, None
+            else:
                 body = dump_json(payload)
-                rows.append(
-                    OutboxRow(
-                        out_id,
-                        tenant,
-                        self.name,
-                        message.message_id,
-                        seq,
-                        "file",
-                        h.destination,
-                        body,
-                        0.0,
-                        now,
-                        dict(h.config),
-                    )
+                kind, delay, config = "file", 0.0, dict(h.config)
+            rows.append(
+                OutboxRow(
+                    out_id,
+                    tenant,
+                    self.name,
+                    message.message_id,
+                    seq,
+                    kind,
+                    h.destination,
+                    body,
+                    delay,
+                    now,
+                    config,
                 )
+            )
         return rows
 
     @staticmethod

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -726,29 +726,36 @@ def _db_urls() -> list[str]:
     return urls
 
 
+async def _each_database(
+    action: Callable[[Database], Awaitable[str | None]],
+) -> list[tuple[str, str | None]]:
+    """Run ``action`` on the store and, when it is another database, the queue database."""
+    from apix_core.store.database import Database
+
+    timeout = Settings.from_env().db_timeout
+    out: list[tuple[str, str | None]] = []
+    for url in _db_urls():
+        db = Database(url, timeout=timeout)
+        try:
+            out.append((db.safe_url, await action(db)))
+        finally:
+            await db.dispose()
+    return out
+
+
 @db_cli.command("upgrade")
 @_handle_errors
 def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations to the store (and to the queue database when it is another one)."""
-    from apix_core.store.database import Database
 
-    settings = Settings.from_env()
-
-    async def go() -> list[tuple[str, str | None]]:
-        out: list[tuple[str, str | None]] = []
-        for url in _db_urls():
-            db = Database(url, timeout=settings.db_timeout)
-            try:
-                await db.upgrade(revision)
-                out.append((db.safe_url, await db.current_revision()))
-            finally:
-                await db.dispose()
-        return out
+    async def upgrade(db: Database) -> str | None:
+        await db.upgrade(revision)
+        return await db.current_revision()
 
     console = _console()
-    for url, rev in _arun(go()):
+    for url, rev in _arun(_each_database(upgrade)):
         console.print(f"[green]upgraded[/] {escape(url)} → {rev}")
 
 
@@ -756,22 +763,8 @@ def db_upgrade(
 @_handle_errors
 def db_current() -> None:
     """Print the schema revision of the store (and of the queue database)."""
-    from apix_core.store.database import Database
-
-    settings = Settings.from_env()
-
-    async def go() -> list[tuple[str, str | None]]:
-        out: list[tuple[str, str | None]] = []
-        for url in _db_urls():
-            db = Database(url, timeout=settings.db_timeout)
-            try:
-                out.append((db.safe_url, await db.current_revision()))
-            finally:
-                await db.dispose()
-        return out
-
     console = _console()
-    for url, rev in _arun(go()):
+    for url, rev in _arun(_each_database(lambda db: db.current_revision())):
         console.print(f"{escape(url)}: {rev or '[yellow]none (run `apix db upgrade`)[/]'}")
 
 
