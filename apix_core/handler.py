@@ -85,7 +85,7 @@ from apix_core.store.models import entities, idempotency, processing_errors
 from apix_core.store.repositories import Store
 from apix_core.store.sql import any_of, insert_many
 from apix_core.tenancy import tenant_context
-from apix_core.transport.base import QueueTransport, ReceivedMessage
+from apix_core.transport.base import OutgoingMessage, QueueTransport, ReceivedMessage
 
 _log = logging.getLogger("apix.handler")
 
@@ -277,6 +277,13 @@ class ProcessorHandler:
         self.transport = transport
         self.default_tenant = default_tenant
         self.dispatcher = Dispatcher(self.store.db if self.store else None, transport)
+        #: Queue outputs are enqueued in the processing transaction itself (no outbox round)
+        #: when the transport keeps its queues in the store's database.
+        self.sends_in_transaction = (
+            transport is not None
+            and self.store is not None
+            and transport.joins_transactions_of(self.store.db)
+        )
         self.db_is_postgres = bool(self.store and self.store.db.is_postgres)
         self._is_async = is_async_processor(self.processor)
         # Call plain functions directly: the adapter's extra frame shows on no-op processors.
@@ -381,6 +388,7 @@ class ProcessorHandler:
         assert self.store is not None
         new_rows: list[OutboxRow] = []
         redispatch: list[OutboxRow] = []
+        sent_to: list[str] = []
         try:
             async with self.store.db.transaction(tenant_id=tenant) as conn:
                 ids = list(dict.fromkeys(it.message.message_id for it in items))
@@ -403,7 +411,9 @@ class ProcessorHandler:
                 await group.finalize()
                 for it, failed_run in group.failures:
                     runs[it.index] = (it, failed_run)
-                new_rows = await self._settle_group(conn, tenant, list(runs.values()), outcomes)
+                new_rows, sent_to = await self._settle_group(
+                    conn, tenant, list(runs.values()), outcomes
+                )
         except (sa.exc.DBAPIError, sa.exc.TimeoutError, TransientError) as exc:
             # The transaction is gone (lock timeout, concurrent insert, lost connection):
             # nothing was committed, so every delivery of the group is simply redelivered.
@@ -418,6 +428,9 @@ class ProcessorHandler:
                     delay_seconds=self._redelivery_delay(it.message.attempt, None),
                 )
             return
+        if self.transport is not None:
+            for queue in sent_to:
+                self.transport.notify(queue)
         await self._dispatch(redispatch + new_rows, items, outcomes)
 
     async def _settle_group(
@@ -426,8 +439,11 @@ class ProcessorHandler:
         tenant: str,
         runs: list[tuple[_Item, _Run]],
         outcomes: list[Outcome | None],
-    ) -> list[OutboxRow]:
-        """Outcomes, error rows, released claims and outbox rows, inside the transaction."""
+    ) -> tuple[list[OutboxRow], list[str]]:
+        """Outcomes, error rows, released claims and outputs, inside the transaction.
+
+        Returns the outbox rows to dispatch after commit, and the queues sent to in the
+        transaction itself (when the transport shares the store's database)."""
         rows: list[OutboxRow] = []
         failed: list[str] = []
         error_rows: list[dict[str, Any]] = []
@@ -455,8 +471,21 @@ class ProcessorHandler:
             )
         if error_rows:
             await conn.execute(sa.insert(processing_errors), error_rows)
+        sent_to: list[str] = []
+        if self.sends_in_transaction and rows:
+            assert self.transport is not None
+            by_queue: dict[str, list[OutgoingMessage]] = {}
+            for r in rows:
+                if r.kind == "queue":
+                    by_queue.setdefault(r.destination, []).append(
+                        OutgoingMessage(r.id, r.body, r.delay_seconds)
+                    )
+            for queue, messages in by_queue.items():
+                await self.transport.send_in_transaction(conn, queue, messages)
+            sent_to = list(by_queue)
+            rows = [r for r in rows if r.kind != "queue"]
         await insert_rows(conn, rows)
-        return rows
+        return rows, sent_to
 
     async def _claim(self, conn: AsyncConnection, tenant: str, ids: list[str]) -> set[str]:
         """Insert idempotency rows; returns the ids this transaction now owns.

@@ -7,8 +7,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from apix_core.exceptions import MessageTooLargeError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from apix_core.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,21 @@ class QueueTransport(ABC):
 
     @abstractmethod
     async def depth(self, queue: str) -> QueueDepth: ...
+
+    def joins_transactions_of(self, db: Database) -> bool:
+        """True when this transport stores its queues in ``db``: then a handler sends in its
+        own transaction (:meth:`send_in_transaction`) instead of through the outbox."""
+        return False
+
+    async def send_in_transaction(
+        self, conn: AsyncConnection, queue: str, messages: Sequence[OutgoingMessage]
+    ) -> None:
+        """Enqueue on ``conn``, a transaction of the database named by
+        :meth:`joins_transactions_of`; visible when it commits. Call :meth:`notify` after."""
+        raise NotImplementedError(f"{type(self).__name__} cannot join a database transaction")
+
+    def notify(self, queue: str) -> None:  # noqa: B027 - optional hook
+        """Messages were committed to ``queue`` outside :meth:`send_batch` (a wake-up hint)."""
 
     async def wait_for_messages(self, queue: str, max_wait: float) -> None:
         """Return when ``queue`` may have messages, at the latest after ``max_wait`` seconds.

@@ -17,7 +17,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -34,6 +34,9 @@ from apix_core.transport.base import (
     QueueTransport,
     ReceivedMessage,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 _qm = queue_messages
 _dl = dead_letters
@@ -95,6 +98,30 @@ class LocalTransport(QueueTransport):
     async def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
+        rows = self._send_rows(queue, messages)
+        async with self.db.transaction() as conn:
+            await insert_many(
+                conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
+            )
+        self.notify(queue)
+
+    def joins_transactions_of(self, db: Database) -> bool:
+        return db is self.db
+
+    async def send_in_transaction(
+        self, conn: AsyncConnection, queue: str, messages: Sequence[OutgoingMessage]
+    ) -> None:
+        if messages:
+            rows = self._send_rows(queue, messages)
+            await insert_many(
+                conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
+            )
+
+    def notify(self, queue: str) -> None:
+        with contextlib.suppress(RuntimeError):  # no running loop: nobody to wake
+            self._event(queue).set()
+
+    def _send_rows(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[tuple[Any, ...]]:
         now = time.time()
         for m in messages:
             self.check_size(queue, m.body)
@@ -103,15 +130,10 @@ class LocalTransport(QueueTransport):
                     f"message {m.message_id!r} contains NUL characters, which PostgreSQL text "
                     "cannot store (JSON encodes them as \\u0000)"
                 )
-        rows = [
+        return [
             (queue, m.message_id, m.body, m.attributes or None, now, now + m.delay_seconds, 0)
             for m in messages
         ]
-        async with self.db.transaction() as conn:
-            await insert_many(
-                conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
-            )
-        self._event(queue).set()
 
     async def receive(
         self, queue: str, max_messages: int = 10, visibility_timeout: float | None = None

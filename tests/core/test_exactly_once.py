@@ -36,7 +36,13 @@ TENANT = "acme"
 
 
 def run_worker(
-    database_url: str, queue_url: str, run_log: Path, crash_at: str = "none", crash_after: int = 0
+    database_url: str,
+    queue_url: str,
+    run_log: Path,
+    crash_at: str = "none",
+    crash_after: int = 0,
+    *,
+    shared: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -48,6 +54,7 @@ def run_worker(
         "APIX_TEST_RUN_LOG": str(run_log),
         "APIX_TEST_CRASH_AT": crash_at,
         "APIX_TEST_CRASH_AFTER": str(crash_after),
+        "APIX_TEST_SHARED_DB": "1" if shared else "0",
     }
     return subprocess.run(
         [sys.executable, str(WORKER)], env=env, capture_output=True, text=True, timeout=180
@@ -83,33 +90,47 @@ async def count(db: Database, stmt: sa.Select) -> int:  # type: ignore[type-arg]
 
 
 CRASH_POINTS = [
-    # (crash point, events allowed to pass before the kill)
-    ("process", 15),
-    ("after_commit", 1),
-    ("mid_dispatch", 1),
-    ("before_mark_sent", 1),
-    ("before_ack", 1),
+    # (crash point, events allowed to pass before the kill, queues in the store's database)
+    ("process", 15, False),
+    ("after_commit", 1, False),
+    ("mid_dispatch", 1, False),
+    ("before_mark_sent", 1, False),
+    ("before_ack", 1, False),
+    # Queues in the store's database: outputs are enqueued inside the processing transaction,
+    # so there is no dispatch window; the kill points are around it.
+    ("process", 15, True),
+    ("before_ack", 1, True),
 ]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("crash_at", "crash_after"), CRASH_POINTS, ids=[c for c, _ in CRASH_POINTS]
+    ("crash_at", "crash_after", "shared"),
+    CRASH_POINTS,
+    ids=[f"{c}{'-shared-db' if shared else ''}" for c, _, shared in CRASH_POINTS],
 )
 async def test_sigkill_loses_nothing_and_duplicates_no_effect(
-    make_app, database_url: str, queue_url: str, tmp_path: Path, crash_at: str, crash_after: int
+    make_app,
+    database_url: str,
+    queue_url: str,
+    tmp_path: Path,
+    crash_at: str,
+    crash_after: int,
+    shared: bool,
 ) -> None:
     # GIVEN N orders queued for a three-stage pipeline (ingest → enrich → 2 x sink)
-    app: App = make_app("crashy", tenant_id=TENANT)
+    if shared:
+        queue_url = database_url
+    app: App = make_app("crashy", tenant_id=TENANT, queue_url=queue_url)
     await seed(app)
     run_log = tmp_path / "runs.log"
 
     # WHEN a worker is SIGKILLed at the crash point, then a fresh worker drains the queues
-    crashed = run_worker(database_url, queue_url, run_log, crash_at, crash_after)
+    crashed = run_worker(database_url, queue_url, run_log, crash_at, crash_after, shared=shared)
     assert crashed.returncode == -signal.SIGKILL, (
         f"the worker did not reach {crash_at!r}: rc={crashed.returncode}\n{crashed.stderr[-3000:]}"
     )
-    recovered = run_worker(database_url, queue_url, run_log)
+    recovered = run_worker(database_url, queue_url, run_log, shared=shared)
     assert recovered.returncode == 0, recovered.stderr[-3000:]
     stats = json.loads(recovered.stdout.strip().splitlines()[-1])
 
@@ -137,8 +158,10 @@ async def test_sigkill_loses_nothing_and_duplicates_no_effect(
             == expected
         )
 
-    # THEN every outbox row was sent and marked sent; the terminal stage saw every output
-    assert await count(db, sa.select(sa.func.count()).select_from(outbox)) == 3 * N
+    # THEN every outbox row was sent and marked sent (with queues in the store's database,
+    # outputs never needed one); the terminal stage saw every output
+    expected_outbox = 0 if shared else 3 * N
+    assert await count(db, sa.select(sa.func.count()).select_from(outbox)) == expected_outbox
     unsent = sa.select(sa.func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
     assert await count(db, unsent) == 0
     assert set(runs_of(run_log, "sink")) == set(parts)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from apix_core import App, Message, ProcessorContext, tenant_context
+from apix_core import (
+    App,
+    FileOutputHandler,
+    Message,
+    ProcessingResult,
+    ProcessorContext,
+    tenant_context,
+)
 from apix_core.outbox import stale_rows
 from apix_core.runtime import LocalRunner
 from apix_core.store.database import Database
@@ -148,7 +156,7 @@ async def test_migration_is_idempotent_when_the_role_already_exists(
     assert count == len(TENANT_TABLES)
 
 
-async def _seed_two_tenants(app_url: str, make_app) -> App:
+async def _seed_two_tenants(app_url: str, make_app, out_dir: Path) -> App:
     app: App = make_app("rls", database_url=app_url, queue_url=app_url, auto_migrate=False)
 
     @app.processor("ingest", consumes="in", produces=["out"])
@@ -157,8 +165,12 @@ async def _seed_two_tenants(app_url: str, make_app) -> App:
         return {"id": message.payload["id"]}
 
     @app.processor("sink", consumes="out")
-    async def sink(message: Message, ctx: ProcessorContext) -> None:
-        return None
+    async def sink(message: Message, ctx: ProcessorContext) -> ProcessingResult:
+        # Queue outputs go straight to the queue table (same database); a file output still
+        # passes through the outbox, so every tenant table gets rows.
+        return ProcessingResult.create_success(
+            output_handlers=[FileOutputHandler(destination=str(out_dir))]
+        )
 
     await app.start()
     for tenant in ("tenant-a", "tenant-b"):
@@ -169,9 +181,11 @@ async def _seed_two_tenants(app_url: str, make_app) -> App:
     return app
 
 
-async def test_app_runs_as_non_owner_and_sees_only_its_tenant(app_url: str, make_app) -> None:
+async def test_app_runs_as_non_owner_and_sees_only_its_tenant(
+    app_url: str, make_app, tmp_path: Path
+) -> None:
     # GIVEN the pipeline ran as apix_app for tenants A and B
-    app = await _seed_two_tenants(app_url, make_app)
+    app = await _seed_two_tenants(app_url, make_app, tmp_path)
     db = app.store.db
 
     # WHEN tenant A's session reads, updates and inserts tenant B's rows with raw SQL
@@ -218,9 +232,11 @@ async def test_app_runs_as_non_owner_and_sees_only_its_tenant(app_url: str, make
     assert len(entities) == 3 and {e.state for e in entities} != {"hacked"}
 
 
-async def test_insert_with_another_tenants_id_fails_the_check(app_url: str, make_app) -> None:
+async def test_insert_with_another_tenants_id_fails_the_check(
+    app_url: str, make_app, tmp_path: Path
+) -> None:
     # GIVEN the app's database as apix_app
-    app = await _seed_two_tenants(app_url, make_app)
+    app = await _seed_two_tenants(app_url, make_app, tmp_path)
 
     # WHEN tenant A inserts a row claiming tenant B
     # THEN the policy's WITH CHECK rejects it
@@ -234,9 +250,11 @@ async def test_insert_with_another_tenants_id_fails_the_check(app_url: str, make
             )
 
 
-async def test_transaction_without_tenant_sees_nothing(app_url: str, make_app) -> None:
+async def test_transaction_without_tenant_sees_nothing(
+    app_url: str, make_app, tmp_path: Path
+) -> None:
     # GIVEN rows of two tenants
-    app = await _seed_two_tenants(app_url, make_app)
+    app = await _seed_two_tenants(app_url, make_app, tmp_path)
 
     # WHEN a transaction without tenant reads every tenant table
     async with app.store.db.transaction(write=False) as conn:

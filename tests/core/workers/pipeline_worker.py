@@ -14,7 +14,9 @@ Environment:
   ``none``, ``process`` (inside the processor body), ``after_commit`` (transaction committed,
   nothing dispatched), ``mid_dispatch`` (half of a batch of outgoing messages sent),
   ``before_mark_sent`` (all sent, outbox rows not marked sent), ``before_ack`` (done, input not
-  acknowledged).
+  acknowledged). With ``APIX_TEST_SHARED_DB=1`` the app keeps its queues in the store's database
+  (``APIX_QUEUE_URL`` must equal ``APIX_DATABASE_URL``) and enqueues outputs in the processing
+  transaction, so only ``process`` and ``before_ack`` apply.
 * ``APIX_TEST_CRASH_AFTER``: how many events at that point pass before the kill (default 0).
 
 Prints one JSON line of per-queue stats when it drains.
@@ -94,7 +96,7 @@ class CrashingDispatcher(Dispatcher):
         await super().mark_sent(rows)
 
 
-def build_app(transport: LocalTransport) -> App:
+def build_app(transport: LocalTransport | None) -> App:
     app = App("crashy", tenant_id=TENANT, transport=transport)
 
     @app.processor("ingest", consumes="raw", produces=["mid"])
@@ -124,15 +126,25 @@ def build_app(transport: LocalTransport) -> App:
 
 
 async def main() -> None:
-    queue_db = Database(os.environ["APIX_QUEUE_URL"])
-    await queue_db.upgrade()
-    transport = CrashingTransport(
-        queue_db,
-        visibility_timeout=float(os.environ.get("APIX_VISIBILITY_TIMEOUT", "1")),
-        owns_database=True,
-    )
-    app = build_app(transport)
-    await app.start()
+    if os.environ.get("APIX_TEST_SHARED_DB") == "1":
+        # Queues in the store's database: the app builds its transport on the store's
+        # connection pool (so outputs are enqueued in the processing transaction); give that
+        # transport the kill points.
+        app = build_app(None)
+        await app.start()
+        assert isinstance(app.transport, LocalTransport)
+        app.transport.__class__ = CrashingTransport
+        transport: LocalTransport = app.transport
+    else:
+        queue_db = Database(os.environ["APIX_QUEUE_URL"])
+        await queue_db.upgrade()
+        transport = CrashingTransport(
+            queue_db,
+            visibility_timeout=float(os.environ.get("APIX_VISIBILITY_TIMEOUT", "1")),
+            owns_database=True,
+        )
+        app = build_app(transport)
+        await app.start()
     try:
         assert app.store is not None
         app.handler("enrich").dispatcher = CrashingDispatcher(app.store.db, transport)
