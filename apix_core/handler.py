@@ -59,7 +59,7 @@ from apix_core.observability.tracing import (
     inject_trace_context,
     tracing_enabled,
 )
-from apix_core.outbox import Dispatcher, OutboxRow, insert_rows, pending_rows
+from apix_core.outbox import OUTBOX_COLUMNS, Dispatcher, OutboxRow, insert_rows, pending_rows
 from apix_core.outputs import FileOutputHandler, OutputHandler, QueueOutputHandler
 from apix_core.processor import (
     FunctionProcessor,
@@ -76,12 +76,14 @@ from apix_core.store.entities import (
     EntityWriteResult,
     PendingTransition,
     apply_entity_writes,
+    bundle_plan,
     entity_ids,
     execute_plan,
     load_current,
     plan_entity_writes,
 )
-from apix_core.store.models import entities, idempotency, processing_errors
+from apix_core.store.models import entities, idempotency, outbox, processing_errors
+from apix_core.store.pg import WriteBundle, driver
 from apix_core.store.repositories import Store
 from apix_core.store.sql import any_of, insert_many
 from apix_core.tenancy import tenant_context
@@ -170,10 +172,18 @@ class _Group:
         self.savepoint: AsyncTransaction | None = None
         self.deferred: list[tuple[_Item, _Run]] = []
         self.failures: list[tuple[_Item, _Run]] = []
+        #: PostgreSQL: the transaction's writes, sent as one statement (``store.pg``).
+        self.bundle = WriteBundle() if handler.db_is_postgres else None
+
+    async def write_pending(self) -> None:
+        """Send bundled writes now: before anything that reads them back."""
+        if self.bundle:
+            await self.bundle.flush(self.conn)
 
     async def flush(self, ctx: ProcessorContext) -> None:
         if self.deferred:
             await self.finalize()
+        await self.write_pending()
         if not ctx.has_writes:
             return
         if self.savepoint is None:
@@ -197,6 +207,7 @@ class _Group:
             if run.deferred
         ):
             await self.finalize()
+        await self.write_pending()
         row = (
             await self.conn.execute(
                 sa.select(entities).where(
@@ -252,7 +263,10 @@ class _Group:
             for item, run, error in dropped:
                 pending.remove((item, run))
                 self.failures.append((item, h._failed_run(error, time.perf_counter())))
-        await execute_plan(self.conn, self.tenant, plan)
+        if self.bundle is not None:
+            bundle_plan(self.bundle, self.tenant, plan)
+        else:
+            await execute_plan(self.conn, self.tenant, plan)
         for _, run in pending:
             run.deferred = None
 
@@ -411,9 +425,7 @@ class ProcessorHandler:
                 await group.finalize()
                 for it, failed_run in group.failures:
                     runs[it.index] = (it, failed_run)
-                new_rows, sent_to = await self._settle_group(
-                    conn, tenant, list(runs.values()), outcomes
-                )
+                new_rows, sent_to = await self._settle_group(group, list(runs.values()), outcomes)
         except (sa.exc.DBAPIError, sa.exc.TimeoutError, TransientError) as exc:
             # The transaction is gone (lock timeout, concurrent insert, lost connection):
             # nothing was committed, so every delivery of the group is simply redelivered.
@@ -435,8 +447,7 @@ class ProcessorHandler:
 
     async def _settle_group(
         self,
-        conn: AsyncConnection,
-        tenant: str,
+        group: _Group,
         runs: list[tuple[_Item, _Run]],
         outcomes: list[Outcome | None],
     ) -> tuple[list[OutboxRow], list[str]]:
@@ -444,6 +455,7 @@ class ProcessorHandler:
 
         Returns the outbox rows to dispatch after commit, and the queues sent to in the
         transaction itself (when the transport shares the store's database)."""
+        conn, tenant, bundle = group.conn, group.tenant, group.bundle
         rows: list[OutboxRow] = []
         failed: list[str] = []
         error_rows: list[dict[str, Any]] = []
@@ -460,6 +472,7 @@ class ProcessorHandler:
             assert outcome.error is not None
             error_rows.append(self._error_row(tenant, it.message, outcome))
             if outcome.kind is OutcomeKind.DEAD_LETTER:
+                await group.write_pending()
                 await self._mark_entity_failed(conn, tenant, it.message, outcome.error)
         if failed:
             await conn.execute(
@@ -481,10 +494,14 @@ class ProcessorHandler:
                         OutgoingMessage(r.id, r.body, r.delay_seconds)
                     )
             for queue, messages in by_queue.items():
-                await self.transport.send_in_transaction(conn, queue, messages)
+                await self.transport.send_in_transaction(conn, queue, messages, bundle)
             sent_to = list(by_queue)
             rows = [r for r in rows if r.kind != "queue"]
-        await insert_rows(conn, rows)
+        if bundle is not None:
+            bundle.insert(outbox, OUTBOX_COLUMNS, [r.as_tuple() for r in rows])
+            await group.write_pending()
+        else:
+            await insert_rows(conn, rows)
         return rows, sent_to
 
     async def _claim(self, conn: AsyncConnection, tenant: str, ids: list[str]) -> set[str]:
@@ -498,17 +515,18 @@ class ProcessorHandler:
             return set()
         now = datetime.now(UTC)
         if self.db_is_postgres:
-            stmt = sa.text(
+            # Sorted: concurrent overlapping batches wait on each other's rows in one order.
+            rows = await driver(conn).fetch(
                 "INSERT INTO apix_idempotency "
                 "(tenant_id, processor, message_id, status, created_at) "
-                "SELECT :tenant, :processor, m, 'completed', :now "
-                "FROM unnest(CAST(:ids AS text[])) AS m "
-                "ON CONFLICT DO NOTHING RETURNING message_id"
+                "SELECT $1, $2, m, 'completed', $3 FROM unnest($4::text[]) AS m "
+                "ON CONFLICT DO NOTHING RETURNING message_id",
+                tenant,
+                self.name,
+                now,
+                sorted(ids),
             )
-            rows = await conn.execute(
-                stmt, {"tenant": tenant, "processor": self.name, "now": now, "ids": ids}
-            )
-            return set(rows.scalars().all())
+            return {r[0] for r in rows}
         rows = await conn.exec_driver_sql(
             "SELECT message_id FROM apix_idempotency WHERE tenant_id = ? AND processor = ? AND "
             + any_of("sqlite", "message_id", len(ids)),

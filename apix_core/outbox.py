@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import string
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apix_core.exceptions import InvalidFilePatternError, UnsafeFilePathError
 from apix_core.store.database import Database
 from apix_core.store.models import outbox
 from apix_core.store.sql import any_of, any_params, bind_value, insert_many, param
@@ -60,7 +62,7 @@ class OutboxRow:
         )
 
 
-_INSERT_COLUMNS = (
+OUTBOX_COLUMNS = (
     "id",
     "tenant_id",
     "processor",
@@ -75,7 +77,7 @@ _INSERT_COLUMNS = (
 
 
 async def insert_rows(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:
-    await insert_many(conn, outbox, _INSERT_COLUMNS, [r.as_tuple() for r in rows])
+    await insert_many(conn, outbox, OUTBOX_COLUMNS, [r.as_tuple() for r in rows])
 
 
 async def pending_rows(
@@ -179,9 +181,32 @@ class Dispatcher:
                 )
 
 
+#: The placeholders a ``file_pattern`` may use (plain ``{name}``: no conversion or format spec).
+FILE_PATTERN_FIELDS = frozenset({"message_id", "tenant_id", "processor", "timestamp", "date"})
+
+
 def file_name(row: OutboxRow) -> str:
+    """The file name of a file output row, relative to its destination directory.
+
+    Raises :class:`~apix_core.exceptions.InvalidFilePatternError` for a ``file_pattern`` that is
+    not a format string of the known placeholders (:data:`FILE_PATTERN_FIELDS`).
+    """
     cfg = row.config or {}
-    pattern = str(cfg.get("file_pattern", "{message_id}.json"))
+    pattern = cfg.get("file_pattern", "{message_id}.json")
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidFilePatternError(f"file_pattern must be a non-empty string, not {pattern!r}")
+    try:
+        fields = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise InvalidFilePatternError(f"file_pattern {pattern!r} is not valid: {exc}") from None
+    for _, field, spec, conversion in fields:
+        if field is None:
+            continue
+        if field not in FILE_PATTERN_FIELDS or spec or conversion:
+            raise InvalidFilePatternError(
+                f"file_pattern {pattern!r}: unknown placeholder {{{field}}}; use "
+                + ", ".join(f"{{{f}}}" for f in sorted(FILE_PATTERN_FIELDS))
+            )
     name = pattern.format(
         message_id=row.id,
         tenant_id=row.tenant_id,
@@ -194,9 +219,35 @@ def file_name(row: OutboxRow) -> str:
     return name
 
 
+def check_file_name(row: OutboxRow) -> Path:
+    """The absolute path a file output row writes to, checked to stay inside its destination.
+
+    Call it when building a file row: a bad row then fails its message (a validation error,
+    dead-lettered) instead of failing every dispatch. Raises
+    :class:`~apix_core.exceptions.InvalidFilePatternError` (see :func:`file_name`) or
+    :class:`~apix_core.exceptions.UnsafeFilePathError` when the resolved path (``..``, an
+    absolute pattern, a symlink) is not strictly inside the resolved destination directory.
+    Both are :class:`~apix_core.exceptions.FileOutputError`, a ``ValidationError``.
+    """
+    name = file_name(row)
+    if "\0" in name or "\0" in row.destination:
+        raise UnsafeFilePathError(f"file output path of {row.id!r} contains a NUL character")
+    base = Path(row.destination).resolve()
+    # Resolving (not just joining) catches '..', absolute names and symlinks out of the base.
+    target = (base / name).resolve()
+    if target == base or not target.is_relative_to(base):
+        raise UnsafeFilePathError(
+            f"file output {name!r} resolves to {str(target)!r}, outside {str(base)!r}"
+        )
+    return target
+
+
 def write_file(row: OutboxRow) -> Path:
-    """Write atomically (temp file + rename): a crash never leaves half a file."""
-    target = Path(row.destination) / file_name(row)
+    """Write atomically (temp file + rename): a crash never leaves half a file.
+
+    The target is checked by :func:`check_file_name` first.
+    """
+    target = check_file_name(row)
     target.parent.mkdir(parents=True, exist_ok=True)
     data = row.body.encode("utf-8")
     if (row.config or {}).get("compress"):

@@ -79,6 +79,8 @@ class Database:
             if pgbouncer is None:
                 pgbouncer = _env_true(DB_PGBOUNCER_ENV)
             self.pgbouncer = pgbouncer
+            # apix sends BEGIN itself (see _pg_transaction); SQLAlchemy must not add its own.
+            options.setdefault("isolation_level", "AUTOCOMMIT")
             options.setdefault("pool_size", pool_size)
             options.setdefault("max_overflow", pool_size)
             options.setdefault("pool_timeout", timeout)
@@ -172,26 +174,63 @@ class Database:
     async def _transaction(
         self, tenant_id: str | None, write: bool, maintenance: bool
     ) -> AsyncIterator[AsyncConnection]:
+        if self.is_postgres:
+            async with self._pg_transaction(tenant_id, maintenance) as conn:
+                yield conn
+            return
         async with self.connect() as conn:
-            if write and self.is_sqlite:
+            if write:
                 conn = await conn.execution_options(**{_WRITE_OPTION: True})
             async with conn.begin():
-                if self.is_postgres:
-                    # Transaction-local settings only (is_local=true): nothing leaks to the next
-                    # user of the connection, which keeps PgBouncer transaction pooling safe.
-                    await conn.execute(
-                        sa.text(
-                            "SELECT set_config('apix.tenant_id', :t, true), "
-                            "set_config('apix.bypass_rls', :b, true), "
-                            "set_config('lock_timeout', :lt, true)"
-                        ),
-                        {
-                            "t": tenant_id or "",
-                            "b": "on" if maintenance else "off",
-                            "lt": f"{int(self.timeout * 1000)}ms",
-                        },
-                    )
                 yield conn
+
+    @asynccontextmanager
+    async def _pg_transaction(
+        self, tenant_id: str | None, maintenance: bool
+    ) -> AsyncIterator[AsyncConnection]:
+        """apix sends ``BEGIN`` itself, together with the transaction-local settings, in one
+        round trip; the engine runs in ``AUTOCOMMIT`` mode (SQLAlchemy would otherwise send its
+        own ``BEGIN``), so its statements and :mod:`apix_core.store.pg`'s share the
+        transaction. Settings are transaction-local (``set_config(..., true)``): nothing leaks
+        to the next user of the connection, which keeps PgBouncer transaction pooling safe."""
+        from apix_core.store.pg import begin_sql, driver
+
+        async with self.connect() as conn:
+            raw = driver(conn)
+            lock_ms = int(self.timeout * 1000)
+            sql = begin_sql(tenant_id, maintenance, lock_ms)
+            try:
+                if sql is not None:
+                    await raw.execute(sql)
+                else:
+                    await raw.execute("BEGIN")
+                    await raw.execute(
+                        "SELECT set_config('apix.tenant_id', $1, true), "
+                        "set_config('apix.bypass_rls', $2, true), "
+                        "set_config('lock_timeout', $3, true)",
+                        tenant_id or "",
+                        "on" if maintenance else "off",
+                        f"{lock_ms}ms",
+                    )
+            except BaseException:
+                await _discard(conn, raw)
+                raise
+            try:
+                yield conn
+            except BaseException:
+                await _discard(conn, raw)
+                raise
+            try:
+                status = await raw.execute("COMMIT")
+            except BaseException:
+                await _discard(conn, raw)
+                raise
+            if status != "COMMIT":
+                # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK: an error
+                # inside it was swallowed somewhere. Never report that as success.
+                raise sa.exc.InvalidRequestError(
+                    f"transaction was rolled back by the server (COMMIT answered {status!r})"
+                )
 
     @property
     def safe_url(self) -> str:
@@ -202,6 +241,9 @@ class Database:
         from apix_core.store.migrate import run_upgrade
 
         async with self.connect() as conn:
+            if self.is_postgres:
+                # Migrations run in one real transaction (the engine is in AUTOCOMMIT mode).
+                conn = await conn.execution_options(isolation_level="READ COMMITTED")
             await conn.run_sync(run_upgrade, revision)
             await conn.commit()
 
@@ -216,6 +258,15 @@ class Database:
         # Connections made on another (closed) loop can only be dropped, not closed.
         await self.engine.dispose(close=self._loop is None or self._loop is loop)
         self._loop = None
+
+
+async def _discard(conn: AsyncConnection, raw: Any) -> None:
+    """Roll back an explicit transaction; a connection that cannot is dropped from the pool."""
+    try:
+        if raw.is_in_transaction():
+            await raw.execute("ROLLBACK")
+    except BaseException:
+        await conn.invalidate()
 
 
 def _env_true(name: str) -> bool:

@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apix_core.message import dump_json
 from apix_core.store.models import entities, entity_versions, state_transitions
+from apix_core.store.pg import WriteBundle, driver
 from apix_core.store.sql import insert_many
 
 INITIAL_STATE = "received"
@@ -127,6 +129,16 @@ async def load_current(
     """Version, hash and state of existing entities (locked ``FOR UPDATE`` on PostgreSQL)."""
     if not ids:
         return {}
+    if conn.dialect.name == "postgresql":
+        # Sorted ids: concurrent transactions lock shared rows in one order (no deadlock).
+        rows = await driver(conn).fetch(
+            "SELECT id, version, content_hash, state FROM apix_entities "
+            "WHERE id = ANY($1::text[]) AND tenant_id = $2 ORDER BY id"
+            + (" FOR UPDATE" if lock_rows else ""),
+            sorted(ids),
+            tenant_id,
+        )
+        return {r[0]: {"version": r[1], "content_hash": r[2], "state": r[3]} for r in rows}
     # Filter the tenant in Python: with `tenant_id = ? AND id IN (...)` SQLite's planner picks
     # the tenant index and scans every entity of the tenant. Entity ids derive from the tenant.
     stmt = sa.select(
@@ -284,6 +296,57 @@ async def execute_plan(conn: AsyncConnection, tenant_id: str, plan: EntityPlan) 
             _TRANSITION_COLUMNS,
             _tuples(plan.transitions, _TRANSITION_COLUMNS),
         )
+
+
+def bundle_plan(bundle: WriteBundle, tenant_id: str, plan: EntityPlan) -> None:
+    """Add ``plan`` to a PostgreSQL write bundle (one statement for the whole transaction).
+
+    The bundle's statements share one snapshot, so each entity row is touched once: updates of
+    an entity created in the same plan fold into its insert, and successive updates of one
+    entity collapse into the last values.
+    """
+    created: dict[str, dict[str, Any]] = {r["id"]: dict(r) for r in plan.new_rows}
+    updated: dict[str, dict[str, Any]] = {}
+    for u in plan.updates:
+        values = {k: v for k, v in u.items() if k != "b_id"}
+        target = created.get(u["b_id"])
+        if target is not None:
+            target.update(values)
+        else:
+            updated.setdefault(u["b_id"], {}).update(values)
+    bundle.insert(
+        entities,
+        _ENTITY_COLUMNS,
+        [
+            tuple(dump_json(r[c]) if c == "attributes" else r[c] for c in _ENTITY_COLUMNS)
+            for r in created.values()
+        ],
+    )
+    bundle.update_entities(
+        tenant_id,
+        [
+            (
+                entity_id,
+                u.get("version"),
+                u.get("content_hash"),
+                dump_json(u["attributes"]) if "attributes" in u else None,
+                u.get("state"),
+                u["updated_at"],
+            )
+            for entity_id, u in updated.items()
+        ],
+    )
+    bundle.insert(
+        entity_versions,
+        _VERSION_COLUMNS,
+        [
+            tuple(dump_json(r[c]) if c == "attributes" else r[c] for c in _VERSION_COLUMNS)
+            for r in plan.versions
+        ],
+    )
+    bundle.insert(
+        state_transitions, _TRANSITION_COLUMNS, _tuples(plan.transitions, _TRANSITION_COLUMNS)
+    )
 
 
 async def apply_entity_writes(

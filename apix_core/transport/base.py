@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from apix_core.store.database import Database
+    from apix_core.store.pg import WriteBundle
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,15 @@ class QueueTransport(ABC):
         return False
 
     async def send_in_transaction(
-        self, conn: AsyncConnection, queue: str, messages: Sequence[OutgoingMessage]
+        self,
+        conn: AsyncConnection,
+        queue: str,
+        messages: Sequence[OutgoingMessage],
+        bundle: WriteBundle | None = None,
     ) -> None:
         """Enqueue on ``conn``, a transaction of the database named by
-        :meth:`joins_transactions_of`; visible when it commits. Call :meth:`notify` after."""
+        :meth:`joins_transactions_of`; visible when it commits. Call :meth:`notify` after.
+        With a PostgreSQL ``bundle`` the rows join the transaction's single write statement."""
         raise NotImplementedError(f"{type(self).__name__} cannot join a database transaction")
 
     def notify(self, queue: str) -> None:  # noqa: B027 - optional hook

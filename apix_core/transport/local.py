@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT
 from apix_core.exceptions import DeadLetterNotFoundError, MalformedMessageError
+from apix_core.message import dump_json
 from apix_core.store.database import Database
 from apix_core.store.models import dead_letters, queue_messages
 from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
@@ -37,6 +38,8 @@ from apix_core.transport.base import (
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from apix_core.store.pg import WriteBundle
 
 _qm = queue_messages
 _dl = dead_letters
@@ -109,13 +112,26 @@ class LocalTransport(QueueTransport):
         return db is self.db
 
     async def send_in_transaction(
-        self, conn: AsyncConnection, queue: str, messages: Sequence[OutgoingMessage]
+        self,
+        conn: AsyncConnection,
+        queue: str,
+        messages: Sequence[OutgoingMessage],
+        bundle: WriteBundle | None = None,
     ) -> None:
-        if messages:
-            rows = self._send_rows(queue, messages)
-            await insert_many(
-                conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
+        if not messages:
+            return
+        rows = self._send_rows(queue, messages)
+        if bundle is not None:
+            bundle.insert(
+                _qm,
+                _SEND_COLUMNS,
+                [(*r[:3], dump_json(r[3]) if r[3] else None, *r[4:]) for r in rows],
+                ignore_conflicts_on=("queue", "message_id"),
             )
+            return
+        await insert_many(
+            conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
+        )
 
     def notify(self, queue: str) -> None:
         with contextlib.suppress(RuntimeError):  # no running loop: nobody to wake
@@ -140,7 +156,9 @@ class LocalTransport(QueueTransport):
     ) -> list[ReceivedMessage]:
         now = time.time()
         token = uuid.uuid4().hex[:16]
-        hidden_until = now + (visibility_timeout or self.visibility_timeout)
+        hidden_until = now + (
+            self.visibility_timeout if visibility_timeout is None else visibility_timeout
+        )
         d = self.db.dialect
         # Driver-level SQL: this runs once per batch per queue, and SQLAlchemy's per-row result
         # processing (JSON, floats) cost more than the statement. Attributes stay JSON text.

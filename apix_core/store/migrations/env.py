@@ -32,6 +32,9 @@ def _run_from_url() -> None:
 
     async def go() -> None:
         async with db.connect() as conn:
+            if db.is_postgres:
+                # One real transaction for the migration (apix's engine runs in AUTOCOMMIT).
+                conn = await conn.execution_options(isolation_level="READ COMMITTED")
             await conn.run_sync(_run)
             await conn.commit()
         await db.dispose()
