@@ -102,15 +102,28 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
 
     for shape in shapes:
         if shape[0] == "insert":
-            _, table, columns, conflict = shape
+            _, table, columns, conflict, constant = shape
+            # A column whose value is the same in every row is one scalar parameter, not an
+            # array: fewer values for asyncpg to encode (tenant, timestamps, processor...).
+            values: list[str] = []
+            arrays: list[str] = []
+            for c, const in zip(columns, constant, strict=True):
+                kind = _array_type(table.c[c])
+                n += 1
+                if const:
+                    values.append(f"${n}::{kind[:-2]}")
+                else:
+                    values.append(f"u.c{len(arrays)}")
+                    arrays.append(f"${n}::{kind}")
+            names = ", ".join(f"c{i}" for i in range(len(arrays)))
             sql = (
                 f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                f"SELECT * FROM unnest({refs([_array_type(table.c[c]) for c in columns])})"
+                f"SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) AS u({names})"
             )
             if conflict is not None:
                 sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
         else:
-            arrays = refs(_UPDATE_TYPES)
+            update_arrays = refs(_UPDATE_TYPES)
             n += 1
             sql = (
                 "UPDATE apix_entities AS e SET "
@@ -118,7 +131,7 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
                 "content_hash = COALESCE(u.content_hash, e.content_hash), "
                 "attributes = COALESCE(u.attributes, e.attributes), "
                 "state = COALESCE(u.state, e.state), updated_at = u.updated_at "
-                f"FROM unnest({arrays}) "
+                f"FROM unnest({update_arrays}) "
                 "AS u(id, version, content_hash, attributes, state, updated_at) "
                 f"WHERE e.id = u.id AND e.tenant_id = ${n}"
             )
@@ -148,9 +161,19 @@ class WriteBundle:
         *,
         ignore_conflicts_on: tuple[str, ...] | None = None,
     ) -> None:
-        if rows:
-            self.shapes.append(("insert", table, columns, ignore_conflicts_on))
-            self.args.extend(list(col) for col in zip(*rows, strict=True))
+        if not rows:
+            return
+        constant: list[bool] = []
+        for col in zip(*rows, strict=True):
+            first = col[0]
+            same = all(v is first or v == first for v in col) and len(col) > 1
+            # An all-constant table still needs one array to give unnest its row count.
+            constant.append(same)
+            self.args.append(first if same else list(col))
+        if all(constant):
+            constant[0] = False
+            self.args[len(self.args) - len(constant)] = [rows[0][0]] * len(rows)
+        self.shapes.append(("insert", table, columns, ignore_conflicts_on, tuple(constant)))
 
     def update_entities(self, tenant_id: str, rows: Sequence[Sequence[Any]]) -> None:
         """Rows ``(id, version, content_hash, attributes, state, updated_at)``; a None keeps
