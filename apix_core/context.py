@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from apix_core.exceptions import ProcessorContextError, TopologyError
+from apix_core.exceptions import ProcessorContextError, TopologyError, ValidationError
 from apix_core.hashing import content_hash, deterministic_id
-from apix_core.message import EntityReference, Message
+from apix_core.message import EntityReference, Message, dump_json
 from apix_core.outputs import OutputHandler, QueueOutputHandler
 from apix_core.store.entities import (
     Entity,
@@ -30,6 +31,11 @@ class EntityAccess(Protocol):
     async def flush(self, ctx: ProcessorContext) -> None: ...
 
     async def read_entity(self, entity_id: str) -> Entity: ...
+
+
+def _check_length(name: str, value: str, limit: int) -> None:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ValidationError(f"{name} must be a non-empty string of at most {limit} characters")
 
 
 def entity_id_for(tenant_id: str, canonical_type: str, source: str, external_id: str) -> str:
@@ -116,12 +122,21 @@ class ProcessorContext:
     ) -> str:
         """Record the metadata of an entity (its content hash, never its content); returns its id.
 
-        ``attributes`` are stored as given: pass identifiers and flags, not content.
+        ``attributes`` are stored as JSON (values JSON cannot hold, such as datetimes, as their
+        ``str()``): pass identifiers and flags, not content. A value too long for its column
+        raises :class:`~apix_core.exceptions.ValidationError` here, failing this message only.
         """
         if self.store is None:
             raise ProcessorContextError(
                 "persist_entity needs persistence (ProcessorConfig.enable_persistence)"
             )
+        _check_length("external_id", external_id, 255)
+        _check_length("canonical_type", canonical_type, 100)
+        _check_length("source", source, 100)
+        if state is not None:
+            _check_length("state", state, 64)
+        if attributes:
+            attributes = json.loads(dump_json(attributes))
         entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)
         self.writes.entities.append(
             PendingEntity(
@@ -140,9 +155,14 @@ class ProcessorContext:
 
     def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> None:
         """Move an entity to ``to_state`` (recorded with the message's transaction)."""
+        _check_length("to_state", to_state, 64)
         self.writes.transitions.append(
             PendingTransition(
-                entity_id, to_state, reason, self.processor_name, self.message.message_id
+                entity_id,
+                to_state,
+                reason[:255] if reason else reason,
+                self.processor_name,
+                self.message.message_id,
             )
         )
 

@@ -83,7 +83,7 @@ from apix_core.store.entities import (
     plan_entity_writes,
 )
 from apix_core.store.models import entities, idempotency, outbox, processing_errors
-from apix_core.store.pg import WriteBundle, driver
+from apix_core.store.pg import WriteBundle, driver, sqlstate
 from apix_core.store.repositories import Store
 from apix_core.store.sql import any_of, insert_many
 from apix_core.tenancy import tenant_context
@@ -426,24 +426,59 @@ class ProcessorHandler:
                 for it, failed_run in group.failures:
                     runs[it.index] = (it, failed_run)
                 new_rows, sent_to = await self._settle_group(group, list(runs.values()), outcomes)
-        except (sa.exc.DBAPIError, sa.exc.TimeoutError, TransientError) as exc:
-            # The transaction is gone (lock timeout, concurrent insert, lost connection):
-            # nothing was committed, so every delivery of the group is simply redelivered.
-            info = classify(exc if isinstance(exc, TransientError) else TransientError(str(exc)))
-            self._log.warning("transaction failed; group released", extra={"error": info.message})
-            for it in items:
-                outcomes[it.index] = Outcome(
-                    OutcomeKind.RETRY,
-                    it.delivery,
-                    it.message,
-                    error=info,
-                    delay_seconds=self._redelivery_delay(it.message.attempt, None),
+        except Exception as exc:
+            # Nothing was committed. A database that is unavailable or contended fails the
+            # whole group alike: every delivery is redelivered. Anything else may be one
+            # message's doing (a value its column cannot hold...): run the group's messages
+            # one per transaction so the others succeed and the culprit alone fails.
+            if len(items) > 1 and not _is_transient_store_error(exc):
+                self._log.warning(
+                    "transaction failed; retrying its messages one by one",
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:500]},
                 )
+                for it in items:
+                    await self._process_group(tenant, [it], outcomes, deadline, traced)
+                return
+            await self._fail_group(tenant, items, outcomes, exc)
             return
         if self.transport is not None:
             for queue in sent_to:
                 self.transport.notify(queue)
         await self._dispatch(redispatch + new_rows, items, outcomes)
+
+    async def _fail_group(
+        self, tenant: str, items: list[_Item], outcomes: list[Outcome | None], exc: Exception
+    ) -> None:
+        """Outcomes for a group whose transaction failed: retry up to ``max_attempts``, then
+        dead-letter (never a poison loop), with a best-effort processing-error row."""
+        if _is_transient_store_error(exc) or isinstance(exc, TransientError):
+            info = classify(exc if isinstance(exc, TransientError) else TransientError(str(exc)))
+            info = ErrorInfo("DATABASE_ERROR", info.category, info.message, retryable=True)
+        else:
+            info = ErrorInfo(
+                "STORE_WRITE_FAILED",
+                ErrorCategory.UNEXPECTED,
+                f"{type(exc).__name__}: {exc}"[:4000],
+                retryable=True,
+            )
+        self._log.warning(
+            "transaction failed",
+            exc_info=info.category is ErrorCategory.UNEXPECTED,
+            extra={"error_code": info.code, "error": info.message[:500]},
+        )
+        rows = []
+        for it in items:
+            outcome = self._failure_outcome(it, _Run(ok=False, rows=[], error=info))
+            outcomes[it.index] = outcome
+            rows.append(self._error_row(tenant, it.message, outcome))
+        if info.code == "DATABASE_ERROR":
+            return  # the database is the problem: do not insist on writing to it
+        assert self.store is not None
+        try:
+            async with self.store.db.transaction(tenant_id=tenant) as conn:
+                await conn.execute(sa.insert(processing_errors), rows)
+        except Exception:
+            self._log.warning("could not record the failure", exc_info=True)
 
     async def _settle_group(
         self,
@@ -556,12 +591,10 @@ class ProcessorHandler:
             pending = {r.source_message_id for r in rows}
             for it in items:
                 if it.message.message_id in pending:
-                    outcomes[it.index] = Outcome(
-                        OutcomeKind.RETRY,
-                        it.delivery,
-                        it.message,
-                        error=info,
-                        delay_seconds=self._redelivery_delay(it.message.attempt, None),
+                    # Retried like any failure; past max_attempts the input is dead-lettered
+                    # and its unsent rows stay in the outbox: a replay re-sends them.
+                    outcomes[it.index] = self._failure_outcome(
+                        it, _Run(ok=False, rows=[], error=info)
                     )
 
     # -- one message ----------------------------------------------------------------------
@@ -721,7 +754,9 @@ class ProcessorHandler:
             budget = min(budget, deadline - time.monotonic() - 1.0)
         if not self._is_transient(first_error) or backoff.max_retries <= 0 or budget <= 0:
             raise first_error
-        wait = wait_random_exponential(multiplier=backoff.initial_seconds, max=backoff.max_seconds)
+        wait = wait_random_exponential(
+            multiplier=backoff.initial_seconds, max=backoff.max_seconds, exp_base=backoff.multiplier
+        )
         retrying = AsyncRetrying(
             stop=stop_after_attempt(backoff.max_retries) | stop_after_delay(budget),
             wait=wait,
@@ -741,7 +776,9 @@ class ProcessorHandler:
     def _is_transient(self, exc: BaseException) -> bool:
         if isinstance(exc, _Failure):
             return exc.retryable and exc.result.retry_after_seconds is None
-        return classify(exc, self.processor).category is ErrorCategory.TRANSIENT
+        info = classify(exc, self.processor)
+        # can_retry() returning False vetoes in-invocation retries too.
+        return info.category is ErrorCategory.TRANSIENT and info.retryable
 
     async def _call(self, message: Message, ctx: ProcessorContext) -> ProcessingResult:
         if self._is_async:
@@ -908,7 +945,7 @@ class ProcessorHandler:
             "processor": self.name,
             "message_id": message.message_id,
             "entity_id": message.entity.id if message.entity else None,
-            "error_code": outcome.error.code,
+            "error_code": outcome.error.code[:100],
             "category": outcome.error.category.value,
             "error_message": outcome.error.message,
             "attempt": message.attempt,
@@ -990,6 +1027,32 @@ class ProcessorHandler:
             else:
                 outcomes[it.index] = self._failure_outcome(it, run)
         await self._dispatch(sends, items, outcomes)
+
+
+#: SQLSTATE classes of failures that are the database's, not a message's: connection (08),
+#: resources (53), operator intervention (57), transaction rollback (40: serialization,
+#: deadlock), lock not available (55P03), and query cancelled by statement timeout (57014).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40", "55P03")
+
+
+def _is_transient_store_error(exc: BaseException) -> bool:
+    if isinstance(exc, ApixError):
+        return exc.retryable
+    if isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | sa.exc.TimeoutError
+        | sa.exc.OperationalError
+        | sa.exc.DisconnectionError,
+    ):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    code = sqlstate(exc)
+    if code is not None:
+        return code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
+    return type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError")
 
 
 def _note_written(result: ProcessingResult | None, written: dict[str, EntityWriteResult]) -> None:

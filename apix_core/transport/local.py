@@ -229,7 +229,7 @@ class LocalTransport(QueueTransport):
                     tenant_id=info.tenant_id,
                     body=body,
                     attributes=dict(message.attributes),
-                    error_code=info.error_code,
+                    error_code=info.error_code[:100],
                     error_category=info.error_category,
                     error_message=info.error_message[:8000],
                     processor=info.processor,
