@@ -133,8 +133,7 @@ async def test_a_dispatch_that_keeps_failing_is_dead_lettered_after_max_attempts
 
     # WHEN it is delivered, then redelivered up to its last attempt
     kinds = [
-        (await app.process("in", [delivery(message, receive_count=n)]))[0].kind
-        for n in (1, 2, 3)
+        (await app.process("in", [delivery(message, receive_count=n)]))[0].kind for n in (1, 2, 3)
     ]
 
     # THEN it is retried while attempts remain and then dead-lettered, not retried forever
