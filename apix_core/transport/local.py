@@ -60,7 +60,10 @@ def _split_receipt(receipt: str) -> tuple[int, str]:
 
 
 class LocalTransport(QueueTransport):
-    """Queues as rows of ``apix_queue_messages``; dead letters in ``apix_dead_letters``."""
+    """Queues as rows of ``apix_queue_messages``; dead letters in ``apix_dead_letters``.
+
+    The transport serves every tenant, so on PostgreSQL it reads and writes dead letters on the
+    maintenance path of row-level security (tenant-scoped sessions never see them)."""
 
     name = "local"
 
@@ -221,7 +224,7 @@ class LocalTransport(QueueTransport):
             if isinstance(message.body, bytes)
             else message.body
         )
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(maintenance=True) as conn:
             await conn.execute(
                 sa.insert(_dl).values(
                     queue=queue,
@@ -246,12 +249,12 @@ class LocalTransport(QueueTransport):
         stmt = sa.select(_dl).order_by(_dl.c.id.desc()).limit(limit)
         if queue:
             stmt = stmt.where(_dl.c.queue == queue)
-        async with self.db.transaction(write=False) as conn:
+        async with self.db.transaction(write=False, maintenance=True) as conn:
             rows = (await conn.execute(stmt)).all()
         return [_record(r) for r in rows]
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
-        async with self.db.transaction(write=False) as conn:
+        async with self.db.transaction(write=False, maintenance=True) as conn:
             row = (
                 await conn.execute(sa.select(_dl).where(_dl.c.id == _dl_id(dead_letter_id)))
             ).first()
@@ -262,7 +265,7 @@ class LocalTransport(QueueTransport):
     async def replay_dead_letter(self, dead_letter_id: str) -> str:
         record = await self.get_dead_letter(dead_letter_id)
         now = time.time()
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(maintenance=True) as conn:
             # A replay is a fresh delivery history: receive_count restarts at zero.
             await conn.execute(
                 insert_ignore(self.db.dialect, _qm, ["queue", "message_id"]).values(
