@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 from apix_core.config import Settings
 from apix_core.exceptions import (
     ConfigurationError,
+    InvalidTenantError,
     MalformedMessageError,
     MissingTenantError,
 )
@@ -24,6 +26,7 @@ from apix_core.message import Message, MessageType
 from apix_core.processor import ProcessorConfig, ProcessorInterface, ProcessorSpec, build_spec
 from apix_core.store.database import Database
 from apix_core.store.repositories import Store
+from apix_core.tenancy import is_valid_tenant_id
 from apix_core.transport.base import (
     DeadLetterInfo,
     OutgoingMessage,
@@ -194,23 +197,28 @@ class App:
         return sorted(names)
 
     def mermaid(self) -> str:
-        """The topology as a Mermaid flowchart."""
+        """The topology as a Mermaid flowchart.
+
+        Node ids are the names when those are plain words (``q_orders``, ``p_normalize``); other
+        names get a stable hash suffix, so ``a-b`` and ``a.b`` stay two nodes. Labels are
+        escaped (``"`` → ``#quot;``).
+        """
         lines = ["flowchart LR"]
 
         def qid(q: str) -> str:
-            return "q_" + re.sub(r"\W", "_", q)
+            return _mermaid_id("q_", q)
 
         for q in self.queues():
-            lines.append(f'    {qid(q)}[("{q}")]')
+            lines.append(f'    {qid(q)}[("{_mermaid_label(q)}")]')
         for spec in self.specs.values():
-            pid = "p_" + re.sub(r"\W", "_", spec.name)
-            lines.append(f'    {pid}["{spec.name}"]')
+            pid = _mermaid_id("p_", spec.name)
+            lines.append(f'    {pid}["{_mermaid_label(spec.name)}"]')
             if spec.consumes:
                 lines.append(f"    {qid(spec.consumes)} --> {pid}")
             elif spec.schedule:
-                lines.append(f'    t_{pid}(["⏱ {spec.schedule}"]) --> {pid}')
+                lines.append(f'    t_{pid}(["⏱ {_mermaid_label(spec.schedule)}"]) --> {pid}')
             elif spec.route:
-                lines.append(f'    h_{pid}(["{spec.route}"]) --> {pid}')
+                lines.append(f'    h_{pid}(["{_mermaid_label(str(spec.route))}"]) --> {pid}')
             for q in spec.produces:
                 lines.append(f"    {pid} --> {qid(q)}")
         return "\n".join(lines)
@@ -394,6 +402,15 @@ class App:
             return _error_response(
                 400, MissingTenantError(f"missing {self.settings.tenant_header} header")
             )
+        if not is_valid_tenant_id(tenant):
+            # The header is caller input: refuse it before it scopes anything (or names a file).
+            return _error_response(
+                400,
+                InvalidTenantError(
+                    f"invalid {self.settings.tenant_header} header: use 1-64 letters, digits "
+                    "or '_.:@-', starting with a letter or digit"
+                ),
+            )
         try:
             payload = _json_object(body)
         except MalformedMessageError as exc:
@@ -440,6 +457,22 @@ class App:
             )
         status = 400 if error.category.value == "validation" else 500
         return HttpResponse(status, {**base, "error": error.code, "message": error.message})
+
+
+def _mermaid_id(prefix: str, name: str) -> str:
+    safe = re.sub(r"\W", "_", name, flags=re.ASCII)
+    if safe == name:
+        return prefix + name
+    # Replacing characters is lossy ('a-b', 'a.b'): a hash of the real name keeps ids apart.
+    return f"{prefix}{safe}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+_MERMAID_ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
+
+
+def _mermaid_label(text: str) -> str:
+    # Mermaid entity codes; '#' first, so the codes it inserts are not escaped again.
+    return re.sub(r'[#"<>]', lambda m: _MERMAID_ESCAPES[m.group()], text)
 
 
 def dead_letter_info(outcome: Outcome, spec: ProcessorSpec | None) -> DeadLetterInfo:

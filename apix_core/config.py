@@ -9,6 +9,7 @@ from typing import Any
 
 from apix_core import constants as c
 from apix_core.exceptions import ConfigurationError
+from apix_core.tenancy import is_valid_tenant_id
 
 
 def _env_bool(name: str) -> bool | None:
@@ -36,6 +37,30 @@ def _sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def default_queue_url(database_url: str) -> str:
+    """The local transport's database when ``APIX_QUEUE_URL`` is not set.
+
+    A SQLite database file gets a sibling file ``<stem>-queues.db``: message payloads live only
+    in the queues, never in the metadata file (DESIGN §3). Any other database (PostgreSQL) and
+    an in-memory SQLite database keep the queues in the same database.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return database_url
+    path = url.database
+    if url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return database_url
+    if path.startswith("file:") or url.query.get("mode") == "memory":
+        return database_url  # SQLite URI filenames: leave them to the user
+    db_file = Path(path)
+    queues = db_file.with_name(f"{db_file.stem}-queues.db")
+    return url.set(database=str(queues)).render_as_string(hide_password=False)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration of an :class:`~apix_core.App`."""
@@ -61,7 +86,9 @@ class Settings:
         db_url = db_url or _sqlite_url(home / c.DEFAULT_DATABASE_FILE)
         queue_url = overrides.get("queue_url") or os.environ.get(c.QUEUE_URL_ENV)
         if not queue_url:
-            queue_url = _sqlite_url(home / c.DEFAULT_QUEUE_FILE) if embedded else db_url
+            queue_url = (
+                _sqlite_url(home / c.DEFAULT_QUEUE_FILE) if embedded else default_queue_url(db_url)
+            )
         auto = _env_bool(c.AUTO_MIGRATE_ENV)
         if auto is None:
             auto = db_url.startswith("sqlite")
@@ -88,6 +115,11 @@ class Settings:
         settings = cls(**values)
         if settings.batch_size < 1:
             raise ConfigurationError("batch_size must be at least 1")
+        if settings.tenant_id is not None and not is_valid_tenant_id(settings.tenant_id):
+            raise ConfigurationError(
+                f"tenant id {settings.tenant_id!r} ({c.TENANT_ID_ENV} or tenant_id=) must be "
+                "1-64 letters, digits or '_.:@-', starting with a letter or digit"
+            )
         return settings
 
     def with_(self, **changes: Any) -> Settings:

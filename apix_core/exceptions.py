@@ -135,3 +135,31 @@ class DeadLetterNotFoundError(ApixError):
     """No dead-letter record with that id."""
 
     code = "DEAD_LETTER_NOT_FOUND"
+
+
+class InvalidTenantError(MissingTenantError, TenantRequiredError):
+    """A tenant id that is not a safe identifier (see :data:`apix_core.tenancy.TENANT_ID_PATTERN`).
+
+    A :class:`MissingTenantError` (so a message carrying one is dead-lettered as bad input) and a
+    :class:`TenantRequiredError` (what ``tenant_context`` raises for an unusable tenant).
+    """
+
+    code = "INVALID_TENANT"
+
+
+class FileOutputError(ValidationError):
+    """A file output cannot be written safely: never retried."""
+
+    code = "INVALID_FILE_OUTPUT"
+
+
+class InvalidFilePatternError(FileOutputError):
+    """A ``file_pattern`` uses an unknown placeholder or is not a valid format string."""
+
+    code = "INVALID_FILE_PATTERN"
+
+
+class UnsafeFilePathError(FileOutputError):
+    """A file output's path resolves outside its destination directory."""
+
+    code = "UNSAFE_FILE_PATH"

@@ -6,19 +6,21 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from apix_core.constants import ENVELOPE_KEY, ENVELOPE_VERSION
 from apix_core.exceptions import (
     EnvelopeError,
+    InvalidTenantError,
     MalformedMessageError,
     MissingTenantError,
     PayloadValidationError,
     UnsupportedEnvelopeVersionError,
 )
+from apix_core.tenancy import TENANT_ID_PATTERN
 
 SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
 
@@ -67,7 +69,8 @@ class Message(BaseModel):
 
     message_id: str = Field(default_factory=_new_id, min_length=1, max_length=255)
     correlation_id: str = ""
-    tenant_id: str = Field(min_length=1, max_length=64)
+    #: 1-64 of ``[A-Za-z0-9_.:@-]``, a letter or digit first (``TENANT_ID_PATTERN``).
+    tenant_id: str = Field(min_length=1, max_length=64, pattern=TENANT_ID_PATTERN)
     type: MessageType = MessageType.QUEUE
     entity: EntityReference | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
@@ -124,8 +127,16 @@ class Message(BaseModel):
             except (pydantic.ValidationError, ValueError, TypeError, RecursionError):
                 pass
             else:
-                # Plain __dict__ write: validated assignment costs more than the parse.
-                fast.__dict__["attempt"] = attempt
+                # Hand back a plain Message (equal to one built any other way): the two classes
+                # share their layout, so swapping the class and dropping the version is cheap.
+                # Plain __dict__ writes: validated assignment costs more than the parse.
+                fields = fast.__dict__
+                del fields[ENVELOPE_KEY]
+                fields["attempt"] = attempt
+                fields_set = fast.__pydantic_fields_set__
+                fields_set.discard(ENVELOPE_KEY)
+                fields_set.add("attempt")
+                object.__setattr__(fast, "__class__", Message)
                 return fast
         obj = _decode(data)
         if ENVELOPE_KEY not in obj:
@@ -195,12 +206,13 @@ class Message(BaseModel):
 
 
 class _EnvelopeV1(Message):
-    """A ``Message`` parsed straight from envelope JSON (``{"apix": 1, ...}``)."""
+    """The fast path's parser of envelope JSON (``{"apix": 1, ...}``); yields ``Message``s.
 
-    apix: Literal[1] = Field(exclude=True, repr=False)
+    The version is a *strict* int, like the slow path's ``type(version) is int`` check: a lax
+    ``Literal[1]`` would take ``true`` and ``1.0``.
+    """
 
-    def __repr_name__(self) -> str:
-        return "Message"
+    apix: StrictInt = Field(ge=ENVELOPE_VERSION, le=ENVELOPE_VERSION, exclude=True, repr=False)
 
 
 def envelope(
@@ -259,8 +271,11 @@ def _validate(fields: dict[str, Any]) -> Message:
         )
         if any(e["loc"] and e["loc"][0] == "payload" for e in errors):
             raise PayloadValidationError(f"invalid payload: {summary}") from None
-        if any(e["loc"] and e["loc"][0] == "tenant_id" for e in errors):
-            raise MissingTenantError(f"invalid tenant: {summary}") from None
+        tenant_errors = [e for e in errors if e["loc"] and e["loc"][0] == "tenant_id"]
+        if tenant_errors:
+            if all(e["type"] in ("missing", "string_too_short") for e in tenant_errors):
+                raise MissingTenantError(f"missing tenant: {summary}") from None
+            raise InvalidTenantError(f"invalid tenant: {summary}") from None
         raise EnvelopeError(f"invalid envelope: {summary}") from None
     except RecursionError:
         raise MalformedMessageError("body is nested too deeply") from None

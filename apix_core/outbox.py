@@ -202,10 +202,14 @@ def file_name(row: OutboxRow) -> str:
     for _, field, spec, conversion in fields:
         if field is None:
             continue
-        if field not in FILE_PATTERN_FIELDS or spec or conversion:
+        if field not in FILE_PATTERN_FIELDS:
             raise InvalidFilePatternError(
                 f"file_pattern {pattern!r}: unknown placeholder {{{field}}}; use "
                 + ", ".join(f"{{{f}}}" for f in sorted(FILE_PATTERN_FIELDS))
+            )
+        if spec or conversion:
+            raise InvalidFilePatternError(
+                f"file_pattern {pattern!r}: write {{{field}}} without a conversion or format spec"
             )
     name = pattern.format(
         message_id=row.id,

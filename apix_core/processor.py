@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +53,17 @@ class ProcessorConfig:
 
 
 class ProcessorInterface:
-    """Base class for class-based processors (seed 002). Only ``process`` is required."""
+    """Base class for class-based processors (seed 002). Only ``process`` is required.
+
+    ``process`` takes ``(self, message, context)``, or just ``(self, message)`` (the seed's
+    form): a subclass's one-argument ``process`` is adapted when the class is defined.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        process = cls.__dict__.get("process")
+        if inspect.isfunction(process) and _positional_arity(process) == 2:
+            cls.process = _with_context(process)  # type: ignore[method-assign]
 
     def process(
         self, message: Message, context: ProcessorContext
@@ -69,6 +80,59 @@ class ProcessorInterface:
     def can_retry(self, error: Exception) -> bool:
         """Whether an exception that is not an apix error may be retried."""
         return True
+
+
+def _positional_arity(func: Callable[..., Any]) -> int | None:
+    """Positional parameters of ``func`` (self included); None if it takes ``*args`` or needs a
+    keyword-only argument (then it is left as it is)."""
+    count = 0
+    for p in inspect.signature(func).parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            return None
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+            return None
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def _with_context(process: Callable[..., Any]) -> Callable[..., Any]:
+    """Adapt ``process(self, message)`` to the handler's ``process(self, message, context)``.
+
+    The context stays optional, so direct calls ``p.process(message)`` keep working.
+    """
+    if inspect.iscoroutinefunction(process):
+
+        @functools.wraps(process)
+        async def process_async(self: Any, message: Message, context: Any = None) -> Any:
+            return await process(self, message)
+
+        return process_async
+
+    @functools.wraps(process)
+    def process_sync(self: Any, message: Message, context: Any = None) -> Any:
+        return process(self, message)
+
+    return process_sync
+
+
+def _check_process_signature(name: str, impl: ProcessorInterface) -> None:
+    """Registration-time check that the handler can call ``impl.process(message, context)``."""
+    method = getattr(type(impl), "process", None)
+    if not callable(method) or method is ProcessorInterface.process:
+        raise ConfigurationError(
+            f"processor {name!r}: {type(impl).__qualname__} must define process(self, message)"
+        )
+    try:
+        # Not following __wrapped__: an adapted one-argument process reports its original.
+        inspect.signature(impl.process, follow_wrapped=False).bind(None, None)
+    except TypeError:
+        raise ConfigurationError(
+            f"processor {name!r}: {type(impl).__qualname__}.process must take "
+            "(self, message, context) or (self, message)"
+        ) from None
+    except ValueError:
+        return  # no signature to inspect (a builtin): trust it
 
 
 @runtime_checkable
@@ -184,6 +248,8 @@ def build_spec(
     if cfg.max_attempts is not None and cfg.max_attempts < 1:
         raise ConfigurationError(f"max_attempts of {name!r} must be at least 1")
     impl = processor if isinstance(processor, ProcessorInterface) else FunctionProcessor(processor)
+    if not isinstance(impl, FunctionProcessor):
+        _check_process_signature(name, impl)
     if isinstance(getattr(impl, "mapper", None), Mapper):
         cfg.is_source_processor = True
     return ProcessorSpec(

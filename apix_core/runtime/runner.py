@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apix_core.app import App
-from apix_core.outbox import stale_rows
+from apix_core.exceptions import FileOutputError
+from apix_core.outbox import Dispatcher, stale_rows
 from apix_core.runtime.worker import QueueStats, QueueWorker
 from apix_core.transport.base import OutgoingMessage, QueueDepth
 
@@ -36,8 +37,9 @@ class RunStats:
 class LocalRunner:
     """Runs an app locally until its queues drain (or forever).
 
-    Schedules: with ``forever`` each schedule fires at its cron times; otherwise every schedule
-    fires once at start (so ``apix run`` of a scheduled pipeline does one round and stops).
+    Schedules: with ``forever`` each schedule fires at its cron times (evaluated in UTC);
+    otherwise every schedule fires once at start, before the first drain check (so ``apix run``
+    of a scheduled pipeline does one round and stops).
     """
 
     #: Seconds between drain checks (cheap: flags, then a depth query only when idle).
@@ -77,9 +79,13 @@ class LocalRunner:
         for w in workers:
             self.stats.queues[w.queue] = w.stats
         tasks = [asyncio.create_task(w.run(self._stop), name=f"apix:{w.queue}") for w in workers]
-        if self.fire_schedules:
+        if self.fire_schedules and self.forever:
             tasks.append(asyncio.create_task(self._schedules(), name="apix:schedules"))
         try:
+            if self.fire_schedules and not self.forever:
+                # Drain mode: every tick is enqueued before the first drain check. Fired from a
+                # task, the run could see empty queues and stop before the tick existed.
+                await self._fire_all_once()
             await self._supervise(workers, tasks)
         finally:
             self._stop.set()
@@ -137,27 +143,43 @@ class LocalRunner:
             else self.app.settings.visibility_timeout
         )
         rows = await stale_rows(store.db, after)
-        if rows:
-            from apix_core.outbox import Dispatcher
+        if not rows:
+            return 0
+        dispatcher = Dispatcher(store.db, self.app.transport)
+        sent = len(rows)
+        try:
+            await dispatcher.dispatch(rows)
+        except FileOutputError:
+            # A file row that can never be written (unsafe path, bad pattern) must not stop
+            # every run: send the rows one by one and leave the bad ones unsent.
+            sent = 0
+            for row in rows:
+                try:
+                    await dispatcher.dispatch([row])
+                    sent += 1
+                except FileOutputError as exc:
+                    _log.error(
+                        "outbox row cannot be dispatched",
+                        extra={"outbox_id": row.id, "error_code": exc.code, "error": str(exc)},
+                    )
+        _log.info("re-dispatched stale outbox rows", extra={"count": sent})
+        return sent
 
-            await Dispatcher(store.db, self.app.transport).dispatch(rows)
-            _log.info("re-dispatched stale outbox rows", extra={"count": len(rows)})
-        return len(rows)
+    async def _fire_all_once(self) -> None:
+        now = datetime.now(UTC)
+        for spec in self.app.specs.values():
+            if spec.schedule:
+                await self._fire(spec, now)
 
     async def _schedules(self) -> None:
+        """Fire each schedule at its cron times, evaluated in UTC, until stopped."""
         from croniter import croniter
 
         app = self.app
         specs = [s for s in app.specs.values() if s.schedule]
         if not specs:
             return
-        transport = app.transport
-        assert transport is not None
         now = datetime.now(UTC)
-        if not self.forever:
-            for spec in specs:
-                await self._fire(spec, now)
-            return
         iters = {s.name: croniter(s.schedule, now) for s in specs}
         nexts = {name: it.get_next(datetime) for name, it in iters.items()}
         while not self._stop.is_set():

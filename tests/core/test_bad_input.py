@@ -69,6 +69,8 @@ BAD_AND_GOOD: list[tuple[str, str, dict[str, str], str | None]] = [
     ),
     ("no-tenant", _envelope(None, {"order_id": 3}), {}, "MISSING_TENANT"),
     ("foreign-no-tenant", json.dumps({"order_id": 4}), {}, "MISSING_TENANT"),
+    ("path-tenant", _envelope("../../escaped", {"order_id": 10}), {}, "INVALID_TENANT"),
+    ("foreign-path-tenant", json.dumps({"order_id": 11}), {"tenant_id": "a/b"}, "INVALID_TENANT"),
     ("payload-list", _envelope("acme", [1, 2]), {}, "INVALID_PAYLOAD"),
     ("payload-str", _envelope("acme", "order 5"), {}, "INVALID_PAYLOAD"),
     ("payload-model", _envelope("acme", {"order_id": "five"}), {}, "INVALID_PAYLOAD"),

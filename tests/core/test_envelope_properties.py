@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apix_core import EntityReference, EnvelopeError, Message, MessageType
 from apix_core.exceptions import (
+    InvalidTenantError,
     MalformedMessageError,
     MissingTenantError,
     PayloadValidationError,
     UnsupportedEnvelopeVersionError,
 )
+from apix_core.tenancy import TENANT_ID_PATTERN
 
 DOCUMENTED = (
     MalformedMessageError,
     UnsupportedEnvelopeVersionError,
     MissingTenantError,
+    InvalidTenantError,
     PayloadValidationError,
     EnvelopeError,
 )
@@ -64,6 +69,8 @@ envelope_like = st.builds(
     st.dictionaries(st.text(max_size=8), json_scalars, max_size=3),
 )
 default_tenants = st.none() | st.text(max_size=70)
+# Valid tenant ids (TENANT_ID_PATTERN without anchors: `$` would allow a trailing newline).
+tenant_ids = st.from_regex(TENANT_ID_PATTERN.strip("^$"), fullmatch=True)
 transport_ids = st.none() | st.text(max_size=300)
 
 
@@ -129,11 +136,7 @@ def test_envelope_shaped_objects_parse_or_raise_envelope_error(
 
 
 @PROPS
-@given(
-    json_objects,
-    st.text(min_size=1, max_size=64),
-    st.text(min_size=1, max_size=255),
-)
+@given(json_objects, tenant_ids, st.text(min_size=1, max_size=255))
 def test_foreign_objects_become_the_payload(obj: dict[str, Any], tenant: str, tid: str) -> None:
     # GIVEN a JSON object that is not an envelope, with a default tenant
     obj.pop("apix", None)
@@ -163,7 +166,7 @@ messages = st.builds(
     Message,
     message_id=st.text(min_size=1, max_size=40) | st.text(min_size=250, max_size=255),
     correlation_id=st.text(max_size=60),
-    tenant_id=st.text(min_size=1, max_size=64),
+    tenant_id=tenant_ids,
     type=st.sampled_from(list(MessageType)),
     entity=entities,
     payload=json_objects,
@@ -182,3 +185,69 @@ def test_round_trip_preserves_every_field_but_attempt(message: Message, attempt:
     # THEN it is the same message; attempt is delivery state, so it comes from the transport
     assert parsed.attempt == attempt
     assert parsed.model_dump(exclude={"attempt"}) == message.model_dump(exclude={"attempt"})
+
+
+@PROPS
+@given(st.text(max_size=70), st.booleans())
+def test_tenant_ids_outside_the_safe_pattern_are_refused(tenant: str, envelope: bool) -> None:
+    # GIVEN any text as the tenant, in an envelope or as the default tenant of a foreign body
+    body = (
+        json.dumps({"apix": 1, "message_id": "m-1", "tenant_id": tenant})
+        if envelope
+        else json.dumps({"order": 1})
+    )
+    # WHEN parsed
+    try:
+        message = Message.create_from_queue_data(body, default_tenant=tenant)
+    except MissingTenantError as exc:
+        # THEN an unsafe tenant is a typed envelope error (a dead letter, never a file path)
+        assert re.fullmatch(TENANT_ID_PATTERN.strip("^$"), tenant) is None
+        assert isinstance(exc, EnvelopeError)
+        assert exc.code == ("INVALID_TENANT" if tenant else "MISSING_TENANT")
+    else:
+        # AND a safe one is kept as given
+        assert re.fullmatch(TENANT_ID_PATTERN.strip("^$"), tenant) is not None
+        assert message.tenant_id == tenant
+
+
+@pytest.mark.parametrize(
+    "tenant", ["../../escaped", "a/b", "..", ".hidden", "acme\n", "acme ", "é", "a" * 65]
+)
+def test_path_like_tenants_are_invalid_in_every_parse_path(tenant: str) -> None:
+    # GIVEN an envelope whose tenant is path-like or otherwise unsafe
+    envelope = {"apix": 1, "message_id": "m-1", "tenant_id": tenant, "payload": {}}
+    # WHEN the envelope is parsed as text (fast path) and as a dict (slow path), and a
+    # foreign body gets the tenant from its attribute
+    for data in (json.dumps(envelope), envelope):
+        with pytest.raises(InvalidTenantError):
+            Message.create_from_queue_data(data)
+    with pytest.raises(InvalidTenantError):
+        Message.create_from_queue_data('{"x": 1}', default_tenant=tenant)
+
+
+VERSIONS = st.sampled_from([1, True, 1.0, "1", 2, 0, -1, None, [1], {"v": 1}])
+
+
+@PROPS
+@given(messages, VERSIONS, st.integers(min_value=1, max_value=50))
+def test_fast_and_slow_paths_agree_on_version_and_equality(
+    message: Message, version: Any, attempt: int
+) -> None:
+    # GIVEN a valid message's envelope with some value as the version
+    data = message.to_queue_data()
+    data["apix"] = version
+    # WHEN parsed as JSON text (the fast path) and as a decoded dict (the slow path)
+    results: list[Message | str] = []
+    for body in (json.dumps(data), data):
+        try:
+            results.append(Message.create_from_queue_data(body, attempt=attempt))
+        except UnsupportedEnvelopeVersionError as exc:
+            results.append(exc.code)
+    # THEN only the int 1 is a version (not true, 1.0 or "1"), on both paths alike
+    if type(version) is int and version == 1:
+        expected = message.model_copy(update={"attempt": attempt})
+        # AND the result is a plain Message, equal to the original
+        assert all(type(r) is Message for r in results)
+        assert results == [expected, expected]
+    else:
+        assert results == ["UNSUPPORTED_ENVELOPE_VERSION"] * 2
