@@ -59,7 +59,14 @@ from apix_core.observability.tracing import (
     inject_trace_context,
     tracing_enabled,
 )
-from apix_core.outbox import OUTBOX_COLUMNS, Dispatcher, OutboxRow, insert_rows, pending_rows
+from apix_core.outbox import (
+    OUTBOX_COLUMNS,
+    Dispatcher,
+    OutboxRow,
+    check_file_name,
+    insert_rows,
+    pending_rows,
+)
 from apix_core.outputs import FileOutputHandler, OutputHandler, QueueOutputHandler
 from apix_core.processor import (
     FunctionProcessor,
@@ -894,6 +901,10 @@ class ProcessorHandler:
                     config,
                 )
             )
+            if kind == "file":
+                # A bad pattern or a path outside the destination fails this message now
+                # (a validation error), not every dispatch after commit.
+                check_file_name(rows[-1])
         return rows
 
     @staticmethod

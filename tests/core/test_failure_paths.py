@@ -189,3 +189,28 @@ async def test_metadata_too_long_for_its_column_fails_that_message_as_validation
     with tenant_context(TENANT):
         [entity] = await app.store.entities.list()
     assert entity.attributes == {"seen_at": str(good.created_at)}
+
+
+async def test_a_bad_file_pattern_fails_its_message_before_commit(make_app, tmp_path: Path) -> None:
+    # GIVEN a processor whose file output has a placeholder that does not exist
+    out = tmp_path / "out"
+    out.mkdir()
+    app: App = make_app("pattern", tenant_id=TENANT)
+
+    @app.processor("export", consumes="in", max_attempts=5, backoff=FAST)
+    def export(message: Message) -> ProcessingResult:
+        return ProcessingResult.create_success(
+            output_handlers=[
+                FileOutputHandler(destination=str(out), config={"file_pattern": "{nope}"})
+            ]
+        )
+
+    await app.start()
+
+    # WHEN one message is handled
+    [outcome] = await app.process("in", [delivery(Message(tenant_id=TENANT))])
+
+    # THEN it is dead-lettered at once as a validation error, and nothing is left to dispatch
+    assert outcome.kind is OutcomeKind.DEAD_LETTER
+    assert outcome.error is not None and outcome.error.code == "INVALID_FILE_PATTERN"
+    assert list(out.iterdir()) == []
