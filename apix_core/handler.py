@@ -93,7 +93,7 @@ from apix_core.store.models import entities, idempotency, outbox, processing_err
 from apix_core.store.pg import WriteBundle, driver, sqlstate
 from apix_core.store.repositories import Store
 from apix_core.store.sql import any_of, insert_many
-from apix_core.tenancy import tenant_context
+from apix_core.tenancy import is_valid_tenant_id, tenant_context
 from apix_core.transport.base import OutgoingMessage, QueueTransport, ReceivedMessage
 
 _log = logging.getLogger("apix.handler")
@@ -997,8 +997,8 @@ class ProcessorHandler:
             if outcome is None or outcome.message is not None or outcome.error is None:
                 continue
             tenant = outcome.delivery.attributes.get("tenant_id") or self.default_tenant
-            if not tenant:
-                continue
+            if not tenant or not is_valid_tenant_id(tenant):
+                continue  # the dead letter keeps it; no tenant's error list can
             try:
                 async with self.store.db.transaction(tenant_id=tenant) as conn:
                     await conn.execute(
