@@ -1,11 +1,26 @@
 """API tokens shared by every instance of a pipeline, refreshed by exactly one of them.
 
 A token lives in ``apix_api_tokens`` encrypted with Fernet (key: ``APIX_TOKEN_KEY``), one row per
-``(tenant, operation)``. When it is missing or about to expire, the refresher takes the row lock
+``(tenant, operation)``. When it is missing or due for renewal, the refresher takes the row lock
 (PostgreSQL ``SELECT ... FOR UPDATE`` after an insert-if-missing; SQLite: the database write lock
 of ``BEGIN IMMEDIATE``), checks again, and only then calls ``fetch_token``; concurrent callers
-block on the lock and then reuse the fresh token. A failed refresh is recorded with a short
-``failed_until`` so a broken endpoint is not hammered, and retried after it.
+block on the lock and then reuse the fresh token.
+
+Renewal: a token is renewed once less than ``min(skew, lifetime / 2)`` of it is left (lifetime =
+``expires_at - refreshed_at``). Long-lived tokens are renewed ``skew`` before they expire;
+tokens that live no longer than ``2 * skew`` at half-life, so a 5-second token is not renewed by
+every call.
+
+Timeouts: the lock is held during ``fetch_token``, so the call is bounded by
+``refresh_timeout`` (default: half the database timeout), which must be less than the database
+timeout, the lock wait (PostgreSQL ``lock_timeout``, SQLite busy wait) of the callers queued
+behind it. A caller that still waits longer (an instance with a longer ``refresh_timeout``, a
+shorter database timeout) gets :class:`TokenRefreshError`, not a driver error.
+
+Failures: a failed refresh is recorded with a short ``failed_until`` so a broken endpoint is not
+hammered, and retried after it. While the current token has not expired yet (it was only inside
+the renewal window), a failed or blocked renewal is not an error: callers keep getting the
+current token until it expires.
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import sqlalchemy as sa
 
 from apix_core.constants import TOKEN_KEY_ENV
 from apix_core.exceptions import ConfigurationError, TransientError
+from apix_core.observability.logging import get_logger
 from apix_core.store.database import Database
 from apix_core.store.models import api_tokens
 from apix_core.store.sql import insert_ignore
@@ -34,10 +50,14 @@ from apix_core.tenancy import require_tenant
 FetchToken = Callable[[], Awaitable[tuple[str, float]]]
 
 _t = api_tokens
+_log = get_logger("apix.tokens")
+#: PostgreSQL ``lock_not_available``: ``lock_timeout`` expired.
+_PG_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class TokenRefreshError(TransientError):
-    """The token endpoint failed (now, or recently: see ``failed_until``)."""
+    """The token endpoint failed (now, or recently: see ``failed_until``), or did not answer in
+    time, or another instance's refresh held the token row longer than the lock wait."""
 
     code = "TOKEN_REFRESH_FAILED"
 
@@ -47,14 +67,18 @@ class _Cached:
     token: str
     token_id: str
     expires_at: datetime
+    refreshed_at: datetime | None
 
 
 class ApiTokenService:
     """Hands out a valid token per tenant and operation, coordinating refreshes across processes.
 
     ``fetch_token`` is called with no arguments, or with the operation name when
-    ``fetch_takes_operation=True``. ``skew`` renews a token that expires within that many
-    seconds; ``failure_backoff`` is how long a failed refresh is remembered before a retry.
+    ``fetch_takes_operation=True``. A token is renewed once less than ``min(skew, lifetime / 2)``
+    seconds of it are left; ``failure_backoff`` is how long a failed refresh is remembered before
+    a retry. ``refresh_timeout`` bounds each ``fetch_token`` call (default: half of
+    ``db.timeout``); it must be less than ``db.timeout``, the time other callers wait for the row
+    lock held during the call.
     """
 
     def __init__(
@@ -65,6 +89,7 @@ class ApiTokenService:
         encryption_key: str | bytes | None = None,
         skew: float = 60.0,
         failure_backoff: float = 30.0,
+        refresh_timeout: float | None = None,
         fetch_takes_operation: bool = False,
     ) -> None:
         from cryptography.fernet import Fernet
@@ -80,10 +105,19 @@ class ApiTokenService:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"{TOKEN_KEY_ENV} is not a Fernet key: {exc}") from None
+        if refresh_timeout is None:
+            refresh_timeout = db.timeout / 2
+        if not 0 < refresh_timeout < db.timeout:
+            raise ConfigurationError(
+                f"refresh_timeout ({refresh_timeout}s) must be positive and less than the "
+                f"database timeout ({db.timeout}s): callers waiting for the token row lock, "
+                "which is held during the refresh, give up after the database timeout"
+            )
         self.db = db
         self.fetch_token = fetch_token
         self.skew = skew
         self.failure_backoff = failure_backoff
+        self.refresh_timeout = refresh_timeout
         self._fetch_takes_operation = fetch_takes_operation
         self._cache: dict[tuple[str, str], _Cached] = {}
         #: Refreshes this process performed (observability; tests read it).
@@ -94,38 +128,84 @@ class ApiTokenService:
         tenant = require_tenant()
         key = (tenant, operation)
         cached = self._cache.get(key)
-        if cached is not None and self._fresh(cached.expires_at):
+        if cached is not None and self._fresh(cached.expires_at, cached.refreshed_at):
             return cached.token, cached.token_id
         row = await self._read(tenant, operation)
-        if row is not None and row.token_ciphertext and self._fresh(row.expires_at):
+        if (
+            row is not None
+            and row.token_ciphertext
+            and self._fresh(row.expires_at, row.refreshed_at)
+        ):
             return self._remember(key, row)
-        self._raise_if_backing_off(row)
-        return await self._refresh(tenant, operation)
+        backoff = _backoff_error(row)
+        if backoff is not None:
+            return self._fallback(key, row, backoff)
+        try:
+            return await self._refresh(tenant, operation)
+        except sa.exc.DBAPIError as exc:
+            if not self._is_lock_timeout(exc):
+                raise
+            error = TokenRefreshError(
+                f"gave up waiting for the token row of {operation!r} after the database timeout "
+                f"({self.db.timeout}s): another instance is refreshing it and its token "
+                "endpoint is slow (its refresh_timeout should be below this timeout)"
+            )
+            error.__cause__ = exc
+            return self._fallback(key, row, error)
 
     def invalidate(self, operation: str) -> None:
         """Forget this process's copy (e.g. after a 401); the next call re-reads the row."""
         self._cache.pop((require_tenant(), operation), None)
 
     # -- internals ------------------------------------------------------------------------
-    def _fresh(self, expires_at: datetime | None) -> bool:
+    def _fresh(self, expires_at: datetime | None, refreshed_at: datetime | None) -> bool:
+        """Not due for renewal: more than ``min(skew, lifetime / 2)`` left before expiry."""
         if expires_at is None:
             return False
-        return _aware(expires_at) > datetime.now(UTC) + timedelta(seconds=self.skew)
+        expires = _aware(expires_at)
+        margin = self.skew
+        if refreshed_at is not None:
+            lifetime = (expires - _aware(refreshed_at)).total_seconds()
+            margin = min(margin, max(lifetime, 0.0) / 2)
+        return datetime.now(UTC) < expires - timedelta(seconds=margin)
 
     def _remember(self, key: tuple[str, str], row: sa.Row) -> tuple[str, str]:  # type: ignore[type-arg]
         token = self._fernet.decrypt(row.token_ciphertext.encode("ascii")).decode("utf-8")
-        self._cache[key] = _Cached(token, row.token_id, _aware(row.expires_at))
+        self._cache[key] = _Cached(
+            token,
+            row.token_id,
+            _aware(row.expires_at),
+            _aware(row.refreshed_at) if row.refreshed_at is not None else None,
+        )
         return token, row.token_id
 
-    @staticmethod
-    def _raise_if_backing_off(row: sa.Row | None) -> None:  # type: ignore[type-arg]
-        if row is not None and row.failed_until is not None:
-            until = _aware(row.failed_until)
-            if until > datetime.now(UTC):
-                raise TokenRefreshError(
-                    f"token refresh failed recently (retry after {until.isoformat()}): "
-                    f"{row.last_error}"
-                )
+    def _fallback(
+        self,
+        key: tuple[str, str],
+        row: sa.Row | None,  # type: ignore[type-arg]
+        error: TokenRefreshError,
+    ) -> tuple[str, str]:
+        """The current token if it has not expired yet (renewal failed inside the window),
+        else ``error``."""
+        if (
+            row is None
+            or not row.token_ciphertext
+            or row.expires_at is None
+            or _aware(row.expires_at) <= datetime.now(UTC)
+        ):
+            raise error
+        _log.warning(
+            "token renewal for %r failed, using the current token until it expires at %s: %s",
+            key[1],
+            _aware(row.expires_at).isoformat(),
+            error,
+        )
+        return self._remember(key, row)
+
+    def _is_lock_timeout(self, exc: sa.exc.DBAPIError) -> bool:
+        if self.db.is_postgres:
+            return getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+        return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig).lower()
 
     async def _read(self, tenant: str, operation: str) -> sa.Row | None:  # type: ignore[type-arg]
         async with self.db.transaction(tenant_id=tenant, write=False) as conn:
@@ -135,8 +215,14 @@ class ApiTokenService:
                 )
             ).first()
 
+    async def _fetch(self, operation: str) -> tuple[str, float]:
+        if self._fetch_takes_operation:
+            return await self.fetch_token(operation)
+        return await self.fetch_token()
+
     async def _refresh(self, tenant: str, operation: str) -> tuple[str, str]:
         now = datetime.now(UTC)
+        key = (tenant, operation)
         failure: BaseException | None = None
         result: tuple[str, str] | None = None
         async with self.db.transaction(tenant_id=tenant, write=True) as conn:
@@ -150,24 +236,30 @@ class ApiTokenService:
                 stmt = stmt.with_for_update()
             row = (await conn.execute(stmt)).one()
             # Whoever held the lock before us may have refreshed (or failed) already.
-            if row.token_ciphertext and self._fresh(row.expires_at):
-                return self._remember((tenant, operation), row)
-            self._raise_if_backing_off(row)
+            if row.token_ciphertext and self._fresh(row.expires_at, row.refreshed_at):
+                return self._remember(key, row)
+            backoff = _backoff_error(row)
+            if backoff is not None:
+                return self._fallback(key, row, backoff)
             where = sa.and_(_t.c.tenant_id == tenant, _t.c.operation == operation)
+            deadline = asyncio.timeout(self.refresh_timeout)
             try:
-                if self._fetch_takes_operation:
-                    token, expires_in = await self.fetch_token(operation)
-                else:
-                    token, expires_in = await self.fetch_token()
+                async with deadline:
+                    token, expires_in = await self._fetch(operation)
             except Exception as exc:
-                failure = exc
+                if deadline.expired():
+                    failure = TimeoutError(
+                        f"the token endpoint did not answer within {self.refresh_timeout}s"
+                    )
+                else:
+                    failure = exc
                 now = datetime.now(UTC)
                 # Recorded (and committed) so other instances back off too.
                 await conn.execute(
                     sa.update(_t)
                     .where(where)
                     .values(
-                        last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                        last_error=f"{type(failure).__name__}: {failure}"[:2000],
                         failed_until=now + timedelta(seconds=self.failure_backoff),
                         updated_at=now,
                     )
@@ -192,13 +284,25 @@ class ApiTokenService:
                     )
                 )
                 self.refreshes += 1
-                self._cache[(tenant, operation)] = _Cached(token, token_id, expires_at)
+                self._cache[key] = _Cached(token, token_id, expires_at, now)
                 result = (token, token_id)
         if failure is not None:
-            message = f"token refresh for {operation!r} failed: {failure}"
-            raise TokenRefreshError(message) from failure
+            error = TokenRefreshError(f"token refresh for {operation!r} failed: {failure}")
+            error.__cause__ = failure
+            return self._fallback(key, row, error)
         assert result is not None
         return result
+
+
+def _backoff_error(row: sa.Row | None) -> TokenRefreshError | None:  # type: ignore[type-arg]
+    """The error to report while a recent failure is remembered (``failed_until``), else None."""
+    if row is not None and row.failed_until is not None:
+        until = _aware(row.failed_until)
+        if until > datetime.now(UTC):
+            return TokenRefreshError(
+                f"token refresh failed recently (retry after {until.isoformat()}): {row.last_error}"
+            )
+    return None
 
 
 def _aware(value: datetime) -> datetime:
@@ -212,9 +316,13 @@ def oauth2_client_credentials(
     client_secret: str,
     *,
     scope: str | None = None,
-    timeout: float = 10.0,
+    timeout: float = 5.0,
 ) -> FetchToken:
-    """A ``fetch_token`` for the OAuth2 client-credentials grant (stdlib HTTP, in a thread)."""
+    """A ``fetch_token`` for the OAuth2 client-credentials grant (stdlib HTTP, in a thread).
+
+    ``timeout`` is the socket timeout; keep it at most the service's ``refresh_timeout`` (which
+    abandons the call anyway, but cannot stop the thread that waits on the socket).
+    """
 
     def fetch() -> tuple[str, float]:
         form = {

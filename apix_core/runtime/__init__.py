@@ -1,6 +1,8 @@
 """The local runtime: queue workers, schedules, and the drain-or-forever runner of ``apix run``."""
 
+from apix_core.runtime.invoke import close_runner, run_sync
 from apix_core.runtime.runner import LocalRunner, RunStats
 from apix_core.runtime.worker import QueueWorker
 
 __all__ = ["LocalRunner", "QueueWorker", "RunStats"]
+__all__ += ["close_runner", "run_sync"]

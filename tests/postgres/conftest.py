@@ -30,6 +30,7 @@ class TokenServer:
     url: str = ""
     requests: int = 0
     fail_next: int = 0
+    fail_status: int = 503
     expires_in: float = 3600.0
     delay: float = 0.2
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -51,7 +52,7 @@ def token_server() -> Iterator[TokenServer]:
             # A slow endpoint widens the window in which concurrent callers could double-fetch.
             time.sleep(state.delay)
             if fail:
-                self.send_response(503)
+                self.send_response(state.fail_status)
                 self.end_headers()
                 return
             body = json.dumps(

@@ -1,4 +1,8 @@
-"""Through a real PgBouncer in transaction pooling mode (skipped where pgbouncer is missing)."""
+"""Through a real PgBouncer in transaction pooling mode.
+
+Skipped where pgbouncer is missing, except under ``CI=true`` (the noxfile installs it there):
+then a missing binary fails the run, as an unreachable PostgreSQL does.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,19 @@ import sqlalchemy as sa
 from apix_core import App, Message, ProcessorContext, tenant_context
 from apix_core.runtime import LocalRunner
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _find_pgbouncer(candidates: list[str | None], *, in_ci: bool) -> str:
+    """The first existing pgbouncer binary; else skip the test, or fail it under CI."""
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return candidate
+    reason = "pgbouncer is not installed (apt-get install pgbouncer)"
+    if in_ci:
+        pytest.fail(f"{reason}: CI must run the PgBouncer tests")
+    pytest.skip(reason)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -29,9 +46,7 @@ def pgbouncer(backend: str, database_url: str) -> Iterator[str]:
     """``database_url`` rewritten to go through a PgBouncer with two server connections."""
     if backend != "postgres":
         pytest.skip("PgBouncer fronts PostgreSQL only")
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not Path(binary).exists():
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    binary = _find_pgbouncer([shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"], in_ci=IN_CI)
     folder = Path(tempfile.mkdtemp(prefix="apix-pgbouncer-"))
     folder.chmod(0o755)
     port = _free_port()
@@ -105,3 +120,19 @@ async def test_pipeline_runs_through_pgbouncer_transaction_pooling(
         ).scalar()
         await conn.rollback()
     assert leaked in (None, "")
+
+
+def test_missing_pgbouncer_skips_locally_but_fails_under_ci(tmp_path: Path) -> None:
+    # GIVEN no pgbouncer binary where it is looked for
+    missing = [None, str(tmp_path / "pgbouncer")]
+
+    # WHEN/THEN a developer's run skips the test, and a CI run fails it
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        _find_pgbouncer(missing, in_ci=False)
+    with pytest.raises(pytest.fail.Exception, match="CI must run"):
+        _find_pgbouncer(missing, in_ci=True)
+    # AND an installed binary is found
+    binary = tmp_path / "bin" / "pgbouncer"
+    binary.parent.mkdir()
+    binary.touch()
+    assert _find_pgbouncer([None, str(binary)], in_ci=True) == str(binary)
