@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -11,7 +10,7 @@ from pydantic import BaseModel
 
 from apix_core.exceptions import ProcessorContextError, TopologyError, ValidationError
 from apix_core.hashing import content_hash, deterministic_id
-from apix_core.message import EntityReference, Message, dump_json
+from apix_core.message import EntityReference, Message
 from apix_core.outputs import OutputHandler, QueueOutputHandler
 from apix_core.store.entities import (
     Entity,
@@ -135,8 +134,6 @@ class ProcessorContext:
         _check_length("source", source, 100)
         if state is not None:
             _check_length("state", state, 64)
-        if attributes:
-            attributes = json.loads(dump_json(attributes))
         entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)
         self.writes.entities.append(
             PendingEntity(

@@ -59,14 +59,7 @@ from apix_core.observability.tracing import (
     inject_trace_context,
     tracing_enabled,
 )
-from apix_core.outbox import (
-    OUTBOX_COLUMNS,
-    Dispatcher,
-    OutboxRow,
-    check_file_name,
-    insert_rows,
-    pending_rows,
-)
+from apix_core.outbox import Dispatcher, OutboxRow, check_file_name, insert_rows, pending_rows
 from apix_core.outputs import FileOutputHandler, OutputHandler, QueueOutputHandler
 from apix_core.processor import (
     FunctionProcessor,
@@ -89,7 +82,7 @@ from apix_core.store.entities import (
     load_current,
     plan_entity_writes,
 )
-from apix_core.store.models import entities, idempotency, outbox, processing_errors
+from apix_core.store.models import entities, idempotency, processing_errors
 from apix_core.store.pg import WriteBundle, driver, sqlstate
 from apix_core.store.repositories import Store
 from apix_core.store.sql import any_of, insert_many
@@ -458,16 +451,13 @@ class ProcessorHandler:
     ) -> None:
         """Outcomes for a group whose transaction failed: retry up to ``max_attempts``, then
         dead-letter (never a poison loop), with a best-effort processing-error row."""
-        if _is_transient_store_error(exc) or isinstance(exc, TransientError):
-            info = classify(exc if isinstance(exc, TransientError) else TransientError(str(exc)))
-            info = ErrorInfo("DATABASE_ERROR", info.category, info.message, retryable=True)
-        else:
-            info = ErrorInfo(
-                "STORE_WRITE_FAILED",
-                ErrorCategory.UNEXPECTED,
-                f"{type(exc).__name__}: {exc}"[:4000],
-                retryable=True,
-            )
+        database_down = _is_transient_store_error(exc)
+        info = ErrorInfo(
+            "DATABASE_ERROR" if database_down else "STORE_WRITE_FAILED",
+            ErrorCategory.TRANSIENT if database_down else ErrorCategory.UNEXPECTED,
+            f"{type(exc).__name__}: {exc}"[:4000],
+            retryable=True,
+        )
         self._log.warning(
             "transaction failed",
             exc_info=info.category is ErrorCategory.UNEXPECTED,
@@ -475,11 +465,11 @@ class ProcessorHandler:
         )
         rows = []
         for it in items:
-            outcome = self._failure_outcome(it, _Run(ok=False, rows=[], error=info))
+            outcome = self._failure_outcome(it, info)
             outcomes[it.index] = outcome
             rows.append(self._error_row(tenant, it.message, outcome))
-        if info.code == "DATABASE_ERROR":
-            return  # the database is the problem: do not insist on writing to it
+        if database_down:
+            return  # do not insist on writing to it
         assert self.store is not None
         try:
             async with self.store.db.transaction(tenant_id=tenant) as conn:
@@ -509,7 +499,8 @@ class ProcessorHandler:
                 )
                 continue
             failed.append(it.message.message_id)
-            outcome = self._failure_outcome(it, run)
+            assert run.error is not None
+            outcome = self._failure_outcome(it, run.error, run.retry_after)
             outcomes[it.index] = outcome
             assert outcome.error is not None
             error_rows.append(self._error_row(tenant, it.message, outcome))
@@ -539,11 +530,8 @@ class ProcessorHandler:
                 await self.transport.send_in_transaction(conn, queue, messages, bundle)
             sent_to = list(by_queue)
             rows = [r for r in rows if r.kind != "queue"]
-        if bundle is not None:
-            bundle.insert(outbox, OUTBOX_COLUMNS, [r.as_tuple() for r in rows])
-            await group.write_pending()
-        else:
-            await insert_rows(conn, rows)
+        await insert_rows(conn, rows, bundle)
+        await group.write_pending()
         return rows, sent_to
 
     async def _claim(self, conn: AsyncConnection, tenant: str, ids: list[str]) -> set[str]:
@@ -600,9 +588,7 @@ class ProcessorHandler:
                 if it.message.message_id in pending:
                     # Retried like any failure; past max_attempts the input is dead-lettered
                     # and its unsent rows stay in the outbox: a replay re-sends them.
-                    outcomes[it.index] = self._failure_outcome(
-                        it, _Run(ok=False, rows=[], error=info)
-                    )
+                    outcomes[it.index] = self._failure_outcome(it, info)
 
     # -- one message ----------------------------------------------------------------------
     async def _run_one(
@@ -921,9 +907,9 @@ class ProcessorHandler:
         return ref.model_copy(update={"id": entity_id, "version": version})
 
     # -- failures -------------------------------------------------------------------------
-    def _failure_outcome(self, item: _Item, run: _Run) -> Outcome:
-        assert run.error is not None
-        info = run.error
+    def _failure_outcome(
+        self, item: _Item, info: ErrorInfo, retry_after: float | None = None
+    ) -> Outcome:
         attempt = item.message.attempt
         if info.retryable and attempt < self.max_attempts:
             return Outcome(
@@ -931,7 +917,7 @@ class ProcessorHandler:
                 item.delivery,
                 item.message,
                 error=info,
-                delay_seconds=self._redelivery_delay(attempt, run.retry_after),
+                delay_seconds=self._redelivery_delay(attempt, retry_after),
             )
         if info.retryable:
             info = ErrorInfo(
@@ -1036,7 +1022,8 @@ class ProcessorHandler:
                     OutcomeKind.COMPLETED, it.delivery, it.message, result=run.result
                 )
             else:
-                outcomes[it.index] = self._failure_outcome(it, run)
+                assert run.error is not None
+                outcomes[it.index] = self._failure_outcome(it, run.error, run.retry_after)
         await self._dispatch(sends, items, outcomes)
 
 

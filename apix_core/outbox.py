@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apix_core.exceptions import InvalidFilePatternError, UnsafeFilePathError
 from apix_core.store.database import Database
 from apix_core.store.models import outbox
+from apix_core.store.pg import WriteBundle
 from apix_core.store.sql import any_of, any_params, bind_value, insert_many, param
 from apix_core.transport.base import OutgoingMessage, QueueTransport
 
@@ -76,8 +77,15 @@ OUTBOX_COLUMNS = (
 )
 
 
-async def insert_rows(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:
-    await insert_many(conn, outbox, OUTBOX_COLUMNS, [r.as_tuple() for r in rows])
+async def insert_rows(
+    conn: AsyncConnection, rows: Sequence[OutboxRow], bundle: WriteBundle | None = None
+) -> None:
+    """Insert outbox rows on ``conn``, or add them to a PostgreSQL write ``bundle``."""
+    tuples = [r.as_tuple() for r in rows]
+    if bundle is not None:
+        bundle.insert(outbox, OUTBOX_COLUMNS, tuples)
+    else:
+        await insert_many(conn, outbox, OUTBOX_COLUMNS, tuples)
 
 
 async def pending_rows(

@@ -23,6 +23,7 @@ from apix_core.constants import (
     DEFAULT_DB_TIMEOUT,
 )
 from apix_core.exceptions import ConfigurationError, DatabaseUnavailableError
+from apix_core.message import dump_json
 
 _WRITE_OPTION = "apix_write"
 
@@ -66,6 +67,9 @@ class Database:
         self.pgbouncer = False
         self.idle_ping_seconds = idle_ping_seconds
         options: dict[str, Any] = dict(engine_options or {})
+        # JSON columns (entity attributes...) take any value: what JSON cannot hold (datetimes,
+        # decimals) is stored as its str(), as everywhere apix writes JSON.
+        options.setdefault("json_serializer", dump_json)
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
@@ -212,15 +216,7 @@ class Database:
                         "on" if maintenance else "off",
                         f"{lock_ms}ms",
                     )
-            except BaseException:
-                await _discard(conn, raw)
-                raise
-            try:
                 yield conn
-            except BaseException:
-                await _discard(conn, raw)
-                raise
-            try:
                 status = await raw.execute("COMMIT")
             except BaseException:
                 await _discard(conn, raw)

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apix_core.message import dump_json
 from apix_core.store.models import entities, entity_versions, state_transitions
 from apix_core.store.pg import WriteBundle, driver
 from apix_core.store.sql import insert_many
@@ -314,14 +313,7 @@ def bundle_plan(bundle: WriteBundle, tenant_id: str, plan: EntityPlan) -> None:
             target.update(values)
         else:
             updated.setdefault(u["b_id"], {}).update(values)
-    bundle.insert(
-        entities,
-        _ENTITY_COLUMNS,
-        [
-            tuple(dump_json(r[c]) if c == "attributes" else r[c] for c in _ENTITY_COLUMNS)
-            for r in created.values()
-        ],
-    )
+    bundle.insert(entities, _ENTITY_COLUMNS, _tuples(list(created.values()), _ENTITY_COLUMNS))
     bundle.update_entities(
         tenant_id,
         [
@@ -329,21 +321,14 @@ def bundle_plan(bundle: WriteBundle, tenant_id: str, plan: EntityPlan) -> None:
                 entity_id,
                 u.get("version"),
                 u.get("content_hash"),
-                dump_json(u["attributes"]) if "attributes" in u else None,
+                u.get("attributes"),
                 u.get("state"),
                 u["updated_at"],
             )
             for entity_id, u in updated.items()
         ],
     )
-    bundle.insert(
-        entity_versions,
-        _VERSION_COLUMNS,
-        [
-            tuple(dump_json(r[c]) if c == "attributes" else r[c] for c in _VERSION_COLUMNS)
-            for r in plan.versions
-        ],
-    )
+    bundle.insert(entity_versions, _VERSION_COLUMNS, _tuples(plan.versions, _VERSION_COLUMNS))
     bundle.insert(
         state_transitions, _TRANSITION_COLUMNS, _tuples(plan.transitions, _TRANSITION_COLUMNS)
     )

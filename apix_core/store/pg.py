@@ -13,7 +13,6 @@ tables and rows.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from apix_core.message import dump_json
+from apix_core.store.models import entities
+from apix_core.tenancy import is_valid_tenant_id
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
-
-#: Tenant ids that may be written as a SQL literal without escaping concerns.
-_SAFE_LITERAL = re.compile(r"[A-Za-z0-9_.:@-]*")
 
 
 def driver(conn: AsyncConnection) -> Any:
@@ -36,11 +36,11 @@ def driver(conn: AsyncConnection) -> Any:
 def begin_sql(tenant_id: str | None, maintenance: bool, lock_timeout_ms: int) -> str | None:
     """``BEGIN`` and the transaction-local settings as one simple-query round trip.
 
-    Returns None when the tenant is not a plain identifier: the caller then sets it with a
-    bound parameter instead of a literal.
+    Returns None when the tenant is not a valid tenant id (no quote can reach the literal then):
+    the caller sets it with a bound parameter instead.
     """
     tenant = tenant_id or ""
-    if not _SAFE_LITERAL.fullmatch(tenant):
+    if tenant and not is_valid_tenant_id(tenant):
         return None
     return (
         "BEGIN; SELECT "
@@ -72,7 +72,6 @@ _ARRAY_TYPES: dict[type, str] = {
     sa.JSON: "json[]",
     sa.DateTime: "timestamptz[]",
 }
-_UPDATE_TYPES = ("text[]", "int4[]", "text[]", "json[]", "text[]", "timestamptz[]")
 
 
 def _array_type(column: sa.Column[Any]) -> str:
@@ -82,8 +81,11 @@ def _array_type(column: sa.Column[Any]) -> str:
     raise TypeError(f"no array type for {column.table.name}.{column.name} ({column.type})")
 
 
-#: What one part of a bundle writes: ``("insert", table, columns, conflict)`` or
-#: ``("update",)`` for entity updates.
+#: The entity columns :meth:`WriteBundle.update_entities` sets, in its rows' order (after ``id``).
+_UPDATE_COLUMNS = ("version", "content_hash", "attributes", "state", "updated_at")
+
+#: What one part of a bundle writes: ``("insert", table, columns, conflict, constant)``, where
+#: ``constant`` flags the columns sent as one scalar, or ``("update",)`` for entity updates.
 _Shape = tuple[Any, ...]
 
 
@@ -93,13 +95,6 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
     reuses its prepared statement."""
     parts: list[str] = []
     n = 0
-
-    def refs(types: Sequence[str]) -> str:
-        nonlocal n
-        out = ", ".join(f"${n + i + 1}::{t}" for i, t in enumerate(types))
-        n += len(types)
-        return out
-
     for shape in shapes:
         if shape[0] == "insert":
             _, table, columns, conflict, constant = shape
@@ -123,8 +118,9 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
             if conflict is not None:
                 sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
         else:
-            update_arrays = refs(_UPDATE_TYPES)
-            n += 1
+            types = [_array_type(entities.c[c]) for c in ("id", *_UPDATE_COLUMNS)]
+            update_arrays = ", ".join(f"${n + i + 1}::{t}" for i, t in enumerate(types))
+            n += len(types) + 1
             sql = (
                 "UPDATE apix_entities AS e SET "
                 "version = COALESCE(u.version, e.version), "
@@ -145,9 +141,10 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
 class WriteBundle:
     """Inserts and entity updates of one transaction, written by :meth:`flush` in one statement.
 
-    Rows are positional tuples in ``columns`` order; JSON values must already be JSON text.
-    Data-modifying CTEs see the same snapshot, so a bundle must not touch one row twice: entity
-    writes are collapsed per id before they get here (see ``store.entities.bundle_plan``).
+    Rows are positional tuples in ``columns`` order, values as Python objects (JSON columns are
+    encoded here, with :func:`~apix_core.message.dump_json`). Data-modifying CTEs see the same
+    snapshot, so a bundle must not touch one row twice: entity writes are collapsed per id
+    before they get here (see ``store.entities.bundle_plan``).
     """
 
     shapes: list[_Shape] = field(default_factory=list)
@@ -163,16 +160,16 @@ class WriteBundle:
     ) -> None:
         if not rows:
             return
-        constant: list[bool] = []
-        for col in zip(*rows, strict=True):
-            first = col[0]
-            same = all(v is first or v == first for v in col) and len(col) > 1
-            # An all-constant table still needs one array to give unnest its row count.
-            constant.append(same)
-            self.args.append(first if same else list(col))
-        if all(constant):
-            constant[0] = False
-            self.args[len(self.args) - len(constant)] = [rows[0][0]] * len(rows)
+        values = [
+            _encode(table.c[name], col)
+            for name, col in zip(columns, zip(*rows, strict=True), strict=True)
+        ]
+        constant = [len(rows) > 1 and all(v == col[0] for v in col) for col in values]
+        # An all-constant insert still needs one array to give unnest its row count.
+        constant[0] = constant[0] and not all(constant)
+        self.args.extend(
+            col[0] if const else col for col, const in zip(values, constant, strict=True)
+        )
         self.shapes.append(("insert", table, columns, ignore_conflicts_on, tuple(constant)))
 
     def update_entities(self, tenant_id: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -180,18 +177,23 @@ class WriteBundle:
         the current value of its column."""
         if rows:
             self.shapes.append(("update",))
-            self.args.extend(list(col) for col in zip(*rows, strict=True))
+            columns = zip(("id", *_UPDATE_COLUMNS), zip(*rows, strict=True), strict=True)
+            self.args.extend(_encode(entities.c[name], col) for name, col in columns)
             self.args.append(tenant_id)
 
     def __bool__(self) -> bool:
         return bool(self.shapes)
 
-    def statement(self) -> tuple[str, list[Any]]:
-        return _bundle_sql(tuple(self.shapes)), self.args
-
     async def flush(self, conn: AsyncConnection) -> None:
         if not self:
             return
-        sql, args = self.statement()
+        sql, args = _bundle_sql(tuple(self.shapes)), self.args
         self.shapes, self.args = [], []
         await driver(conn).execute(sql, *args)
+
+
+def _encode(column: sa.Column[Any], values: Sequence[Any]) -> list[Any]:
+    """A column's values as the driver takes them: JSON columns as JSON text."""
+    if isinstance(column.type, sa.JSON):
+        return [None if v is None else dump_json(v) for v in values]
+    return list(values)

@@ -23,7 +23,6 @@ import sqlalchemy as sa
 
 from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT
 from apix_core.exceptions import DeadLetterNotFoundError, MalformedMessageError
-from apix_core.message import dump_json
 from apix_core.store.database import Database
 from apix_core.store.models import dead_letters, queue_messages
 from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
@@ -125,12 +124,7 @@ class LocalTransport(QueueTransport):
             return
         rows = self._send_rows(queue, messages)
         if bundle is not None:
-            bundle.insert(
-                _qm,
-                _SEND_COLUMNS,
-                [(*r[:3], dump_json(r[3]) if r[3] else None, *r[4:]) for r in rows],
-                ignore_conflicts_on=("queue", "message_id"),
-            )
+            bundle.insert(_qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id"))
             return
         await insert_many(
             conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
