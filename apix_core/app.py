@@ -26,7 +26,7 @@ from apix_core.message import Message, MessageType
 from apix_core.processor import ProcessorConfig, ProcessorInterface, ProcessorSpec, build_spec
 from apix_core.store.database import Database
 from apix_core.store.repositories import Store
-from apix_core.tenancy import is_valid_tenant_id
+from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
 from apix_core.transport.base import (
     DeadLetterInfo,
     OutgoingMessage,
@@ -407,8 +407,7 @@ class App:
             return _error_response(
                 400,
                 InvalidTenantError(
-                    f"invalid {self.settings.tenant_header} header: use 1-64 letters, digits "
-                    "or '_.:@-', starting with a letter or digit"
+                    f"invalid {self.settings.tenant_header} header: use {TENANT_ID_RULE}"
                 ),
             )
         try:

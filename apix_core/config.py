@@ -9,7 +9,7 @@ from typing import Any
 
 from apix_core import constants as c
 from apix_core.exceptions import ConfigurationError
-from apix_core.tenancy import is_valid_tenant_id
+from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
 
 
 def _env_bool(name: str) -> bool | None:
@@ -118,7 +118,7 @@ class Settings:
         if settings.tenant_id is not None and not is_valid_tenant_id(settings.tenant_id):
             raise ConfigurationError(
                 f"tenant id {settings.tenant_id!r} ({c.TENANT_ID_ENV} or tenant_id=) must be "
-                "1-64 letters, digits or '_.:@-', starting with a letter or digit"
+                + TENANT_ID_RULE
             )
         return settings
 

@@ -13,8 +13,10 @@ from apix_core.exceptions import InvalidTenantError, TenantRequiredError
 #: Tenant ids reach file names (``{tenant_id}`` in a ``file_pattern``), log fields and
 #: PostgreSQL settings, so path separators, whitespace and control characters are refused.
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
+#: :data:`TENANT_ID_PATTERN` in words, for error messages.
+TENANT_ID_RULE = "1-64 letters, digits or '_.:@-', starting with a letter or digit"
 
-_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 _current_tenant: ContextVar[str | None] = ContextVar("apix_tenant_id", default=None)
 
@@ -30,10 +32,7 @@ def check_tenant_id(tenant_id: object) -> str:
     if not tenant_id or not isinstance(tenant_id, str):
         raise TenantRequiredError("a non-empty tenant id is required")
     if _TENANT_ID.fullmatch(tenant_id) is None:
-        raise InvalidTenantError(
-            f"invalid tenant id {tenant_id[:80]!r}: use 1-64 letters, digits or '_.:@-', "
-            "starting with a letter or digit"
-        )
+        raise InvalidTenantError(f"invalid tenant id {tenant_id[:80]!r}: use {TENANT_ID_RULE}")
     return tenant_id
 
 

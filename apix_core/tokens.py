@@ -43,6 +43,7 @@ from apix_core.exceptions import ConfigurationError, TransientError
 from apix_core.observability.logging import get_logger
 from apix_core.store.database import Database
 from apix_core.store.models import api_tokens
+from apix_core.store.pg import sqlstate
 from apix_core.store.sql import insert_ignore
 from apix_core.tenancy import require_tenant
 
@@ -204,7 +205,7 @@ class ApiTokenService:
 
     def _is_lock_timeout(self, exc: sa.exc.DBAPIError) -> bool:
         if self.db.is_postgres:
-            return getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE
+            return sqlstate(exc) == _PG_LOCK_NOT_AVAILABLE
         return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig).lower()
 
     async def _read(self, tenant: str, operation: str) -> sa.Row | None:  # type: ignore[type-arg]

@@ -4,5 +4,4 @@ from apix_core.runtime.invoke import close_runner, run_sync
 from apix_core.runtime.runner import LocalRunner, RunStats
 from apix_core.runtime.worker import QueueWorker
 
-__all__ = ["LocalRunner", "QueueWorker", "RunStats"]
-__all__ += ["close_runner", "run_sync"]
+__all__ = ["LocalRunner", "QueueWorker", "RunStats", "close_runner", "run_sync"]
