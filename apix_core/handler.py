@@ -264,7 +264,7 @@ class _Group:
                 pending.remove((item, run))
                 self.failures.append((item, h._failed_run(error, time.perf_counter())))
         if self.bundle is not None:
-            bundle_plan(self.bundle, self.tenant, plan)
+            bundle_plan(self.bundle, plan)
         else:
             await execute_plan(self.conn, self.tenant, plan)
         for _, run in pending:

@@ -197,7 +197,7 @@ class Database:
         own ``BEGIN``), so its statements and :mod:`apix_core.store.pg`'s share the
         transaction. Settings are transaction-local (``set_config(..., true)``): nothing leaks
         to the next user of the connection, which keeps PgBouncer transaction pooling safe."""
-        from apix_core.store.pg import begin_sql, driver
+        from apix_core.store.pg import SETTINGS_SQL, begin_sql, driver, settings
 
         async with self.connect() as conn:
             raw = driver(conn)
@@ -209,12 +209,7 @@ class Database:
                 else:
                     await raw.execute("BEGIN")
                     await raw.execute(
-                        "SELECT set_config('apix.tenant_id', $1, true), "
-                        "set_config('apix.bypass_rls', $2, true), "
-                        "set_config('lock_timeout', $3, true)",
-                        tenant_id or "",
-                        "on" if maintenance else "off",
-                        f"{lock_ms}ms",
+                        SETTINGS_SQL, *settings(tenant_id or "", maintenance, lock_ms)
                     )
                 yield conn
                 status = await raw.execute("COMMIT")

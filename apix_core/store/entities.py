@@ -128,18 +128,22 @@ async def load_current(
     """Version, hash and state of existing entities (locked ``FOR UPDATE`` on PostgreSQL)."""
     if not ids:
         return {}
+    # By primary key only, the tenant filtered here: with `tenant_id = ? AND id IN (...)` both
+    # planners may pick the tenant's natural-key index (PostgreSQL does whenever its statistics
+    # are stale) and walk every entity of the tenant. Entity ids derive from the tenant, and on
+    # PostgreSQL row-level security hides other tenants' rows anyway.
     if conn.dialect.name == "postgresql":
         # Sorted ids: concurrent transactions lock shared rows in one order (no deadlock).
         rows = await driver(conn).fetch(
-            "SELECT id, version, content_hash, state FROM apix_entities "
-            "WHERE id = ANY($1::text[]) AND tenant_id = $2 ORDER BY id"
-            + (" FOR UPDATE" if lock_rows else ""),
+            "SELECT id, tenant_id, version, content_hash, state FROM apix_entities "
+            "WHERE id = ANY($1::text[]) ORDER BY id" + (" FOR UPDATE" if lock_rows else ""),
             sorted(ids),
-            tenant_id,
         )
-        return {r[0]: {"version": r[1], "content_hash": r[2], "state": r[3]} for r in rows}
-    # Filter the tenant in Python: with `tenant_id = ? AND id IN (...)` SQLite's planner picks
-    # the tenant index and scans every entity of the tenant. Entity ids derive from the tenant.
+        return {
+            r[0]: {"version": r[2], "content_hash": r[3], "state": r[4]}
+            for r in rows
+            if r[1] == tenant_id
+        }
     stmt = sa.select(
         entities.c.id,
         entities.c.tenant_id,
@@ -297,7 +301,7 @@ async def execute_plan(conn: AsyncConnection, tenant_id: str, plan: EntityPlan) 
         )
 
 
-def bundle_plan(bundle: WriteBundle, tenant_id: str, plan: EntityPlan) -> None:
+def bundle_plan(bundle: WriteBundle, plan: EntityPlan) -> None:
     """Add ``plan`` to a PostgreSQL write bundle (one statement for the whole transaction).
 
     The bundle's statements share one snapshot, so each entity row is touched once: updates of
@@ -315,7 +319,6 @@ def bundle_plan(bundle: WriteBundle, tenant_id: str, plan: EntityPlan) -> None:
             updated.setdefault(u["b_id"], {}).update(values)
     bundle.insert(entities, _ENTITY_COLUMNS, _tuples(list(created.values()), _ENTITY_COLUMNS))
     bundle.update_entities(
-        tenant_id,
         [
             (
                 entity_id,
