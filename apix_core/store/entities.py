@@ -308,15 +308,19 @@ def bundle_plan(bundle: WriteBundle, plan: EntityPlan) -> None:
     an entity created in the same plan fold into its insert, and successive updates of one
     entity collapse into the last values.
     """
-    created: dict[str, dict[str, Any]] = {r["id"]: dict(r) for r in plan.new_rows}
+    created: dict[str, dict[str, Any]] = {r["id"]: r for r in plan.new_rows}
     updated: dict[str, dict[str, Any]] = {}
+    copied: set[str] = set()  # the plan's rows stay as they are: copy before folding into one
     for u in plan.updates:
         values = {k: v for k, v in u.items() if k != "b_id"}
-        target = created.get(u["b_id"])
-        if target is not None:
-            target.update(values)
+        entity_id = u["b_id"]
+        if entity_id in created:
+            if entity_id not in copied:
+                created[entity_id] = dict(created[entity_id])
+                copied.add(entity_id)
+            created[entity_id].update(values)
         else:
-            updated.setdefault(u["b_id"], {}).update(values)
+            updated.setdefault(entity_id, {}).update(values)
     bundle.insert(entities, _ENTITY_COLUMNS, _tuples(list(created.values()), _ENTITY_COLUMNS))
     bundle.update_entities(
         [

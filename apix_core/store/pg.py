@@ -181,16 +181,17 @@ class WriteBundle:
     ) -> None:
         if not rows:
             return
-        values = [
-            _encode(table.c[name], col)
-            for name, col in zip(columns, zip(*rows, strict=True), strict=True)
-        ]
-        constant = [len(rows) > 1 and all(v == col[0] for v in col) for col in values]
-        # An all-constant insert still needs one array to give unnest its row count.
-        constant[0] = constant[0] and not all(constant)
-        self.args.extend(
-            col[0] if const else col for col, const in zip(values, constant, strict=True)
-        )
+        multi = len(rows) > 1
+        constant: list[bool] = []
+        for col, is_json in zip(zip(*rows, strict=True), _json_flags(table, columns), strict=True):
+            values = _encode_json(col) if is_json else col
+            const = multi and all(v == values[0] for v in values)
+            constant.append(const)
+            self.args.append(values[0] if const else list(values))
+        if all(constant):
+            # An all-constant insert still needs one array to give unnest its row count.
+            constant[0] = False
+            self.args[-len(constant)] = [self.args[-len(constant)]] * len(rows)
         self.shapes.append(("insert", table, columns, ignore_conflicts_on, tuple(constant)))
 
     def update_entities(self, rows: Sequence[Sequence[Any]]) -> None:
@@ -212,8 +213,19 @@ class WriteBundle:
         await driver(conn).execute(sql, *args)
 
 
+@lru_cache(maxsize=64)
+def _json_flags(table: sa.Table, columns: tuple[str, ...]) -> tuple[bool, ...]:
+    return tuple(isinstance(table.c[c].type, sa.JSON) for c in columns)
+
+
+def _encode_json(values: Sequence[Any]) -> list[Any]:
+    """JSON column values as the JSON text the driver sends (empty dicts, the usual entity
+    attributes, without a call to the encoder)."""
+    return [
+        None if v is None else "{}" if type(v) is dict and not v else dump_json(v) for v in values
+    ]
+
+
 def _encode(column: sa.Column[Any], values: Sequence[Any]) -> list[Any]:
     """A column's values as the driver takes them: JSON columns as JSON text."""
-    if isinstance(column.type, sa.JSON):
-        return [None if v is None else dump_json(v) for v in values]
-    return list(values)
+    return _encode_json(values) if isinstance(column.type, sa.JSON) else list(values)
