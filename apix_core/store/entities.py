@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -280,7 +281,10 @@ _TRANSITION_COLUMNS = (
 
 
 def _tuples(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    return [tuple(r[c] for c in columns) for r in rows]
+    if len(columns) == 1:
+        return [(r[columns[0]],) for r in rows]
+    get = itemgetter(*columns)  # with several keys it returns the tuple
+    return [get(r) for r in rows]
 
 
 async def execute_plan(conn: AsyncConnection, tenant_id: str, plan: EntityPlan) -> None:

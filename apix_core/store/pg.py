@@ -185,7 +185,7 @@ class WriteBundle:
         constant: list[bool] = []
         for col, is_json in zip(zip(*rows, strict=True), _json_flags(table, columns), strict=True):
             values = _encode_json(col) if is_json else col
-            const = multi and all(v == values[0] for v in values)
+            const = multi and values.count(values[0]) == len(values)
             constant.append(const)
             self.args.append(values[0] if const else list(values))
         if all(constant):
