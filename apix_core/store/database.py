@@ -144,7 +144,9 @@ class Database:
         await self._bind_loop()
         conn = self.engine.connect()
         try:
-            await asyncio.wait_for(conn.start(), timeout=self.timeout * 2)
+            # asyncio.timeout, not wait_for: no Task (and loop turns) per checkout.
+            async with asyncio.timeout(self.timeout * 2):
+                await conn.start()
         except (OSError, TimeoutError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise DatabaseUnavailableError(
                 f"cannot reach the database {self.safe_url}: {exc}"
@@ -164,24 +166,22 @@ class Database:
         PostgreSQL it sets ``apix.bypass_rls`` for this transaction only, which the tenant
         policies of migration 0002 accept in place of a tenant.
         """
-        await self._bind_loop()
-        if write and self.is_sqlite:
-            if self._write_lock is None:
-                self._write_lock = asyncio.Lock()
-            async with self._write_lock, self._transaction(tenant_id, write, maintenance) as conn:
-                yield conn
-        else:
-            async with self._transaction(tenant_id, write, maintenance) as conn:
-                yield conn
-
-    @asynccontextmanager
-    async def _transaction(
-        self, tenant_id: str | None, write: bool, maintenance: bool
-    ) -> AsyncIterator[AsyncConnection]:
         if self.is_postgres:
             async with self._pg_transaction(tenant_id, maintenance) as conn:
                 yield conn
             return
+        await self._bind_loop()
+        if write:
+            if self._write_lock is None:
+                self._write_lock = asyncio.Lock()
+            async with self._write_lock, self._sqlite_transaction(write) as conn:
+                yield conn
+        else:
+            async with self._sqlite_transaction(write) as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _sqlite_transaction(self, write: bool) -> AsyncIterator[AsyncConnection]:
         async with self.connect() as conn:
             if write:
                 conn = await conn.execution_options(**{_WRITE_OPTION: True})

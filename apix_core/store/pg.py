@@ -33,6 +33,7 @@ def driver(conn: AsyncConnection) -> Any:
     return conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
 
 
+@lru_cache(maxsize=1024)
 def begin_sql(tenant_id: str | None, maintenance: bool, lock_timeout_ms: int) -> str | None:
     """``BEGIN`` and the transaction-local settings as one simple-query round trip.
 
