@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -107,6 +108,16 @@ class Database:
         # SQLite has one writer; queueing writers here avoids its busy handler, which sleeps
         # in coarse steps and would dominate latency when several workers share a process.
         self._write_lock: asyncio.Lock | None = None
+        # PostgreSQL transactions keep their connection checked out between transactions (most
+        # recent last, with the time it came back): SQLAlchemy's checkout and checkin (two
+        # greenlet switches, the pool's bookkeeping) were about 40% of the client CPU of an
+        # empty transaction. At most pool_size connections wait here.
+        self._idle: list[tuple[AsyncConnection, float]] = []
+        self._max_idle = int(options.get("pool_size", 0))
+        # Returns them to the pool when their event loop ends (asyncio.run, Runner.close and
+        # pytest cancel the loop's tasks first): a connection still checked out then could
+        # only be dropped, and SQLAlchemy warns about it.
+        self._janitor: asyncio.Task[None] | None = None
 
     def _create_engine(self) -> AsyncEngine:
         engine = create_async_engine(self.url, **self._options)
@@ -125,6 +136,8 @@ class Database:
             old = self.engine
             self.engine = self._create_engine()
             self._write_lock = None
+            self._idle.clear()  # their loop is gone: dropped with the old engine
+            self._janitor = None
             # The old loop is closed: its connections cannot be closed politely, only dropped
             # (the server ends those sessions when the sockets are collected).
             await old.dispose(close=False)
@@ -142,6 +155,13 @@ class Database:
     async def connect(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection; connection failures become :class:`DatabaseUnavailableError`."""
         await self._bind_loop()
+        conn = await self._start()
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def _start(self) -> AsyncConnection:
         conn = self.engine.connect()
         try:
             # asyncio.timeout, not wait_for: no Task (and loop turns) per checkout.
@@ -151,10 +171,42 @@ class Database:
             raise DatabaseUnavailableError(
                 f"cannot reach the database {self.safe_url}: {exc}"
             ) from exc
-        try:
-            yield conn
-        finally:
+        return conn
+
+    async def _checkout(self) -> AsyncConnection:
+        """A connection for a PostgreSQL transaction: the last one put back if it idled less
+        than ``idle_ping_seconds``, else one from the pool (which pings it if it idled)."""
+        await self._bind_loop()
+        now = time.monotonic()
+        while self._idle:
+            conn, since = self._idle.pop()
+            if now - since < self.idle_ping_seconds:
+                return conn
             await conn.close()
+        return await self._start()
+
+    async def _checkin(self, conn: AsyncConnection, clean: bool) -> None:
+        """Keep a connection whose transaction ended cleanly for the next transaction; return
+        any other to the pool."""
+        if clean and len(self._idle) < self._max_idle and not (conn.invalidated or conn.closed):
+            if conn.in_transaction():
+                # SQLAlchemy's bookkeeping of the statements it ran (autobegin): the engine is
+                # in AUTOCOMMIT, so this sends nothing; the server transaction is over.
+                await conn.rollback()
+            self._idle.append((conn, time.monotonic()))
+            if self._janitor is None or self._janitor.done():
+                self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
+        else:
+            await conn.close()
+
+    async def _close_idle_at_end(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            idle, self._idle = self._idle, []
+            for conn, _ in idle:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     @asynccontextmanager
     async def transaction(
@@ -199,7 +251,9 @@ class Database:
         to the next user of the connection, which keeps PgBouncer transaction pooling safe."""
         from apix_core.store.pg import SETTINGS_SQL, begin_sql, driver, settings
 
-        async with self.connect() as conn:
+        conn = await self._checkout()
+        clean = False
+        try:
             raw = driver(conn)
             lock_ms = int(self.timeout * 1000)
             sql = begin_sql(tenant_id, maintenance, lock_ms)
@@ -216,12 +270,15 @@ class Database:
             except BaseException:
                 await _discard(conn, raw)
                 raise
+            clean = not raw.is_in_transaction()
             if status != "COMMIT":
                 # PostgreSQL answers COMMIT of a failed transaction with ROLLBACK: an error
                 # inside it was swallowed somewhere. Never report that as success.
                 raise sa.exc.InvalidRequestError(
                     f"transaction was rolled back by the server (COMMIT answered {status!r})"
                 )
+        finally:
+            await self._checkin(conn, clean)
 
     @property
     def safe_url(self) -> str:
@@ -246,6 +303,13 @@ class Database:
 
     async def dispose(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._janitor is not None:
+            self._janitor.cancel()
+            self._janitor = None
+        idle, self._idle = self._idle, []
+        if self._loop is loop:
+            for conn, _ in idle:
+                await conn.close()
         # Connections made on another (closed) loop can only be dropped, not closed.
         await self.engine.dispose(close=self._loop is None or self._loop is loop)
         self._loop = None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -52,6 +54,67 @@ async def test_warm_invocation_reuses_pooled_connections(backend: str, database_
 
     # THEN they all used the same server connection
     assert len(pids) == 1
+
+
+async def test_transactions_keep_their_connection_clean_between_uses(
+    backend: str, database_url: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("SQLite has no server connections to keep")
+    # GIVEN a Database; one transaction fails half-way, with its tenant set
+    db = Database(database_url, pool_size=2)
+    with pytest.raises(RuntimeError):
+        async with db.transaction(tenant_id="acme") as conn:
+            await conn.execute(sa.text("SELECT 1"))
+            raise RuntimeError("boom")
+
+    # WHEN the following transactions run, for another tenant and none
+    seen = []
+    for tenant in ("globex", None, "globex"):
+        async with db.transaction(tenant_id=tenant) as conn:
+            row = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT pg_backend_pid(), current_setting('apix.tenant_id', true), "
+                        "current_setting('enable_seqscan')"
+                    )
+                )
+            ).one()
+            seen.append(tuple(row))
+    async with db.transaction(tenant_id="acme", maintenance=True) as conn:
+        maintenance_seqscan = (await conn.execute(sa.text("SHOW enable_seqscan"))).scalar()
+    await db.dispose()
+
+    # THEN each saw only its own settings (nothing leaks between transactions on a kept
+    # connection), and the successful ones reused one server connection
+    assert [(tenant, seqscan) for _, tenant, seqscan in seen] == [
+        ("globex", "off"),
+        ("", "off"),
+        ("globex", "off"),
+    ]
+    assert len({pid for pid, _, _ in seen}) == 1
+    assert maintenance_seqscan == "on"
+
+
+def test_kept_connections_go_back_to_the_pool_when_the_loop_ends(database_url: str) -> None:
+    # GIVEN a Database used by invocations that each run under asyncio.run
+    db = Database(database_url)
+
+    async def invocation() -> None:
+        async with db.transaction(tenant_id="acme") as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    # WHEN the loops end with a connection kept for the next transaction
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        asyncio.run(invocation())
+        asyncio.run(invocation())
+        asyncio.run(db.dispose())
+        gc.collect()
+
+    # THEN it was returned to the pool in time: SQLAlchemy never had to drop a connection
+    # that was still checked out
+    assert [str(w.message) for w in caught if "non-checked-in" in str(w.message)] == []
 
 
 def test_database_detects_a_new_event_loop(database_url: str) -> None:
