@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+import sqlalchemy as sa
 from pydantic import BaseModel
 
 from apix_core.exceptions import ProcessorContextError, TopologyError, ValidationError
@@ -19,6 +20,7 @@ from apix_core.store.entities import (
     PendingEntity,
     PendingTransition,
 )
+from apix_core.store.models import entities, state_transitions
 
 if TYPE_CHECKING:
     from apix_core.store.repositories import Store
@@ -32,9 +34,20 @@ class EntityAccess(Protocol):
     async def read_entity(self, entity_id: str) -> Entity: ...
 
 
-def _check_length(name: str, value: str, limit: int) -> None:
+def _length(column: sa.Column[Any]) -> int:
+    return int(cast(sa.String, column.type).length or 0)
+
+
+_REASON_LENGTH = _length(state_transitions.c.reason)
+
+
+def _check_length(column: sa.Column[Any], value: str) -> None:
+    """``value`` fits ``column`` (the model's length): else this message fails alone."""
+    limit = _length(column)
     if not isinstance(value, str) or not value or len(value) > limit:
-        raise ValidationError(f"{name} must be a non-empty string of at most {limit} characters")
+        raise ValidationError(
+            f"{column.name} must be a non-empty string of at most {limit} characters"
+        )
 
 
 def entity_id_for(tenant_id: str, canonical_type: str, source: str, external_id: str) -> str:
@@ -129,11 +142,11 @@ class ProcessorContext:
             raise ProcessorContextError(
                 "persist_entity needs persistence (ProcessorConfig.enable_persistence)"
             )
-        _check_length("external_id", external_id, 255)
-        _check_length("canonical_type", canonical_type, 100)
-        _check_length("source", source, 100)
+        _check_length(entities.c.external_id, external_id)
+        _check_length(entities.c.canonical_type, canonical_type)
+        _check_length(entities.c.source, source)
         if state is not None:
-            _check_length("state", state, 64)
+            _check_length(entities.c.state, state)
         entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)
         self.writes.entities.append(
             PendingEntity(
@@ -152,12 +165,12 @@ class ProcessorContext:
 
     def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> None:
         """Move an entity to ``to_state`` (recorded with the message's transaction)."""
-        _check_length("to_state", to_state, 64)
+        _check_length(state_transitions.c.to_state, to_state)
         self.writes.transitions.append(
             PendingTransition(
                 entity_id,
                 to_state,
-                reason[:255] if reason else reason,
+                reason[:_REASON_LENGTH] if reason else reason,
                 self.processor_name,
                 self.message.message_id,
             )

@@ -76,14 +76,14 @@ from apix_core.store.entities import (
     EntityWriteResult,
     PendingTransition,
     apply_entity_writes,
-    bundle_plan,
     entity_ids,
     execute_plan,
     load_current,
     plan_entity_writes,
 )
+from apix_core.store.errors import is_transient_store_error
 from apix_core.store.models import entities, idempotency, processing_errors
-from apix_core.store.pg import WriteBundle, driver, sqlstate
+from apix_core.store.pg import WriteBundle, driver
 from apix_core.store.repositories import Store
 from apix_core.store.sql import any_of, insert_many
 from apix_core.tenancy import is_valid_tenant_id, tenant_context
@@ -263,10 +263,7 @@ class _Group:
             for item, run, error in dropped:
                 pending.remove((item, run))
                 self.failures.append((item, h._failed_run(error, time.perf_counter())))
-        if self.bundle is not None:
-            bundle_plan(self.bundle, plan)
-        else:
-            await execute_plan(self.conn, self.tenant, plan)
+        await execute_plan(self.conn, self.tenant, plan, self.bundle)
         for _, run in pending:
             run.deferred = None
 
@@ -431,7 +428,7 @@ class ProcessorHandler:
             # whole group alike: every delivery is redelivered. Anything else may be one
             # message's doing (a value its column cannot hold...): run the group's messages
             # one per transaction so the others succeed and the culprit alone fails.
-            if len(items) > 1 and not _is_transient_store_error(exc):
+            if len(items) > 1 and not is_transient_store_error(exc):
                 self._log.warning(
                     "transaction failed; retrying its messages one by one",
                     extra={"error": f"{type(exc).__name__}: {exc}"[:500]},
@@ -451,7 +448,7 @@ class ProcessorHandler:
     ) -> None:
         """Outcomes for a group whose transaction failed: retry up to ``max_attempts``, then
         dead-letter (never a poison loop), with a best-effort processing-error row."""
-        database_down = _is_transient_store_error(exc)
+        database_down = is_transient_store_error(exc)
         info = ErrorInfo(
             "DATABASE_ERROR" if database_down else "STORE_WRITE_FAILED",
             ErrorCategory.TRANSIENT if database_down else ErrorCategory.UNEXPECTED,
@@ -1025,32 +1022,6 @@ class ProcessorHandler:
                 assert run.error is not None
                 outcomes[it.index] = self._failure_outcome(it, run.error, run.retry_after)
         await self._dispatch(sends, items, outcomes)
-
-
-#: SQLSTATE classes of failures that are the database's, not a message's: connection (08),
-#: resources (53), operator intervention (57), transaction rollback (40: serialization,
-#: deadlock), lock not available (55P03), and query cancelled by statement timeout (57014).
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40", "55P03")
-
-
-def _is_transient_store_error(exc: BaseException) -> bool:
-    if isinstance(exc, ApixError):
-        return exc.retryable
-    if isinstance(
-        exc,
-        OSError
-        | TimeoutError
-        | sa.exc.TimeoutError
-        | sa.exc.OperationalError
-        | sa.exc.DisconnectionError,
-    ):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    code = sqlstate(exc)
-    if code is not None:
-        return code.startswith(_TRANSIENT_SQLSTATE_PREFIXES)
-    return type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError")
 
 
 def _note_written(result: ProcessingResult | None, written: dict[str, EntityWriteResult]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apix_core.exceptions import InvalidFilePatternError, UnsafeFilePathError
 from apix_core.store.database import Database
 from apix_core.store.models import outbox
-from apix_core.store.pg import WriteBundle
 from apix_core.store.sql import any_of, any_params, bind_value, insert_many, param
 from apix_core.transport.base import OutgoingMessage, QueueTransport
+
+if TYPE_CHECKING:
+    from apix_core.store.pg import WriteBundle
 
 
 @dataclass(slots=True)
@@ -81,11 +83,7 @@ async def insert_rows(
     conn: AsyncConnection, rows: Sequence[OutboxRow], bundle: WriteBundle | None = None
 ) -> None:
     """Insert outbox rows on ``conn``, or add them to a PostgreSQL write ``bundle``."""
-    tuples = [r.as_tuple() for r in rows]
-    if bundle is not None:
-        bundle.insert(outbox, OUTBOX_COLUMNS, tuples)
-    else:
-        await insert_many(conn, outbox, OUTBOX_COLUMNS, tuples)
+    await insert_many(conn, outbox, OUTBOX_COLUMNS, [r.as_tuple() for r in rows], bundle=bundle)
 
 
 async def pending_rows(

@@ -31,7 +31,7 @@ def check_tenant_id(tenant_id: object) -> str:
     :class:`InvalidTenantError` (not matching :data:`TENANT_ID_PATTERN`)."""
     if not tenant_id or not isinstance(tenant_id, str):
         raise TenantRequiredError("a non-empty tenant id is required")
-    if _TENANT_ID.fullmatch(tenant_id) is None:
+    if not is_valid_tenant_id(tenant_id):
         raise InvalidTenantError(f"invalid tenant id {tenant_id[:80]!r}: use {TENANT_ID_RULE}")
     return tenant_id
 
@@ -43,8 +43,6 @@ def tenant_context(tenant_id: str) -> Iterator[str]:
     Raises :class:`TenantRequiredError` for an empty id and :class:`InvalidTenantError` (a
     subclass of it) for one that does not match :data:`TENANT_ID_PATTERN`.
     """
-    if not tenant_id or not isinstance(tenant_id, str):
-        raise TenantRequiredError("tenant_context needs a non-empty tenant id")
     check_tenant_id(tenant_id)
     token = _current_tenant.set(tenant_id)
     try:

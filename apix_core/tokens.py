@@ -42,8 +42,8 @@ from apix_core.constants import TOKEN_KEY_ENV
 from apix_core.exceptions import ConfigurationError, TransientError
 from apix_core.observability.logging import get_logger
 from apix_core.store.database import Database
+from apix_core.store.errors import is_lock_timeout
 from apix_core.store.models import api_tokens
-from apix_core.store.pg import sqlstate
 from apix_core.store.sql import insert_ignore
 from apix_core.tenancy import require_tenant
 
@@ -52,8 +52,6 @@ FetchToken = Callable[[], Awaitable[tuple[str, float]]]
 
 _t = api_tokens
 _log = get_logger("apix.tokens")
-#: PostgreSQL ``lock_not_available``: ``lock_timeout`` expired.
-_PG_LOCK_NOT_AVAILABLE = "55P03"
 
 
 class TokenRefreshError(TransientError):
@@ -144,7 +142,7 @@ class ApiTokenService:
         try:
             return await self._refresh(tenant, operation)
         except sa.exc.DBAPIError as exc:
-            if not self._is_lock_timeout(exc):
+            if not is_lock_timeout(exc, postgres=self.db.is_postgres):
                 raise
             error = TokenRefreshError(
                 f"gave up waiting for the token row of {operation!r} after the database timeout "
@@ -202,11 +200,6 @@ class ApiTokenService:
             error,
         )
         return self._remember(key, row)
-
-    def _is_lock_timeout(self, exc: sa.exc.DBAPIError) -> bool:
-        if self.db.is_postgres:
-            return sqlstate(exc) == _PG_LOCK_NOT_AVAILABLE
-        return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig).lower()
 
     async def _read(self, tenant: str, operation: str) -> sa.Row | None:  # type: ignore[type-arg]
         async with self.db.transaction(tenant_id=tenant, write=False) as conn:

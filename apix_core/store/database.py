@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -288,11 +288,15 @@ class Database:
         """Apply the Alembic migrations up to ``revision``."""
         from apix_core.store.migrate import run_upgrade
 
+        await self.run_migration(run_upgrade, revision)
+
+    async def run_migration(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(sync_connection, *args)`` (Alembic) in one real transaction, committed at the
+        end: on PostgreSQL too, where the engine otherwise runs in AUTOCOMMIT mode."""
         async with self.connect() as conn:
             if self.is_postgres:
-                # Migrations run in one real transaction (the engine is in AUTOCOMMIT mode).
                 conn = await conn.execution_options(isolation_level="READ COMMITTED")
-            await conn.run_sync(run_upgrade, revision)
+            await conn.run_sync(fn, *args)
             await conn.commit()
 
     async def current_revision(self) -> str | None:

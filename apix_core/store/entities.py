@@ -287,26 +287,34 @@ def _tuples(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[
     return [get(r) for r in rows]
 
 
-async def execute_plan(conn: AsyncConnection, tenant_id: str, plan: EntityPlan) -> None:
-    if plan.new_rows:
+async def execute_plan(
+    conn: AsyncConnection, tenant_id: str, plan: EntityPlan, bundle: WriteBundle | None = None
+) -> None:
+    """Write ``plan`` on ``conn``, or add it to a PostgreSQL write ``bundle``."""
+    if bundle is None:
         await insert_many(conn, entities, _ENTITY_COLUMNS, _tuples(plan.new_rows, _ENTITY_COLUMNS))
-    if plan.updates:
-        await _apply_updates(conn, tenant_id, plan.updates)
-    if plan.versions:
-        await insert_many(
-            conn, entity_versions, _VERSION_COLUMNS, _tuples(plan.versions, _VERSION_COLUMNS)
-        )
-    if plan.transitions:
-        await insert_many(
-            conn,
-            state_transitions,
-            _TRANSITION_COLUMNS,
-            _tuples(plan.transitions, _TRANSITION_COLUMNS),
-        )
+        if plan.updates:
+            await _apply_updates(conn, tenant_id, plan.updates)
+    else:
+        _bundle_entities(bundle, plan)
+    await insert_many(
+        conn,
+        entity_versions,
+        _VERSION_COLUMNS,
+        _tuples(plan.versions, _VERSION_COLUMNS),
+        bundle=bundle,
+    )
+    await insert_many(
+        conn,
+        state_transitions,
+        _TRANSITION_COLUMNS,
+        _tuples(plan.transitions, _TRANSITION_COLUMNS),
+        bundle=bundle,
+    )
 
 
-def bundle_plan(bundle: WriteBundle, plan: EntityPlan) -> None:
-    """Add ``plan`` to a PostgreSQL write bundle (one statement for the whole transaction).
+def _bundle_entities(bundle: WriteBundle, plan: EntityPlan) -> None:
+    """The plan's entity rows as a bundle takes them.
 
     The bundle's statements share one snapshot, so each entity row is touched once: updates of
     an entity created in the same plan fold into its insert, and successive updates of one
@@ -338,10 +346,6 @@ def bundle_plan(bundle: WriteBundle, plan: EntityPlan) -> None:
             )
             for entity_id, u in updated.items()
         ],
-    )
-    bundle.insert(entity_versions, _VERSION_COLUMNS, _tuples(plan.versions, _VERSION_COLUMNS))
-    bundle.insert(
-        state_transitions, _TRANSITION_COLUMNS, _tuples(plan.transitions, _TRANSITION_COLUMNS)
     )
 
 

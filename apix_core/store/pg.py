@@ -69,19 +69,6 @@ def settings(tenant_id: str, maintenance: bool, lock_timeout_ms: int) -> tuple[s
     return (tenant_id, on_off, f"{lock_timeout_ms}ms", on_off)
 
 
-def sqlstate(exc: BaseException) -> str | None:
-    """The PostgreSQL SQLSTATE of an asyncpg error, also when SQLAlchemy wrapped it."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        code = getattr(current, "sqlstate", None)
-        if isinstance(code, str):
-            return code
-        current = getattr(current, "orig", None) or current.__cause__
-    return None
-
-
 _ARRAY_TYPES: dict[type, str] = {
     sa.String: "text[]",
     sa.Text: "text[]",
@@ -166,7 +153,7 @@ class WriteBundle:
     Rows are positional tuples in ``columns`` order, values as Python objects (JSON columns are
     encoded here, with :func:`~apix_core.message.dump_json`). Data-modifying CTEs see the same
     snapshot, so a bundle must not touch one row twice: entity writes are collapsed per id
-    before they get here (see ``store.entities.bundle_plan``).
+    before they get here (see ``store.entities.execute_plan``).
     """
 
     shapes: list[_Shape] = field(default_factory=list)
@@ -200,8 +187,9 @@ class WriteBundle:
         the current value of its column."""
         if rows:
             self.shapes.append(("update",))
-            columns = zip(("id", *_UPDATE_COLUMNS), zip(*rows, strict=True), strict=True)
-            self.args.extend(_encode(entities.c[name], col) for name, col in columns)
+            flags = _json_flags(entities, ("id", *_UPDATE_COLUMNS))
+            for col, is_json in zip(zip(*rows, strict=True), flags, strict=True):
+                self.args.append(_encode_json(col) if is_json else list(col))
 
     def __bool__(self) -> bool:
         return bool(self.shapes)
@@ -225,8 +213,3 @@ def _encode_json(values: Sequence[Any]) -> list[Any]:
     return [
         None if v is None else "{}" if type(v) is dict and not v else dump_json(v) for v in values
     ]
-
-
-def _encode(column: sa.Column[Any], values: Sequence[Any]) -> list[Any]:
-    """A column's values as the driver takes them: JSON columns as JSON text."""
-    return _encode_json(values) if isinstance(column.type, sa.JSON) else list(values)

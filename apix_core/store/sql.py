@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    from apix_core.store.pg import WriteBundle
 
 
 def insert_ignore(dialect: str, table: sa.Table, index_elements: list[str] | None = None) -> Any:
@@ -43,14 +46,19 @@ async def insert_many(
     rows: Sequence[Sequence[Any]],
     *,
     ignore_conflicts_on: tuple[str, ...] | None = None,
+    bundle: WriteBundle | None = None,
 ) -> None:
-    """Driver-level ``executemany`` of positional rows.
+    """Driver-level ``executemany`` of positional rows, or, given a PostgreSQL write ``bundle``,
+    the rows added to it (sent with the transaction's other writes in one statement).
 
     The same statement through SQLAlchemy's ORM-free Core path still builds a parameter dict per
     row; on the hot path (outbox, idempotency, queue rows) that was a large share of the cost.
     Values pass through each column type's bind processor, so stored values are identical.
     """
     if not rows:
+        return
+    if bundle is not None:
+        bundle.insert(table, columns, rows, ignore_conflicts_on=ignore_conflicts_on)
         return
     sql, procs = _compiled_insert(conn.dialect, table, columns, ignore_conflicts_on)
     convert = [(i, p) for i, p in enumerate(procs) if p is not None]

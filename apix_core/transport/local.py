@@ -120,14 +120,13 @@ class LocalTransport(QueueTransport):
         messages: Sequence[OutgoingMessage],
         bundle: WriteBundle | None = None,
     ) -> None:
-        if not messages:
-            return
-        rows = self._send_rows(queue, messages)
-        if bundle is not None:
-            bundle.insert(_qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id"))
-            return
         await insert_many(
-            conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
+            conn,
+            _qm,
+            _SEND_COLUMNS,
+            self._send_rows(queue, messages),
+            ignore_conflicts_on=("queue", "message_id"),
+            bundle=bundle,
         )
 
     def notify(self, queue: str) -> None:

@@ -31,12 +31,7 @@ def _run_from_url() -> None:
     db = Database(os.environ.get("APIX_DATABASE_URL", "sqlite:///.apix/apix.db"))
 
     async def go() -> None:
-        async with db.connect() as conn:
-            if db.is_postgres:
-                # One real transaction for the migration (apix's engine runs in AUTOCOMMIT).
-                conn = await conn.execution_options(isolation_level="READ COMMITTED")
-            await conn.run_sync(_run)
-            await conn.commit()
+        await db.run_migration(_run)
         await db.dispose()
 
     asyncio.run(go())
