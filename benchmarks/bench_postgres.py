@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from _common import Result
 
@@ -179,37 +180,48 @@ def run_store_processes(
 ) -> float:
     """Messages per second of ``processes`` worker processes (as many warm function instances)
     sharing ``count`` messages, from the first start to the last end."""
+    share = count // processes
+    spans, _ = run_workers(
+        [
+            [
+                "--store-worker",
+                json.dumps([url, share, batch, concurrency, f"{label}p{i}", queue_url, "{go}"]),
+            ]
+            for i in range(processes)
+        ]
+    )
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    return share * processes / elapsed
+
+
+def run_workers(argvs: list[list[str]]) -> tuple[list[Any], float]:
+    """Start one process of this script per argument list (``{go}`` in an argument is the
+    start file's path), start them together once all are ready, and return the JSON each
+    printed last, and the seconds from the start signal to the last exit."""
     with tempfile.TemporaryDirectory() as tmp:
         go = str(Path(tmp) / "go")
         procs = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--store-worker",
-                    json.dumps(
-                        [url, count // processes, batch, concurrency, f"{label}p{i}", queue_url, go]
-                    ),
-                ],
+                [sys.executable, __file__, *(a.replace("{go}", go) for a in argv)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for i in range(processes)
+            for argv in argvs
         ]
-        while len(list(Path(tmp).glob("go.ready-*"))) < processes:
+        while len(list(Path(tmp).glob("go.ready-*"))) < len(procs):
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(procs[0].communicate()[1][-2000:])
             time.sleep(0.01)
+        start = time.perf_counter()
         Path(go).touch()
-        spans = []
+        results = []
         for p in procs:
             out, err = p.communicate()
             if p.returncode != 0:
                 raise RuntimeError(err[-2000:])
-            spans.append(json.loads(out.strip().splitlines()[-1]))
-    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-    return (count // processes) * processes / elapsed
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        return results, time.perf_counter() - start
 
 
 # -- shared queue with worker processes --------------------------------------------------------
@@ -262,32 +274,9 @@ async def enqueue(url: str, count: int) -> None:
 def run_queue(url: str, workers: int, count: int) -> float:
     """Messages per second (each through both stages) with ``workers`` processes."""
     asyncio.run(enqueue(url, count))
-    with tempfile.TemporaryDirectory() as tmp:
-        go = str(Path(tmp) / "go")
-        procs = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--worker", url, go],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(workers)
-        ]
-        while len(list(Path(tmp).glob("go.ready-*"))) < workers:
-            if any(p.poll() is not None for p in procs):
-                raise RuntimeError(procs[0].communicate()[1][-2000:])
-            time.sleep(0.01)
-        start = time.perf_counter()
-        Path(go).touch()
-        completed = 0
-        for p in procs:
-            out, err = p.communicate()
-            if p.returncode != 0:
-                raise RuntimeError(err[-2000:])
-            result = json.loads(out.strip().splitlines()[-1])
-            assert result["dead"] == 0
-            completed += result["completed"]
-        elapsed = time.perf_counter() - start
+    results, elapsed = run_workers([["--worker", url, "{go}"] for _ in range(workers)])
+    assert all(r["dead"] == 0 for r in results)
+    completed = sum(r["completed"] for r in results)
     assert completed == 2 * count, completed
     # The drain check needs two quiet polls (~0.5 s) before a worker exits; not throughput.
     return count / elapsed
