@@ -52,6 +52,10 @@ TOKEN_KEY_ENV = "APIX_TOKEN_KEY"
 #: "true" when PostgreSQL is reached through PgBouncer in transaction pooling mode: disables
 #: asyncpg's prepared-statement cache and uses unique prepared-statement names.
 DB_PGBOUNCER_ENV = "APIX_DB_PGBOUNCER"
+#: Event loop of the loops apix creates (run_sync, the CLI): "auto" (uvloop when installed),
+#: "uvloop" or "asyncio" (``apix_core.runtime.loop``).
+EVENT_LOOP_ENV = "APIX_EVENT_LOOP"
+DEFAULT_EVENT_LOOP = "auto"
 #: Connections kept in the PostgreSQL pool of one process (a warm function reuses them).
 DB_POOL_SIZE_ENV = "APIX_DB_POOL_SIZE"
 DEFAULT_DB_POOL_SIZE = 5

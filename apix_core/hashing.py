@@ -11,9 +11,16 @@ from typing import Any
 APIX_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-a1b2c3d4e5f6")
 
 
+#: One shared encoder: ``json.dumps`` with non-default arguments builds one per call, which cost
+#: as much as encoding a small payload (this runs for every ``persist_entity``).
+_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+).encode
+
+
 def canonical_json(data: Any) -> str:
     """JSON with sorted keys and no whitespace: equal content gives equal text."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _canonical(data)
 
 
 def content_hash(data: Any) -> str:

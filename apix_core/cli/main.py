@@ -87,7 +87,9 @@ def _handle_errors(func: Callable[..., T]) -> Callable[..., T]:
 
 
 def _arun(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    from apix_core.runtime.loop import run
+
+    return run(coro)
 
 
 class _StderrProxy:

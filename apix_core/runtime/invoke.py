@@ -28,6 +28,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from apix_core.runtime.loop import loop_factory
+
 T = TypeVar("T")
 
 # Re-entrant so that a nested call from inside a running invocation (same thread) reaches
@@ -39,13 +41,18 @@ _runner: asyncio.Runner | None = None
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on the process's long-lived event loop and return its result.
 
-    The loop is created on the first call and kept until :func:`close_runner` (or interpreter
-    exit), so pools opened by one invocation are reused by the next.
+    The loop is created on the first call (uvloop when installed, see
+    :mod:`apix_core.runtime.loop`) and kept until :func:`close_runner` (or interpreter exit), so
+    pools opened by one invocation are reused by the next.
     """
     global _runner
     with _lock:
         if _runner is None:
-            _runner = asyncio.Runner()
+            try:
+                _runner = asyncio.Runner(loop_factory=loop_factory())
+            except BaseException:
+                coro.close()
+                raise
         return _runner.run(coro, context=contextvars.copy_context())
 
 

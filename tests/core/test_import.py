@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = ("boto3", "botocore", "azure", "httpx", "opentelemetry.sdk")
+HEAVY = ("boto3", "botocore", "azure", "httpx", "opentelemetry.sdk", "uvloop")
 
 PROBE = """
 import json, sys
