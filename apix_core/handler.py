@@ -83,7 +83,14 @@ from apix_core.store.entities import (
 )
 from apix_core.store.errors import is_transient_store_error
 from apix_core.store.models import entities, idempotency, processing_errors
-from apix_core.store.pg import WriteBundle, driver
+from apix_core.store.pg import (
+    CLAIMED_SQL,
+    Pipeline,
+    WriteBundle,
+    claim_call,
+    driver,
+    inserted_count,
+)
 from apix_core.store.repositories import Store
 from apix_core.store.sql import any_of, insert_many
 from apix_core.tenancy import is_valid_tenant_id, tenant_context
@@ -400,10 +407,14 @@ class ProcessorHandler:
         new_rows: list[OutboxRow] = []
         redispatch: list[OutboxRow] = []
         sent_to: list[str] = []
+        ids = list(dict.fromkeys(it.message.message_id for it in items))
+        pipeline: Pipeline | None = None
+        if self.store.db.pipelines:
+            # The claim rides with BEGIN, the final write bundle with COMMIT (store.pg).
+            pipeline = Pipeline(first=claim_call(tenant, self.name, datetime.now(UTC), ids))
         try:
-            async with self.store.db.transaction(tenant_id=tenant) as conn:
-                ids = list(dict.fromkeys(it.message.message_id for it in items))
-                claimed = await self._claim(conn, tenant, ids)
+            async with self.store.db.transaction(tenant_id=tenant, pipeline=pipeline) as conn:
+                claimed = await self._claim(conn, tenant, ids, pipeline)
                 done = [i for i in ids if i not in claimed]
                 redispatch = await pending_rows(conn, tenant, self.name, done)
                 group = _Group(self, conn, tenant)
@@ -423,6 +434,10 @@ class ProcessorHandler:
                 for it, failed_run in group.failures:
                     runs[it.index] = (it, failed_run)
                 new_rows, sent_to = await self._settle_group(group, list(runs.values()), outcomes)
+                if group.bundle:
+                    if pipeline is not None:
+                        pipeline.last = group.bundle.as_call()
+                    await group.write_pending()  # when it could not go with COMMIT
         except Exception as exc:
             # Nothing was committed. A database that is unavailable or contended fails the
             # whole group alike: every delivery is redelivered. Anything else may be one
@@ -528,18 +543,26 @@ class ProcessorHandler:
             sent_to = list(by_queue)
             rows = [r for r in rows if r.kind != "queue"]
         await insert_rows(conn, rows, bundle)
-        await group.write_pending()
         return rows, sent_to
 
-    async def _claim(self, conn: AsyncConnection, tenant: str, ids: list[str]) -> set[str]:
+    async def _claim(
+        self, conn: AsyncConnection, tenant: str, ids: list[str], pipeline: Pipeline | None
+    ) -> set[str]:
         """Insert idempotency rows; returns the ids this transaction now owns.
 
-        PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` blocks on a concurrent
-        duplicate's uncommitted row until it commits (then skips) or rolls back (then wins).
+        PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING`` blocks on a concurrent duplicate's
+        uncommitted row until it commits (then skips) or rolls back (then wins). Sent with
+        ``BEGIN`` (``pipeline``), its command tag counts the rows inserted: all of ``ids`` in
+        the usual case, else the rows carrying this transaction's id are ours.
         SQLite: the transaction already holds the database write lock (``BEGIN IMMEDIATE``).
         """
         if not ids:
             return set()
+        if pipeline is not None and pipeline.first_status is not None:
+            if inserted_count(pipeline.first_status) == len(ids):
+                return set(ids)
+            rows = await driver(conn).fetch(CLAIMED_SQL, tenant, self.name, ids)
+            return {r[0] for r in rows}
         now = datetime.now(UTC)
         if self.db_is_postgres:
             # Sorted: concurrent overlapping batches wait on each other's rows in one order.

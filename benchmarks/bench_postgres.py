@@ -345,25 +345,29 @@ def run(messages: int = 8000, concurrency: int = 4, queue_messages: int = 4000) 
             )
             if rate > best[key]:
                 best[key], cpu[key] = rate, cpu_us
-    two = (
-        f"2 processes × {max(1, concurrency // 2)} lanes, as apix_app (RLS on), "
-        f"{loops['b10x2']}, client CPU {cpu['b10x2']:.0f} µs/msg"
-    )
-    one = f"1 process × {concurrency} lanes, as apix_app (RLS on), {loops['b10x1']}"
+
+    def note(key: str) -> str:
+        processes = contenders[key][2]
+        lanes = max(1, concurrency // processes)
+        return (
+            f"{processes} process(es) × {lanes} lanes, as apix_app (RLS on), {loops[key]}, "
+            f"client CPU {cpu[key]:.0f} µs/msg"
+        )
+
     results = [
         Result(
             "postgres: exactly-once, batches of 10/tx, 2 processes",
             best["b10x2"],
             "msg/s",
             "≥ 10,000",
-            two,
+            note("b10x2"),
         ),
         Result(
             "postgres: same, one message per tx, 2 processes",
             best["b1x2"],
             "msg/s",
             "(reference)",
-            two,
+            note("b1x2"),
         ),
         Result(
             "postgres: batching speed-up, 2 processes",
@@ -377,14 +381,14 @@ def run(messages: int = 8000, concurrency: int = 4, queue_messages: int = 4000) 
             best["b10x1"],
             "msg/s",
             "",
-            one,
+            note("b10x1"),
         ),
         Result(
             "postgres: same, one message per tx, 1 process",
             best["b1x1"],
             "msg/s",
             "(reference)",
-            one,
+            note("b1x1"),
         ),
         Result(
             "postgres: batching speed-up, 1 process",
@@ -398,7 +402,7 @@ def run(messages: int = 8000, concurrency: int = 4, queue_messages: int = 4000) 
             best["b10x2-asyncio"],
             "msg/s",
             "(reference)",
-            f"{loops['b10x2-asyncio']}, client CPU {cpu['b10x2-asyncio']:.0f} µs/msg",
+            note("b10x2-asyncio"),
         ),
         Result(
             "postgres: batches of 10, separate outbox + dispatch",

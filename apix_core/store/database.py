@@ -10,12 +10,15 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from apix_core.store.pg import Pipeline
 
 from apix_core.constants import (
     DB_PGBOUNCER_ENV,
@@ -27,6 +30,8 @@ from apix_core.exceptions import ConfigurationError, DatabaseUnavailableError
 from apix_core.message import dump_json
 
 _WRITE_OPTION = "apix_write"
+#: ``conn.info`` key of the names apix prepared on a PostgreSQL connection (store/pg.Pipeline).
+_PREPARED_KEY = "apix_prepared"
 
 
 def normalize_url(url: str) -> str:
@@ -208,18 +213,34 @@ class Database:
                 with contextlib.suppress(Exception):
                     await conn.close()
 
+    @property
+    def pipelines(self) -> bool:
+        """Whether transactions take a :class:`~apix_core.store.pg.Pipeline`: PostgreSQL, not
+        through PgBouncer's transaction pooling (prepared statements live in a session)."""
+        return self.is_postgres and not self.pgbouncer
+
     @asynccontextmanager
     async def transaction(
-        self, *, tenant_id: str | None = None, write: bool = True, maintenance: bool = False
+        self,
+        *,
+        tenant_id: str | None = None,
+        write: bool = True,
+        maintenance: bool = False,
+        pipeline: Pipeline | None = None,
     ) -> AsyncIterator[AsyncConnection]:
         """One transaction; on PostgreSQL scoped to ``tenant_id`` for row-level security.
 
         ``maintenance=True`` is for cross-tenant housekeeping (outbox sweeper, retention): on
         PostgreSQL it sets ``apix.bypass_rls`` for this transaction only, which the tenant
         policies of migration 0002 accept in place of a tenant.
+
+        ``pipeline`` (only where :attr:`pipelines`): statements sent in the round trips of
+        ``BEGIN`` and ``COMMIT`` instead of their own (see :mod:`apix_core.store.pg`).
         """
         if self.is_postgres:
-            async with self._pg_transaction(tenant_id, maintenance) as conn:
+            if pipeline is not None and not self.pipelines:
+                raise ValueError("pipelined transactions need PostgreSQL without PgBouncer")
+            async with self._pg_transaction(tenant_id, maintenance, pipeline) as conn:
                 yield conn
             return
         await self._bind_loop()
@@ -242,7 +263,7 @@ class Database:
 
     @asynccontextmanager
     async def _pg_transaction(
-        self, tenant_id: str | None, maintenance: bool
+        self, tenant_id: str | None, maintenance: bool, pipeline: Pipeline | None
     ) -> AsyncIterator[AsyncConnection]:
         """apix sends ``BEGIN`` itself, together with the transaction-local settings, in one
         round trip; the engine runs in ``AUTOCOMMIT`` mode (SQLAlchemy would otherwise send its
@@ -257,17 +278,29 @@ class Database:
             raw = driver(conn)
             lock_ms = int(self.timeout * 1000)
             sql = begin_sql(tenant_id, maintenance, lock_ms)
+            prepared = await self._prepared(conn, raw) if pipeline is not None else None
             try:
-                if sql is not None:
-                    await raw.execute(sql)
-                else:
+                if sql is None:
                     await raw.execute("BEGIN")
                     await raw.execute(
                         SETTINGS_SQL, *settings(tenant_id or "", maintenance, lock_ms)
                     )
+                first = pipeline.first if pipeline is not None else None
+                if prepared is not None and first is not None:
+                    sql = f"{sql}; {first.sql(prepared)}" if sql else first.sql(prepared)
+                    pipeline.first_status = await raw.execute(sql)  # type: ignore[union-attr]
+                elif sql is not None:
+                    await raw.execute(sql)
                 yield conn
-                status = await raw.execute("COMMIT")
+                last = pipeline.last if pipeline is not None else None
+                if prepared is not None and last is not None:
+                    status = await raw.execute(f"{last.sql(prepared)}; COMMIT")
+                else:
+                    status = await raw.execute("COMMIT")
             except BaseException:
+                if prepared is not None:
+                    # A PREPARE that failed would be marked prepared: read them afresh.
+                    conn.info.pop(_PREPARED_KEY, None)
                 await _discard(conn, raw)
                 raise
             clean = not raw.is_in_transaction()
@@ -279,6 +312,24 @@ class Database:
                 )
         finally:
             await self._checkin(conn, clean)
+
+    async def _prepared(self, conn: AsyncConnection, raw: Any) -> set[str]:
+        """Names of the statements apix prepared on this connection, kept in the pool record's
+        ``info`` (SQLAlchemy clears it when it replaces the connection). Read from the server
+        when unknown; past :data:`~apix_core.store.pg.MAX_PREPARED` they are deallocated."""
+        from apix_core.store.pg import MAX_PREPARED
+
+        prepared: set[str] | None = conn.info.get(_PREPARED_KEY)
+        if prepared is None or len(prepared) >= MAX_PREPARED:
+            rows = await raw.fetch(
+                "SELECT name FROM pg_prepared_statements WHERE name LIKE 'apix\\_%'"
+            )
+            prepared = {r[0] for r in rows}
+            if len(prepared) >= MAX_PREPARED:
+                await raw.execute("; ".join(f"DEALLOCATE {name}" for name in sorted(prepared)))
+                prepared = set()
+            conn.info[_PREPARED_KEY] = prepared
+        return prepared
 
     @property
     def safe_url(self) -> str:

@@ -9,12 +9,19 @@ SQLAlchemy share that one transaction.
 :class:`WriteBundle` collects the inserts (and entity updates) of a transaction and sends them
 as ONE statement of data-modifying CTEs over ``unnest`` arrays: one round trip however many
 tables and rows.
+
+:class:`Pipeline` saves two more: asyncpg sends one statement per round trip, but a simple
+query may carry several. The idempotency claim rides in the round trip of ``BEGIN`` and the write
+bundle in that of ``COMMIT``, as ``EXECUTE`` of statements prepared once per connection
+(``PREPARE``) with their arguments as literals (:func:`literal`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +208,20 @@ class WriteBundle:
         self.shapes, self.args = [], []
         await driver(conn).execute(sql, *args)
 
+    def as_call(self) -> PreparedCall | None:
+        """The bundle as a :class:`PreparedCall` (then emptied), to send with ``COMMIT``; None
+        when empty or when a value cannot be a literal (a NUL character: :meth:`flush` sends it
+        and PostgreSQL reports it as before)."""
+        if not self:
+            return None
+        try:
+            args = tuple(literal(a) for a in self.args)
+        except NotALiteralError:
+            return None
+        sql = _bundle_sql(tuple(self.shapes))
+        self.shapes, self.args = [], []
+        return PreparedCall(statement_name(sql), sql, args)
+
 
 @lru_cache(maxsize=64)
 def _json_flags(table: sa.Table, columns: tuple[str, ...]) -> tuple[bool, ...]:
@@ -213,3 +234,128 @@ def _encode_json(values: Sequence[Any]) -> list[Any]:
     return [
         None if v is None else "{}" if type(v) is dict and not v else dump_json(v) for v in values
     ]
+
+
+# -- statements in the round trips of BEGIN and COMMIT ----------------------------------------
+class NotALiteralError(ValueError):
+    """A value :func:`literal` cannot write (NUL characters, an unknown type)."""
+
+
+def _text(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "t" if value else "f"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return repr(value)  # float8 reads inf, -inf and nan too
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise NotALiteralError(f"no literal for {kind.__name__}")
+
+
+def _array_text(values: list[Any]) -> str:
+    """A PostgreSQL array literal's text: elements double-quoted, ``\\`` and ``"`` escaped."""
+    if not values:
+        return "{}"
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else _array_text([v])[1:-1] for v in values) + "}"
+    # One pass of C string methods for the whole array, not one per element: elements are
+    # joined with NUL, which no element may contain (counted), then escaped and re-separated.
+    joined = "\x00".join([_text(v) for v in values])
+    if joined.count("\x00") != len(values) - 1:
+        raise NotALiteralError("NUL character in a value")
+    escaped = joined.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", '","')
+    return '{"' + escaped + '"}'
+
+
+def literal(value: Any) -> str:
+    """``value`` (str, int, float, bool, datetime, None, or a list of those) as a SQL literal.
+
+    An ``E''`` string, read the same whatever ``standard_conforming_strings`` is: backslashes
+    doubled, quotes doubled. Text cannot hold NUL in PostgreSQL; a NUL raises
+    :class:`NotALiteralError` (also because the simple-query protocol ends its text at NUL).
+    """
+    if value is None:
+        return "NULL"
+    text = _array_text(value) if type(value) is list else _text(value)
+    if "\x00" in text:
+        raise NotALiteralError("NUL character in a value")
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+@lru_cache(maxsize=512)
+def statement_name(sql: str) -> str:
+    """A name for ``sql`` as a prepared statement: the same text, the same name."""
+    return "apix_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """One execution of a server-side prepared statement, as simple-query text."""
+
+    name: str
+    statement: str
+    args: tuple[str, ...]
+
+    def sql(self, prepared: set[str]) -> str:
+        """``EXECUTE``, preceded by its ``PREPARE`` unless ``prepared`` (the names prepared on
+        the connection) has the name; adds it. Prepared statements outlive a rolled-back
+        transaction, so a failure after the ``PREPARE`` leaves the set right."""
+        execute = f"EXECUTE {self.name}({', '.join(self.args)})"
+        if self.name in prepared:
+            return execute
+        prepared.add(self.name)
+        return f"PREPARE {self.name} AS {self.statement}; {execute}"
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """What a PostgreSQL transaction sends in the round trips of its ``BEGIN`` and ``COMMIT``
+    (:meth:`apix_core.store.database.Database.transaction`): ``first`` after the settings,
+    ``last`` before ``COMMIT``. ``first_status`` is the command tag of ``first``."""
+
+    first: PreparedCall | None = None
+    last: PreparedCall | None = None
+    first_status: str | None = None
+
+
+#: Statements apix prepares on one connection before it deallocates them and starts over (each
+#: bundle shape is one; asyncpg bounds its own statement cache likewise).
+MAX_PREPARED = 100
+
+#: The idempotency claim (see ``ProcessorHandler._claim``) without RETURNING: in a simple
+#: query the command tag (``INSERT 0 n``) is what comes back, and ``n`` equal to the number of
+#: ids means every id was claimed (the usual case); otherwise :data:`CLAIMED_SQL` tells which.
+CLAIM_SQL = (
+    "INSERT INTO apix_idempotency (tenant_id, processor, message_id, status, created_at) "
+    "SELECT $1::text, $2::text, m, 'completed', $3::timestamptz FROM unnest($4::text[]) AS m "
+    "ON CONFLICT DO NOTHING"
+)
+
+#: Of ``ids``, those this transaction inserted (its own rows carry its transaction id).
+CLAIMED_SQL = (
+    "SELECT message_id FROM apix_idempotency WHERE tenant_id = $1 AND processor = $2 "
+    "AND message_id = ANY($3::text[]) AND xmin = pg_current_xact_id()::xid"
+)
+
+
+def claim_call(
+    tenant_id: str, processor: str, created_at: datetime, ids: list[str]
+) -> PreparedCall | None:
+    """The claim of ``ids`` as a :class:`PreparedCall`, or None if an id cannot be a literal.
+    Sorted: concurrent overlapping batches wait on each other's rows in one order."""
+    try:
+        args = (literal(tenant_id), literal(processor), literal(created_at), literal(sorted(ids)))
+    except NotALiteralError:
+        return None
+    return PreparedCall(statement_name(CLAIM_SQL), CLAIM_SQL, args)
+
+
+def inserted_count(status: str | None) -> int:
+    """The row count of an ``INSERT 0 n`` command tag (-1 for anything else)."""
+    if status and status.startswith("INSERT "):
+        return int(status.rpartition(" ")[2])
+    return -1

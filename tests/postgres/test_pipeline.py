@@ -1,0 +1,243 @@
+"""The pipelined PostgreSQL transaction: the claim rides with BEGIN, the write bundle with COMMIT.
+
+They travel as ``EXECUTE`` of statements apix prepares once per connection, with their arguments
+as SQL literals (``store.pg.literal``): these tests prove the literals read back as the values
+whatever the server's string settings, that the prepared statements are there and bounded, and
+that the transaction recovers when they vanish or a value cannot be a literal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from apix_core import App, Message, ProcessorContext, tenant_context
+from apix_core.handler import OutcomeKind
+from apix_core.store import pg
+from apix_core.store.database import Database
+from apix_core.store.pg import NotALiteralError, literal
+from apix_core.transport.base import ReceivedMessage
+
+TEXT = st.text(alphabet=st.characters(blacklist_characters="\x00", codec="utf-8"), max_size=40)
+
+
+@pytest.fixture
+async def raw(backend: str, database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    if backend != "postgres":
+        pytest.skip("SQL literals and prepared statements are PostgreSQL's")
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    yield conn
+    await conn.close()
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+async def test_literals_read_back_as_their_values(raw: asyncpg.Connection, conforming: str) -> None:
+    # GIVEN either setting of standard_conforming_strings (E'' strings ignore it)
+    await raw.execute(f"SET standard_conforming_strings = {conforming}")
+    seen: list[tuple[Any, Any]] = []
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(text=TEXT, items=st.lists(st.none() | TEXT, max_size=6))
+    def collect(text: str, items: list[str | None]) -> None:
+        seen.append((text, items))
+
+    collect()
+    for text, items in [*seen, ("'; DROP TABLE x; --", ["\\", '"', "'", "{}", ",", "NULL"])]:
+        # WHEN each value is written as a literal and read back by the server
+        got_text, got_items = await raw.fetchrow(
+            f"SELECT {literal(text)}::text, {literal(items)}::text[]"
+        )
+        # THEN it is the value itself: quotes, backslashes, braces and NULLs included
+        assert got_text == text
+        assert got_items == items
+
+
+async def test_scalars_and_nul(raw: asyncpg.Connection) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=UTC)
+    row = await raw.fetchrow(
+        f"SELECT {literal(now)}::timestamptz, {literal(2.5)}::float8, {literal(7)}::int, "
+        f"{literal(True)}::bool, {literal(None)}::text, {literal([1.5, float('inf')])}::float8[]"
+    )
+    assert tuple(row) == (now, 2.5, 7, True, None, [1.5, float("inf")])
+    # A NUL cannot travel in a simple query (nor be stored in text): refused, never truncated.
+    for value in ("a\x00b", ["ok", "a\x00b"], [None, "\x00"]):
+        with pytest.raises(NotALiteralError):
+            literal(value)
+
+
+def _app(database_url: str, name: str = "pipe") -> App:
+    app = App(name, database_url=database_url, queue_url=database_url, tenant_id="acme")
+
+    @app.processor("ingest", consumes="in", produces=["out"])
+    async def ingest(message: Message, ctx: ProcessorContext) -> dict:
+        ctx.persist_entity(str(message.payload["id"]), "item", "test", message.payload)
+        return {"id": message.payload["id"]}
+
+    return app
+
+
+def _batch(*ids: str, entity_ids: dict[str, str] | None = None) -> list[ReceivedMessage]:
+    out = []
+    for mid in ids:
+        payload = {"id": (entity_ids or {}).get(mid, mid)}
+        msg = Message(message_id=mid, tenant_id="acme", payload=payload)
+        out.append(ReceivedMessage("in", mid, msg.to_json(), attributes={"tenant_id": "acme"}))
+    return out
+
+
+async def _prepared_names(app: App) -> set[str]:
+    assert app.store is not None
+    async with app.store.db.transaction() as conn:
+        rows = await pg.driver(conn).fetch(
+            "SELECT name FROM pg_prepared_statements WHERE name LIKE 'apix\\_%'"
+        )
+    return {r[0] for r in rows}
+
+
+async def test_claim_and_writes_ride_with_begin_and_commit(
+    raw: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an App with one pooled connection, and a message already processed
+    monkeypatch.setenv("APIX_DB_POOL_SIZE", "1")
+    app = _app(database_url)
+    await app.start()
+    try:
+        handler = app.handler("ingest")
+        assert app.store is not None and app.store.db.pipelines
+        first = await handler.handle_batch(_batch("m-1"))
+
+        # WHEN a batch mixes it with new messages (the claim's count falls short)
+        outcomes = await handler.handle_batch(_batch("m-1", "m-2", "m-3"))
+
+        # THEN the new ones ran, the old one is a duplicate, and nothing was written twice
+        assert [o.kind for o in first] == [OutcomeKind.COMPLETED]
+        assert [o.kind for o in outcomes] == [
+            OutcomeKind.DUPLICATE,
+            OutcomeKind.COMPLETED,
+            OutcomeKind.COMPLETED,
+        ]
+        with tenant_context("acme"):
+            assert await app.store.entities.count() == 3
+        assert await raw.fetchval("SELECT count(*) FROM apix_queue_messages") == 3
+        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 3
+        # AND they went as prepared statements: the claim and the write bundles
+        names = await _prepared_names(app)
+        assert pg.statement_name(pg.CLAIM_SQL) in names
+        assert len(names) >= 2
+    finally:
+        await app.close()
+
+
+async def test_lost_prepared_statements_are_prepared_again(
+    raw: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a connection whose apix statements were deallocated behind apix's back
+    monkeypatch.setenv("APIX_DB_POOL_SIZE", "1")
+    app = _app(database_url)
+    await app.start()
+    try:
+        handler = app.handler("ingest")
+        await handler.handle_batch(_batch("a-1", "a-2"))
+        assert app.store is not None
+        async with app.store.db.transaction() as conn:
+            for name in await _prepared_names_on(conn):
+                await pg.driver(conn).execute(f"DEALLOCATE {name}")
+        assert await _prepared_names(app) == set()
+
+        # WHEN the next batch arrives
+        outcomes = await handler.handle_batch(_batch("b-1", "b-2"))
+
+        # THEN it fails over to one transaction per message, which prepare them anew
+        assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * 2
+        assert pg.statement_name(pg.CLAIM_SQL) in await _prepared_names(app)
+        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 4
+    finally:
+        await app.close()
+
+
+async def _prepared_names_on(conn: Any) -> list[str]:
+    rows = await pg.driver(conn).fetch(
+        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'apix\\_%'"
+    )
+    return [r[0] for r in rows]
+
+
+async def test_prepared_statements_per_connection_are_bounded(
+    raw: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a bound of 3 prepared statements per connection
+    monkeypatch.setenv("APIX_DB_POOL_SIZE", "1")
+    monkeypatch.setattr(pg, "MAX_PREPARED", 3)
+    app = _app(database_url)
+    await app.start()
+    try:
+        handler = app.handler("ingest")
+        seen: set[str] = set()
+        # WHEN batches need different write-bundle statements (one message, several, an
+        # update of existing entities)
+        for n, (ids, entity_ids) in enumerate(
+            [
+                (["a-1"], None),
+                (["b-1", "b-2"], None),
+                (["c-1"], {"c-1": "a-1"}),
+                (["d-1", "d-2"], {"d-1": "b-1", "d-2": "b-2"}),
+                (["e-1", "e-2"], {"e-1": "a-1"}),
+                (["f-1"], None),
+            ]
+        ):
+            outcomes = await handler.handle_batch(_batch(*ids, entity_ids=entity_ids))
+            assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * len(ids), n
+            names = await _prepared_names(app)
+            seen |= names
+            # THEN the connection never holds more than the bound (plus those just added)
+            assert len(names) <= 3 + 2
+        assert len(seen) > 3  # the bound was reached, and statements were deallocated
+        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 9
+    finally:
+        await app.close()
+
+
+@pytest.mark.parametrize(
+    ("message_id", "entity_id"),
+    [("bad\x00id", "bad\x00id"), ("bad-2", "bad\x00entity")],
+    ids=["claim", "write-bundle"],
+)
+async def test_a_value_that_cannot_be_a_literal_goes_the_usual_way(
+    raw: asyncpg.Connection, database_url: str, message_id: str, entity_id: str
+) -> None:
+    # GIVEN a batch where one message's id, or only its entity's id, holds a NUL (PostgreSQL
+    # text cannot): the claim, or the write bundle, cannot travel as literals
+    app = _app(database_url)
+    await app.start()
+    try:
+        handler = app.handler("ingest")
+        outcomes = await handler.handle_batch(
+            _batch("ok-1", message_id, "ok-2", entity_ids={message_id: entity_id})
+        )
+
+        # THEN the others complete, and the culprit alone fails with a database error (to be
+        # retried, then dead-lettered), as without pipelining
+        kinds = [o.kind for o in outcomes]
+        assert kinds[0] == kinds[2] == OutcomeKind.COMPLETED
+        assert kinds[1] is OutcomeKind.RETRY
+        assert outcomes[1].error is not None
+        assert outcomes[1].error.code == "STORE_WRITE_FAILED"
+        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 2
+    finally:
+        await app.close()
+
+
+def test_pgbouncer_connections_are_not_pipelined() -> None:
+    # Transaction pooling hands each transaction to any server session: none can rely on a
+    # statement prepared in another.
+    url = "postgresql://apix@127.0.0.1:6432/apix"
+    assert Database(url, pgbouncer=True).pipelines is False
+    assert Database(url, pgbouncer=False).pipelines is True
+    assert Database("sqlite:///:memory:").pipelines is False
