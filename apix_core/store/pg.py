@@ -176,11 +176,10 @@ class WriteBundle:
     ) -> None:
         if not rows:
             return
-        multi = len(rows) > 1
         constant: list[bool] = []
         for col, is_json in zip(zip(*rows, strict=True), _json_flags(table, columns), strict=True):
             values = _encode_json(col) if is_json else col
-            const = multi and values.count(values[0]) == len(values)
+            const = values.count(values[0]) == len(values)
             constant.append(const)
             self.args.append(values[0] if const else list(values))
         if all(constant):
@@ -214,8 +213,13 @@ class WriteBundle:
         and PostgreSQL reports it as before)."""
         if not self:
             return None
+        # The bundle's tables share their timestamps (one `now` per batch): format each once.
+        memo: dict[int, str] = {}
         try:
-            args = tuple(literal(a) for a in self.args)
+            args = tuple(
+                literal(a) if type(a) is not datetime else memo.get(id(a)) or _memo(memo, a)
+                for a in self.args
+            )
         except NotALiteralError:
             return None
         sql = _bundle_sql(tuple(self.shapes))
@@ -256,19 +260,34 @@ def _text(value: Any) -> str:
     raise NotALiteralError(f"no literal for {kind.__name__}")
 
 
-def _array_text(values: list[Any]) -> str:
-    """A PostgreSQL array literal's text: elements double-quoted, ``\\`` and ``"`` escaped."""
+def _array_literal(values: list[Any]) -> str:
+    """An array literal as an ``E''`` string: elements double-quoted with ``\\`` and ``"``
+    escaped (the array's rules), then backslashes and quotes escaped again (the string's)."""
     if not values:
-        return "{}"
+        return "'{}'"
     if None in values:
-        return "{" + ",".join("NULL" if v is None else _array_text([v])[1:-1] for v in values) + "}"
+        elements = ("NULL" if v is None else _quote_element(_text(v)) for v in values)
+        return "E'{" + ",".join(elements).replace("'", "''") + "}'"
     # One pass of C string methods for the whole array, not one per element: elements are
     # joined with NUL, which no element may contain (counted), then escaped and re-separated.
-    joined = "\x00".join([_text(v) for v in values])
+    joined = "\x00".join([v if type(v) is str else _text(v) for v in values])
     if joined.count("\x00") != len(values) - 1:
         raise NotALiteralError("NUL character in a value")
-    escaped = joined.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", '","')
-    return '{"' + escaped + '"}'
+    return (
+        "E'{\""
+        + joined.replace("\\", "\\\\\\\\")
+        .replace('"', '\\\\"')
+        .replace("'", "''")
+        .replace("\x00", '","')
+        + "\"}'"
+    )
+
+
+def _quote_element(text: str) -> str:
+    """One array element, double-quoted, escaped for the array and for the ``E''`` string."""
+    if "\x00" in text:
+        raise NotALiteralError("NUL character in a value")
+    return '"' + text.replace("\\", "\\\\\\\\").replace('"', '\\\\"') + '"'
 
 
 def literal(value: Any) -> str:
@@ -280,10 +299,17 @@ def literal(value: Any) -> str:
     """
     if value is None:
         return "NULL"
-    text = _array_text(value) if type(value) is list else _text(value)
+    if type(value) is list:
+        return _array_literal(value)
+    text = _text(value)
     if "\x00" in text:
         raise NotALiteralError("NUL character in a value")
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _memo(memo: dict[int, str], value: datetime) -> str:
+    memo[id(value)] = text = literal(value)
+    return text
 
 
 @lru_cache(maxsize=512)
