@@ -39,6 +39,9 @@ def _length(column: sa.Column[Any]) -> int:
 
 
 _REASON_LENGTH = _length(state_transitions.c.reason)
+_EXTERNAL_ID_LENGTH = _length(entities.c.external_id)
+_TYPE_LENGTH = _length(entities.c.canonical_type)
+_SOURCE_LENGTH = _length(entities.c.source)
 
 
 def _check_length(column: sa.Column[Any], value: str) -> None:
@@ -48,6 +51,10 @@ def _check_length(column: sa.Column[Any], value: str) -> None:
         raise ValidationError(
             f"{column.name} must be a non-empty string of at most {limit} characters"
         )
+
+
+def _fits(value: Any, limit: int) -> bool:
+    return type(value) is str and 0 < len(value) <= limit
 
 
 def entity_id_for(tenant_id: str, canonical_type: str, source: str, external_id: str) -> str:
@@ -142,9 +149,15 @@ class ProcessorContext:
             raise ProcessorContextError(
                 "persist_entity needs persistence (ProcessorConfig.enable_persistence)"
             )
-        _check_length(entities.c.external_id, external_id)
-        _check_length(entities.c.canonical_type, canonical_type)
-        _check_length(entities.c.source, source)
+        # The usual case in one expression: this runs for every entity a processor writes.
+        if not (
+            _fits(external_id, _EXTERNAL_ID_LENGTH)
+            and _fits(canonical_type, _TYPE_LENGTH)
+            and _fits(source, _SOURCE_LENGTH)
+        ):
+            _check_length(entities.c.external_id, external_id)
+            _check_length(entities.c.canonical_type, canonical_type)
+            _check_length(entities.c.source, source)
         if state is not None:
             _check_length(entities.c.state, state)
         entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from typing import Any
+
+from apix_core.message import compact_encoder
 
 #: Namespace of every deterministic id apix derives (entity ids, outgoing message ids).
 APIX_NAMESPACE = uuid.UUID("6f1c2d4e-8a3b-5c7d-9e0f-a1b2c3d4e5f6")
 
 
-#: One shared encoder: ``json.dumps`` with non-default arguments builds one per call, which cost
-#: as much as encoding a small payload (this runs for every ``persist_entity``).
-_canonical = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-).encode
+#: Built once (see ``compact_encoder``): this runs for every ``persist_entity``.
+_canonical = compact_encoder(sort_keys=True, ensure_ascii=False)
 
 
 def canonical_json(data: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -24,9 +25,41 @@ from apix_core.tenancy import TENANT_ID_PATTERN
 
 SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
 
-#: Compact JSON with ``str`` for anything else (datetimes, decimals). One shared encoder:
-#: ``json.dumps`` with non-default arguments builds a new encoder on every call.
-dump_json = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=True).encode
+
+def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Callable[[Any], str]:
+    """A compact JSON encoder (``str()`` of anything JSON cannot hold) built once.
+
+    ``json.dumps`` with non-default arguments builds a ``JSONEncoder`` per call, and
+    ``JSONEncoder.encode`` builds its C encoder per call: about a microsecond each time, on
+    every message. Circular structures raise ``RecursionError`` (no reference tracking).
+    """
+    from json import encoder
+
+    c_make_encoder = getattr(encoder, "c_make_encoder", None)  # private to the json package
+    if c_make_encoder is None:  # no C accelerator (PyPy...): the standard way
+        return json.JSONEncoder(
+            separators=(",", ":"), default=str, ensure_ascii=ensure_ascii, sort_keys=sort_keys
+        ).encode
+    make = c_make_encoder(
+        None,
+        str,
+        encoder.encode_basestring_ascii if ensure_ascii else encoder.encode_basestring,
+        None,
+        ":",
+        ",",
+        sort_keys,
+        False,
+        True,
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(make(value, 0))
+
+    return encode
+
+
+#: Compact JSON with ``str`` for anything else (datetimes, decimals), ASCII only.
+dump_json = compact_encoder()
 
 
 class MessageType(StrEnum):

@@ -61,7 +61,7 @@ class StateTransition(BaseModel):
     created_at: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingEntity:
     """A buffered ``persist_entity`` call, written when the processor has succeeded."""
 
@@ -76,7 +76,7 @@ class PendingEntity:
     message_id: str
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingTransition:
     entity_id: str
     to_state: str
@@ -85,7 +85,7 @@ class PendingTransition:
     message_id: str
 
 
-@dataclass
+@dataclass(slots=True)
 class EntityWriteResult:
     entity_id: str
     version: int
@@ -93,7 +93,7 @@ class EntityWriteResult:
     duplicate: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class EntityWriteBatch:
     """What one message's processor asked to persist."""
 

@@ -251,3 +251,25 @@ def test_fast_and_slow_paths_agree_on_version_and_equality(
         assert results == [expected, expected]
     else:
         assert results == ["UNSUPPORTED_ENVELOPE_VERSION"] * 2
+
+
+@PROPS
+@given(
+    value=st.recursive(
+        json_scalars | st.datetimes(timezones=st.just(UTC)),
+        lambda children: st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_compact_encoders_write_what_json_dumps_writes(value: Any) -> None:
+    # GIVEN any JSON-like value (datetimes included: written as str())
+    from apix_core.hashing import canonical_json
+    from apix_core.message import dump_json
+
+    # WHEN the envelope encoder and the content-hash encoder write it
+    # THEN the text is json.dumps's with the same options, byte for byte
+    assert dump_json(value) == json.dumps(value, separators=(",", ":"), default=str)
+    assert canonical_json(value) == json.dumps(
+        value, separators=(",", ":"), default=str, sort_keys=True, ensure_ascii=False
+    )
