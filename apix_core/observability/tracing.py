@@ -22,6 +22,15 @@ def _propagator() -> Any:
     return TraceContextTextMapPropagator()
 
 
+@cache
+def _trace() -> Any:
+    """The ``opentelemetry.trace`` module, imported once (an import statement per call costs
+    more than the provider check it serves, once per batch)."""
+    from opentelemetry import trace
+
+    return trace
+
+
 def get_tracer() -> Tracer:
     from opentelemetry import trace
 
@@ -30,9 +39,7 @@ def get_tracer() -> Tracer:
 
 def tracing_enabled() -> bool:
     """False while no SDK tracer provider is installed: spans would be no-ops, so skip them."""
-    from opentelemetry import trace
-
-    provider = trace.get_tracer_provider()
+    provider = _trace().get_tracer_provider()
     return type(provider).__name__ not in ("ProxyTracerProvider", "NoOpTracerProvider")
 
 

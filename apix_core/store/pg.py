@@ -176,6 +176,17 @@ class WriteBundle:
     ) -> None:
         if not rows:
             return
+        if len(rows) == 1:
+            # One row: every column a scalar but the first, a one-element array for unnest.
+            flags = _json_flags(table, columns)
+            row = [
+                (_encode_json((v,))[0] if is_json else v)
+                for v, is_json in zip(rows[0], flags, strict=True)
+            ]
+            row[0] = [row[0]]
+            self.args.extend(row)
+            self.shapes.append(("insert", table, columns, ignore_conflicts_on, _single(len(row))))
+            return
         constant: list[bool] = []
         for col, is_json in zip(zip(*rows, strict=True), _json_flags(table, columns), strict=True):
             values = _encode_json(col) if is_json else col
@@ -225,6 +236,12 @@ class WriteBundle:
         sql = _bundle_sql(tuple(self.shapes))
         self.shapes, self.args = [], []
         return PreparedCall(statement_name(sql), sql, args)
+
+
+@lru_cache(maxsize=64)
+def _single(width: int) -> tuple[bool, ...]:
+    """The constant flags of a one-row insert: all but the first column."""
+    return (False,) + (True,) * (width - 1)
 
 
 @lru_cache(maxsize=64)

@@ -130,6 +130,8 @@ class LocalTransport(QueueTransport):
         )
 
     def notify(self, queue: str) -> None:
+        if not self._events:
+            return  # no worker of this process has waited yet: nobody to wake
         with contextlib.suppress(RuntimeError):  # no running loop: nobody to wake
             self._event(queue).set()
 
