@@ -299,7 +299,7 @@ class Database:
                     status = await raw.execute("COMMIT")
             except BaseException:
                 if prepared is not None:
-                    # A PREPARE that failed would be marked prepared: read them afresh.
+                    # A PREPARE that failed would be marked prepared: start afresh.
                     conn.info.pop(_PREPARED_KEY, None)
                 await _discard(conn, raw)
                 raise
@@ -315,8 +315,10 @@ class Database:
 
     async def _prepared(self, conn: AsyncConnection, raw: Any) -> set[str]:
         """Names of the statements apix prepared on this connection, kept in the pool record's
-        ``info`` (SQLAlchemy clears it when it replaces the connection). Read from the server
-        when unknown; past :data:`~apix_core.store.pg.MAX_PREPARED` they are deallocated."""
+        ``info`` (SQLAlchemy clears it when it replaces the connection). When unknown (a new
+        connection, or an error since) or past :data:`~apix_core.store.pg.MAX_PREPARED`, the
+        server's apix statements are deallocated and the list starts empty: a statement whose
+        PREPARE failed, or that went stale, is never trusted."""
         from apix_core.store.pg import MAX_PREPARED
 
         prepared: set[str] | None = conn.info.get(_PREPARED_KEY)
@@ -324,11 +326,9 @@ class Database:
             rows = await raw.fetch(
                 "SELECT name FROM pg_prepared_statements WHERE name LIKE 'apix\\_%'"
             )
-            prepared = {r[0] for r in rows}
-            if len(prepared) >= MAX_PREPARED:
-                await raw.execute("; ".join(f"DEALLOCATE {name}" for name in sorted(prepared)))
-                prepared = set()
-            conn.info[_PREPARED_KEY] = prepared
+            if rows:
+                await raw.execute("; ".join(f"DEALLOCATE {r[0]}" for r in rows))
+            prepared = conn.info[_PREPARED_KEY] = set()
         return prepared
 
     @property
