@@ -394,7 +394,7 @@ def run(messages: int = 8000, concurrency: int = 4, queue_messages: int = 4000) 
             "postgres: batching speed-up, 1 process",
             best["b10x1"] / best["b1x1"],
             "×",
-            "≥ 5",
+            "(reference)",
             "",
         ),
         Result(

@@ -285,10 +285,9 @@ class Database:
                     await raw.execute(
                         SETTINGS_SQL, *settings(tenant_id or "", maintenance, lock_ms)
                     )
-                first = pipeline.first if pipeline is not None else None
-                if prepared is not None and first is not None:
-                    sql = f"{sql}; {first.sql(prepared)}" if sql else first.sql(prepared)
-                    pipeline.first_status = await raw.execute(sql)  # type: ignore[union-attr]
+                if prepared is not None and pipeline is not None and pipeline.first is not None:
+                    first = pipeline.first.sql(prepared)
+                    pipeline.first_status = await raw.execute(f"{sql}; {first}" if sql else first)
                 elif sql is not None:
                     await raw.execute(sql)
                 yield conn

@@ -257,8 +257,10 @@ def test_fast_and_slow_paths_agree_on_version_and_equality(
 @given(
     value=st.recursive(
         json_scalars | st.datetimes(timezones=st.just(UTC)),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
         max_leaves=20,
     )
 )
