@@ -263,15 +263,19 @@ class NotALiteralError(ValueError):
 
 
 def _text(value: Any) -> str:
+    """The text PostgreSQL reads back as ``value`` (as asyncpg would have sent it)."""
     kind = type(value)
     if kind is str:
         return value  # type: ignore[no-any-return]
-    if kind is bool:
+    # Subclasses (StrEnum, IntEnum...) by their value, never by a __str__ of their own.
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
         return "t" if value else "f"
-    if kind is int:
-        return str(value)
-    if kind is float:
-        return repr(value)  # float8 reads inf, -inf and nan too
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)  # float8 reads inf, -inf and nan too
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise NotALiteralError(f"no literal for {kind.__name__}")
@@ -345,8 +349,8 @@ class PreparedCall:
 
     def sql(self, prepared: set[str]) -> str:
         """``EXECUTE``, preceded by its ``PREPARE`` unless ``prepared`` (the names prepared on
-        the connection) has the name; adds it. Prepared statements outlive a rolled-back
-        transaction, so a failure after the ``PREPARE`` leaves the set right."""
+        the connection) has the name; adds it (the database starts the set afresh after an
+        error, when a PREPARE may not have happened)."""
         execute = f"EXECUTE {self.name}({', '.join(self.args)})"
         if self.name in prepared:
             return execute

@@ -92,7 +92,20 @@ def _batch(*ids: str, entity_ids: dict[str, str] | None = None) -> list[Received
     return out
 
 
+@pytest.fixture
+async def app(
+    raw: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[App]:
+    """A started App on ONE pooled connection: every transaction sees the same session."""
+    monkeypatch.setenv("APIX_DB_POOL_SIZE", "1")
+    started = _app(database_url)
+    await started.start()
+    yield started
+    await started.close()
+
+
 async def _prepared_names(app: App) -> set[str]:
+    """The apix statements prepared on the App's (only) connection."""
     assert app.store is not None
     async with app.store.db.transaction() as conn:
         rows = await pg.driver(conn).fetch(
@@ -102,106 +115,82 @@ async def _prepared_names(app: App) -> set[str]:
 
 
 async def test_claim_and_writes_ride_with_begin_and_commit(
-    raw: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+    raw: asyncpg.Connection, app: App
 ) -> None:
-    # GIVEN an App with one pooled connection, and a message already processed
-    monkeypatch.setenv("APIX_DB_POOL_SIZE", "1")
-    app = _app(database_url)
-    await app.start()
-    try:
-        handler = app.handler("ingest")
-        assert app.store is not None and app.store.db.pipelines
-        first = await handler.handle_batch(_batch("m-1"))
+    # GIVEN a message already processed
+    handler = app.handler("ingest")
+    assert app.store is not None and app.store.db.pipelines
+    first = await handler.handle_batch(_batch("m-1"))
 
-        # WHEN a batch mixes it with new messages (the claim's count falls short)
-        outcomes = await handler.handle_batch(_batch("m-1", "m-2", "m-3"))
+    # WHEN a batch mixes it with new messages (the claim's count falls short)
+    outcomes = await handler.handle_batch(_batch("m-1", "m-2", "m-3"))
 
-        # THEN the new ones ran, the old one is a duplicate, and nothing was written twice
-        assert [o.kind for o in first] == [OutcomeKind.COMPLETED]
-        assert [o.kind for o in outcomes] == [
-            OutcomeKind.DUPLICATE,
-            OutcomeKind.COMPLETED,
-            OutcomeKind.COMPLETED,
-        ]
-        with tenant_context("acme"):
-            assert await app.store.entities.count() == 3
-        assert await raw.fetchval("SELECT count(*) FROM apix_queue_messages") == 3
-        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 3
-        # AND they went as prepared statements: the claim and the write bundles
-        names = await _prepared_names(app)
-        assert pg.statement_name(pg.CLAIM_SQL) in names
-        assert len(names) >= 2
-    finally:
-        await app.close()
+    # THEN the new ones ran, the old one is a duplicate, and nothing was written twice
+    assert [o.kind for o in first] == [OutcomeKind.COMPLETED]
+    assert [o.kind for o in outcomes] == [
+        OutcomeKind.DUPLICATE,
+        OutcomeKind.COMPLETED,
+        OutcomeKind.COMPLETED,
+    ]
+    with tenant_context("acme"):
+        assert await app.store.entities.count() == 3
+    assert await raw.fetchval("SELECT count(*) FROM apix_queue_messages") == 3
+    assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 3
+    # AND they went as prepared statements: the claim and the write bundles
+    names = await _prepared_names(app)
+    assert pg.statement_name(pg.CLAIM_SQL) in names
+    assert len(names) >= 2
 
 
 async def test_lost_prepared_statements_are_prepared_again(
-    raw: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+    raw: asyncpg.Connection, app: App
 ) -> None:
     # GIVEN a connection whose apix statements were deallocated behind apix's back
-    monkeypatch.setenv("APIX_DB_POOL_SIZE", "1")
-    app = _app(database_url)
-    await app.start()
-    try:
-        handler = app.handler("ingest")
-        await handler.handle_batch(_batch("a-1", "a-2"))
-        assert app.store is not None
-        async with app.store.db.transaction() as conn:
-            for name in await _prepared_names_on(conn):
-                await pg.driver(conn).execute(f"DEALLOCATE {name}")
-        assert await _prepared_names(app) == set()
+    handler = app.handler("ingest")
+    await handler.handle_batch(_batch("a-1", "a-2"))
+    assert app.store is not None
+    names = await _prepared_names(app)
+    async with app.store.db.transaction() as conn:
+        for name in names:
+            await pg.driver(conn).execute(f"DEALLOCATE {name}")
+    assert await _prepared_names(app) == set()
 
-        # WHEN the next batch arrives
-        outcomes = await handler.handle_batch(_batch("b-1", "b-2"))
+    # WHEN the next batch arrives
+    outcomes = await handler.handle_batch(_batch("b-1", "b-2"))
 
-        # THEN it fails over to one transaction per message, which prepare them anew
-        assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * 2
-        assert pg.statement_name(pg.CLAIM_SQL) in await _prepared_names(app)
-        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 4
-    finally:
-        await app.close()
-
-
-async def _prepared_names_on(conn: Any) -> list[str]:
-    rows = await pg.driver(conn).fetch(
-        "SELECT name FROM pg_prepared_statements WHERE name LIKE 'apix\\_%'"
-    )
-    return [r[0] for r in rows]
+    # THEN it fails over to one transaction per message, which prepare them anew
+    assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * 2
+    assert pg.statement_name(pg.CLAIM_SQL) in await _prepared_names(app)
+    assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 4
 
 
 async def test_prepared_statements_per_connection_are_bounded(
-    raw: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+    raw: asyncpg.Connection, app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a bound of 3 prepared statements per connection
-    monkeypatch.setenv("APIX_DB_POOL_SIZE", "1")
     monkeypatch.setattr(pg, "MAX_PREPARED", 3)
-    app = _app(database_url)
-    await app.start()
-    try:
-        handler = app.handler("ingest")
-        seen: set[str] = set()
-        # WHEN batches need different write-bundle statements (one message, several, an
-        # update of existing entities)
-        for n, (ids, entity_ids) in enumerate(
-            [
-                (["a-1"], None),
-                (["b-1", "b-2"], None),
-                (["c-1"], {"c-1": "a-1"}),
-                (["d-1", "d-2"], {"d-1": "b-1", "d-2": "b-2"}),
-                (["e-1", "e-2"], {"e-1": "a-1"}),
-                (["f-1"], None),
-            ]
-        ):
-            outcomes = await handler.handle_batch(_batch(*ids, entity_ids=entity_ids))
-            assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * len(ids), n
-            names = await _prepared_names(app)
-            seen |= names
-            # THEN the connection never holds more than the bound (plus those just added)
-            assert len(names) <= 3 + 2
-        assert len(seen) > 3  # the bound was reached, and statements were deallocated
-        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 9
-    finally:
-        await app.close()
+    handler = app.handler("ingest")
+    seen: set[str] = set()
+    # WHEN batches need different write-bundle statements (one message, several, an update of
+    # existing entities)
+    for n, (ids, entity_ids) in enumerate(
+        [
+            (["a-1"], None),
+            (["b-1", "b-2"], None),
+            (["c-1"], {"c-1": "a-1"}),
+            (["d-1", "d-2"], {"d-1": "b-1", "d-2": "b-2"}),
+            (["e-1", "e-2"], {"e-1": "a-1"}),
+            (["f-1"], None),
+        ]
+    ):
+        outcomes = await handler.handle_batch(_batch(*ids, entity_ids=entity_ids))
+        assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * len(ids), n
+        names = await _prepared_names(app)
+        seen |= names
+        # THEN the connection never holds more than the bound (plus those just added)
+        assert len(names) <= 3 + 2
+    assert len(seen) > 3  # the bound was reached, and statements were deallocated
+    assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 9
 
 
 @pytest.mark.parametrize(
@@ -210,28 +199,23 @@ async def test_prepared_statements_per_connection_are_bounded(
     ids=["claim", "write-bundle"],
 )
 async def test_a_value_that_cannot_be_a_literal_goes_the_usual_way(
-    raw: asyncpg.Connection, database_url: str, message_id: str, entity_id: str
+    raw: asyncpg.Connection, app: App, message_id: str, entity_id: str
 ) -> None:
     # GIVEN a batch where one message's id, or only its entity's id, holds a NUL (PostgreSQL
     # text cannot): the claim, or the write bundle, cannot travel as literals
-    app = _app(database_url)
-    await app.start()
-    try:
-        handler = app.handler("ingest")
-        outcomes = await handler.handle_batch(
-            _batch("ok-1", message_id, "ok-2", entity_ids={message_id: entity_id})
-        )
+    handler = app.handler("ingest")
+    outcomes = await handler.handle_batch(
+        _batch("ok-1", message_id, "ok-2", entity_ids={message_id: entity_id})
+    )
 
-        # THEN the others complete, and the culprit alone fails with a database error (to be
-        # retried, then dead-lettered), as without pipelining
-        kinds = [o.kind for o in outcomes]
-        assert kinds[0] == kinds[2] == OutcomeKind.COMPLETED
-        assert kinds[1] is OutcomeKind.RETRY
-        assert outcomes[1].error is not None
-        assert outcomes[1].error.code == "STORE_WRITE_FAILED"
-        assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 2
-    finally:
-        await app.close()
+    # THEN the others complete, and the culprit alone fails with a database error (to be
+    # retried, then dead-lettered), as without pipelining
+    kinds = [o.kind for o in outcomes]
+    assert kinds[0] == kinds[2] == OutcomeKind.COMPLETED
+    assert kinds[1] is OutcomeKind.RETRY
+    assert outcomes[1].error is not None
+    assert outcomes[1].error.code == "STORE_WRITE_FAILED"
+    assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 2
 
 
 def test_pgbouncer_connections_are_not_pipelined() -> None:
@@ -241,3 +225,24 @@ def test_pgbouncer_connections_are_not_pipelined() -> None:
     assert Database(url, pgbouncer=True).pipelines is False
     assert Database(url, pgbouncer=False).pipelines is True
     assert Database("sqlite:///:memory:").pipelines is False
+
+
+async def test_subclassed_values_are_written_by_their_value(raw: asyncpg.Connection) -> None:
+    # GIVEN values of str and int subclasses (an enum's value is what a column must hold)
+    from enum import IntEnum, StrEnum
+
+    class Kind(StrEnum):
+        QUEUE = "queue"
+
+        def __str__(self) -> str:
+            return "not-the-value"
+
+    class Level(IntEnum):
+        HIGH = 3
+
+    # WHEN they are written as literals / THEN the server reads their values
+    row = await raw.fetchrow(
+        f"SELECT {literal(Kind.QUEUE)}::text, {literal([Kind.QUEUE])}::text[], "
+        f"{literal(Level.HIGH)}::int"
+    )
+    assert tuple(row) == ("queue", ["queue"], 3)
