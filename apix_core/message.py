@@ -33,8 +33,7 @@ def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Ca
     ``JSONEncoder.encode`` builds its C encoder per call: about a microsecond each time, on
     every message. Circular structures raise ``RecursionError`` (no reference tracking).
     """
-    from json import encoder
-
+    encoder = json.encoder
     c_make_encoder = getattr(encoder, "c_make_encoder", None)  # private to the json package
     if c_make_encoder is None:  # no C accelerator (PyPy...): the standard way
         return json.JSONEncoder(

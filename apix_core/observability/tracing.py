@@ -24,17 +24,16 @@ def _propagator() -> Any:
 
 @cache
 def _trace() -> Any:
-    """The ``opentelemetry.trace`` module, imported once (an import statement per call costs
-    more than the provider check it serves, once per batch)."""
+    """The ``opentelemetry.trace`` module, imported on first use and once (an import statement
+    per call cost more than the provider check it serves, once per batch)."""
     from opentelemetry import trace
 
     return trace
 
 
 def get_tracer() -> Tracer:
-    from opentelemetry import trace
-
-    return trace.get_tracer(INSTRUMENTATION_NAME)
+    tracer: Tracer = _trace().get_tracer(INSTRUMENTATION_NAME)
+    return tracer
 
 
 def tracing_enabled() -> bool:

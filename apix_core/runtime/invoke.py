@@ -28,7 +28,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from apix_core.runtime.loop import loop_factory
+from apix_core.runtime.loop import new_runner
 
 T = TypeVar("T")
 
@@ -48,11 +48,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     global _runner
     with _lock:
         if _runner is None:
-            try:
-                _runner = asyncio.Runner(loop_factory=loop_factory())
-            except BaseException:
-                coro.close()
-                raise
+            _runner = new_runner(coro)
         return _runner.run(coro, context=contextvars.copy_context())
 
 

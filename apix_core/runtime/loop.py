@@ -55,15 +55,20 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
+def new_runner(coro: Coroutine[Any, Any, Any], event_loop: str | None = None) -> asyncio.Runner:
+    """An ``asyncio.Runner`` on the selected loop, for ``coro``; a bad setting closes ``coro``
+    (never awaited: no "coroutine was never awaited" warning) before it raises."""
+    try:
+        return asyncio.Runner(loop_factory=loop_factory(event_loop))
+    except BaseException:
+        coro.close()
+        raise
+
+
 def run(coro: Coroutine[Any, Any, T], *, event_loop: str | None = None) -> T:
     """``asyncio.run(coro)`` on the loop ``APIX_EVENT_LOOP`` (or ``event_loop``) selects."""
-    try:
-        factory = loop_factory(event_loop)
-    except BaseException:
-        coro.close()  # never awaited: no "coroutine was never awaited" warning on a bad setting
-        raise
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with new_runner(coro, event_loop) as runner:
         return runner.run(coro)
 
 
-__all__ = ["EVENT_LOOPS", "loop_factory", "loop_name", "run"]
+__all__ = ["EVENT_LOOPS", "loop_factory", "loop_name", "new_runner", "run"]

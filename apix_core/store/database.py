@@ -17,9 +17,6 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-if TYPE_CHECKING:
-    from apix_core.store.pg import Pipeline
-
 from apix_core.constants import (
     DB_PGBOUNCER_ENV,
     DB_POOL_SIZE_ENV,
@@ -28,6 +25,9 @@ from apix_core.constants import (
 )
 from apix_core.exceptions import ConfigurationError, DatabaseUnavailableError
 from apix_core.message import dump_json
+
+if TYPE_CHECKING:
+    from apix_core.store.pg import Pipeline
 
 _WRITE_OPTION = "apix_write"
 #: ``conn.info`` key of the names apix prepared on a PostgreSQL connection (store/pg.Pipeline).
@@ -278,26 +278,25 @@ class Database:
             raw = driver(conn)
             lock_ms = int(self.timeout * 1000)
             sql = begin_sql(tenant_id, maintenance, lock_ms)
-            prepared = await self._prepared(conn, raw) if pipeline is not None else None
+            prepared = await self._prepared(conn, raw) if pipeline is not None else set()
             try:
                 if sql is None:
                     await raw.execute("BEGIN")
                     await raw.execute(
                         SETTINGS_SQL, *settings(tenant_id or "", maintenance, lock_ms)
                     )
-                if prepared is not None and pipeline is not None and pipeline.first is not None:
+                if pipeline is not None and pipeline.first is not None:
                     first = pipeline.first.sql(prepared)
                     pipeline.first_status = await raw.execute(f"{sql}; {first}" if sql else first)
                 elif sql is not None:
                     await raw.execute(sql)
                 yield conn
-                last = pipeline.last if pipeline is not None else None
-                if prepared is not None and last is not None:
-                    status = await raw.execute(f"{last.sql(prepared)}; COMMIT")
+                if pipeline is not None and pipeline.last is not None:
+                    status = await raw.execute(f"{pipeline.last.sql(prepared)}; COMMIT")
                 else:
                     status = await raw.execute("COMMIT")
             except BaseException:
-                if prepared is not None:
+                if pipeline is not None:
                     # A PREPARE that failed would be marked prepared: start afresh.
                     conn.info.pop(_PREPARED_KEY, None)
                 await _discard(conn, raw)

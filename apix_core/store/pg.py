@@ -176,17 +176,6 @@ class WriteBundle:
     ) -> None:
         if not rows:
             return
-        if len(rows) == 1:
-            # One row: every column a scalar but the first, a one-element array for unnest.
-            flags = _json_flags(table, columns)
-            row = [
-                (_encode_json((v,))[0] if is_json else v)
-                for v, is_json in zip(rows[0], flags, strict=True)
-            ]
-            row[0] = [row[0]]
-            self.args.extend(row)
-            self.shapes.append(("insert", table, columns, ignore_conflicts_on, _single(len(row))))
-            return
         constant: list[bool] = []
         for col, is_json in zip(zip(*rows, strict=True), _json_flags(table, columns), strict=True):
             values = _encode_json(col) if is_json else col
@@ -224,24 +213,23 @@ class WriteBundle:
         and PostgreSQL reports it as before)."""
         if not self:
             return None
+        args: list[str] = []
         # The bundle's tables share their timestamps (one `now` per batch): format each once.
-        memo: dict[int, str] = {}
+        timestamps: dict[int, str] = {}
         try:
-            args = tuple(
-                literal(a) if type(a) is not datetime else memo.get(id(a)) or _memo(memo, a)
-                for a in self.args
-            )
+            for value in self.args:
+                if type(value) is datetime:
+                    text = timestamps.get(id(value))
+                    if text is None:
+                        text = timestamps[id(value)] = literal(value)
+                else:
+                    text = literal(value)
+                args.append(text)
         except NotALiteralError:
             return None
         sql = _bundle_sql(tuple(self.shapes))
         self.shapes, self.args = [], []
-        return PreparedCall(statement_name(sql), sql, args)
-
-
-@lru_cache(maxsize=64)
-def _single(width: int) -> tuple[bool, ...]:
-    """The constant flags of a one-row insert: all but the first column."""
-    return (False,) + (True,) * (width - 1)
+        return PreparedCall(statement_name(sql), sql, tuple(args))
 
 
 @lru_cache(maxsize=64)
@@ -326,11 +314,6 @@ def literal(value: Any) -> str:
     if "\x00" in text:
         raise NotALiteralError("NUL character in a value")
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def _memo(memo: dict[int, str], value: datetime) -> str:
-    memo[id(value)] = text = literal(value)
-    return text
 
 
 @lru_cache(maxsize=512)
