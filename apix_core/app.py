@@ -2,63 +2,42 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from apix_core import http
 from apix_core.config import Settings
-from apix_core.exceptions import (
-    ConfigurationError,
-    InvalidTenantError,
-    MalformedMessageError,
-    MissingTenantError,
-)
-from apix_core.handler import Outcome, OutcomeKind, ProcessorHandler
+from apix_core.errors import ConfigurationError, MissingTenantError
 from apix_core.hashing import deterministic_id
+from apix_core.http import HttpResponse
 from apix_core.message import Message, MessageType
+from apix_core.processing.handler import ProcessorHandler
+from apix_core.processing.outcomes import Outcome
+from apix_core.processing.settle import ConsumerSettler
 from apix_core.processor import ProcessorConfig, ProcessorInterface, ProcessorSpec, build_spec
-from apix_core.store.database import Database
-from apix_core.store.repositories import Store
-from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
-from apix_core.transport.base import (
-    DeadLetterInfo,
-    OutgoingMessage,
-    QueueTransport,
-    ReceivedMessage,
-)
+from apix_core.topology import SCHEDULE_QUEUE_PREFIX, Topology, schedule_queue
+from apix_core.transport.base import Consumer, OutgoingMessage, Producer, ReceivedMessage
+
+if TYPE_CHECKING:
+    from apix_core.store.database import Database
+    from apix_core.store.repositories import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SCHEDULE_QUEUE_PREFIX = "apix.schedule."
-
-
-def schedule_queue(spec: ProcessorSpec) -> str:
-    """Locally, a schedule enqueues its ticks here, so ticks get retries and dead letters too."""
-    return f"{SCHEDULE_QUEUE_PREFIX}{spec.name}"
-
-
-@dataclass
-class HttpResponse:
-    status_code: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
-
-    def text(self) -> str:
-        return json.dumps(self.body, separators=(",", ":"), default=str)
-
 
 class App:
-    """A named set of processors.
+    """A named set of processors: the registry (``topology``) and the lifecycle of the store and
+    transport they share. Triggers (the local runtime, ``apix serve``, the cloud adapters) drive
+    it through :meth:`process`, :meth:`settle`, :meth:`handle_http` and :meth:`timer_message`.
 
     Configuration comes from the arguments, else from ``APIX_*`` environment variables (see
-    :mod:`apix_core.constants`). The store and transport are created on :meth:`start`.
+    :mod:`apix_core.constants`). The store and transport are created on :meth:`start`; the
+    transport is the one ``APIX_QUEUE_URL`` names (``apix_core.transport.registry``).
     """
 
     def __init__(
@@ -68,7 +47,7 @@ class App:
         database_url: str | None = None,
         queue_url: str | None = None,
         tenant_id: str | None = None,
-        transport: QueueTransport | None = None,
+        transport: Producer | None = None,
         **settings: Any,
     ) -> None:
         if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -80,10 +59,10 @@ class App:
             "tenant_id": tenant_id,
             **settings,
         }
-        self.specs: dict[str, ProcessorSpec] = {}
+        self.topology = Topology()
         self._settings: Settings | None = None
         self._user_transport = transport
-        self.transport: QueueTransport | None = transport
+        self.transport: Producer | None = transport
         self.store: Store | None = None
         self._databases: list[Database] = []
         self._handlers: dict[str, ProcessorHandler] = {}
@@ -142,8 +121,6 @@ class App:
         name = name or getattr(processor, "__name__", None) or type(processor).__name__
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name):
             raise ConfigurationError(f"processor name {name!r} must be 1-100 of [A-Za-z0-9_.-]")
-        if name in self.specs:
-            raise ConfigurationError(f"processor {name!r} is registered twice")
         spec = build_spec(
             name,
             processor,
@@ -155,73 +132,29 @@ class App:
             payload=payload,
             options=options,
         )
-        if spec.consumes:
-            owner = self.consumer_of(spec.consumes)
-            if owner is not None:
-                raise ConfigurationError(
-                    f"queue {spec.consumes!r} is already consumed by {owner.name!r}; "
-                    "fan out by producing to two queues"
-                )
-        if spec.route:
-            for other in self.specs.values():
-                if other.route == spec.route:
-                    raise ConfigurationError(
-                        f"route {spec.route} is already taken by {other.name!r}"
-                    )
-        self.specs[name] = spec
+        self.topology.add(spec)
         if self._started:
             self._handlers[name] = self._make_handler(spec)
         return spec
 
-    # -- topology -------------------------------------------------------------------------
+    # -- topology (apix_core.topology) ----------------------------------------------------
+    @property
+    def specs(self) -> dict[str, ProcessorSpec]:
+        return self.topology.specs
+
     def consumer_of(self, queue: str) -> ProcessorSpec | None:
-        for spec in self.specs.values():
-            if spec.consumes == queue or (spec.schedule and schedule_queue(spec) == queue):
-                return spec
-        return None
+        return self.topology.consumer_of(queue)
 
     def input_queue(self, spec: ProcessorSpec) -> str | None:
-        if spec.consumes:
-            return spec.consumes
-        if spec.schedule:
-            return schedule_queue(spec)
-        return None
+        return self.topology.input_queue(spec)
 
     def queues(self) -> list[str]:
         """Every queue the app consumes or produces."""
-        names: set[str] = set()
-        for spec in self.specs.values():
-            if spec.consumes:
-                names.add(spec.consumes)
-            names.update(spec.produces)
-        return sorted(names)
+        return self.topology.queues()
 
     def mermaid(self) -> str:
-        """The topology as a Mermaid flowchart.
-
-        Node ids are the names when those are plain words (``q_orders``, ``p_normalize``); other
-        names get a stable hash suffix, so ``a-b`` and ``a.b`` stay two nodes. Labels are
-        escaped (``"`` → ``#quot;``).
-        """
-        lines = ["flowchart LR"]
-
-        def qid(q: str) -> str:
-            return _mermaid_id("q_", q)
-
-        for q in self.queues():
-            lines.append(f'    {qid(q)}[("{_mermaid_label(q)}")]')
-        for spec in self.specs.values():
-            pid = _mermaid_id("p_", spec.name)
-            lines.append(f'    {pid}["{_mermaid_label(spec.name)}"]')
-            if spec.consumes:
-                lines.append(f"    {qid(spec.consumes)} --> {pid}")
-            elif spec.schedule:
-                lines.append(f'    t_{pid}(["⏱ {_mermaid_label(spec.schedule)}"]) --> {pid}')
-            elif spec.route:
-                lines.append(f'    h_{pid}(["{_mermaid_label(str(spec.route))}"]) --> {pid}')
-            for q in spec.produces:
-                lines.append(f"    {pid} --> {qid(q)}")
-        return "\n".join(lines)
+        """The topology as a Mermaid flowchart (:meth:`Topology.mermaid`)."""
+        return self.topology.mermaid()
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -234,6 +167,12 @@ class App:
         """Open the store and transport (and migrate the embedded SQLite store)."""
         if self._started:
             return
+        # The store (and SQLAlchemy) loads here, not on import: a cold start that never
+        # starts an app does not pay for it.
+        from apix_core.store.database import Database
+        from apix_core.store.repositories import Store
+        from apix_core.transport.registry import open_transport
+
         s = self.settings
         needs_store = any(spec.config.enable_persistence for spec in self.specs.values())
         db: Database | None = None
@@ -244,20 +183,7 @@ class App:
                 await db.upgrade()
             self.store = Store(db)
         if self.transport is None:
-            from apix_core.transport.local import LocalTransport
-
-            if db is not None and s.queue_url == s.database_url:
-                qdb = db
-            else:
-                qdb = Database(s.queue_url, timeout=s.db_timeout)
-                self._databases.append(qdb)
-                if s.auto_migrate:
-                    await qdb.upgrade()
-            self.transport = LocalTransport(
-                qdb,
-                visibility_timeout=s.visibility_timeout,
-                max_message_bytes=s.local_max_message_bytes,
-            )
+            self.transport = await open_transport(s.queue_url, settings=s, database=db)
         self._handlers = {name: self._make_handler(spec) for name, spec in self.specs.items()}
         self._started = True
 
@@ -354,28 +280,23 @@ class App:
         return await self.handler(spec.name).handle_batch(deliveries, deadline=deadline)
 
     async def settle(self, queue: str, outcomes: Sequence[Outcome]) -> None:
-        """Apply outcomes on the app's transport: ack, release with delay, or dead-letter."""
-        assert self.transport is not None
+        """Apply outcomes on the app's transport: ack, release with delay, or dead-letter
+        (the local settlement, :class:`~apix_core.processing.settle.ConsumerSettler`)."""
         spec = self.consumer_of(queue)
-        done: list[ReceivedMessage] = []
-        for o in outcomes:
-            if o.kind is OutcomeKind.RETRY:
-                await self.transport.release(queue, o.delivery, o.delay_seconds)
-            elif o.kind is OutcomeKind.DEAD_LETTER:
-                await self.transport.dead_letter(queue, o.delivery, dead_letter_info(o, spec))
-            else:
-                done.append(o.delivery)
-        await self.transport.ack(queue, done)
+        await ConsumerSettler(self.consumer(), spec.name if spec else None).settle(queue, outcomes)
 
-    # -- HTTP -----------------------------------------------------------------------------
+    def consumer(self) -> Consumer:
+        """The app's transport as a consumer (what polling workers need)."""
+        if not isinstance(self.transport, Consumer):
+            raise ConfigurationError(
+                f"the transport {getattr(self.transport, 'name', None)!r} cannot receive: "
+                "it can only send (use a transport that consumes, e.g. the local one)"
+            )
+        return self.transport
+
+    # -- HTTP (apix_core.http) -------------------------------------------------------------
     def match_route(self, method: str, path: str) -> tuple[ProcessorSpec, dict[str, str]] | None:
-        for spec in self.specs.values():
-            if spec.route is None or spec.route.method != method.upper():
-                continue
-            params = _match_path(spec.route.path, path)
-            if params is not None:
-                return spec, params
-        return None
+        return http.match_route(self.specs.values(), method, path)
 
     async def handle_http(
         self,
@@ -394,126 +315,25 @@ class App:
         await self.start()
         found = self.match_route(method, path)
         if found is None:
-            return HttpResponse(404, {"error": "NOT_FOUND", "message": f"no route {method} {path}"})
+            return http.not_found(method, path)
         spec, params = found
-        lower = {k.lower(): v for k, v in (headers or {}).items()}
-        tenant = lower.get(self.settings.tenant_header.lower()) or self.settings.tenant_id
-        if not tenant:
-            return _error_response(
-                400, MissingTenantError(f"missing {self.settings.tenant_header} header")
-            )
-        if not is_valid_tenant_id(tenant):
-            # The header is caller input: refuse it before it scopes anything (or names a file).
-            return _error_response(
-                400,
-                InvalidTenantError(
-                    f"invalid {self.settings.tenant_header} header: use {TENANT_ID_RULE}"
-                ),
-            )
         try:
-            payload = _json_object(body)
-        except MalformedMessageError as exc:
-            return _error_response(400, exc)
-        key = lower.get("idempotency-key")
-        message_id = (
-            deterministic_id("http", self.name, spec.name, tenant, key)
-            if key
-            else str(uuid.uuid4())
-        )
-        message = Message(
-            message_id=message_id,
-            tenant_id=tenant,
-            type=MessageType.HTTP,
-            payload=payload,
-            metadata={
-                "http": {
-                    "method": method.upper(),
-                    "path": path,
-                    "path_params": params,
-                    "query": dict(query or {}),
-                }
-            },
-        )
-        outcome = await self.handler(spec.name).handle(message)
-        base = {"message_id": message_id, "status": outcome.kind.value}
-        if outcome.kind in (OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE):
-            result = outcome.result
-            body_out: dict[str, Any] = dict(base)
-            if result is not None:
-                body_out["entities_created"] = result.entities_created
-                body_out["metadata"] = result.processing_metadata
-            return HttpResponse(202 if spec.produces else 200, body_out)
-        error = outcome.error
-        assert error is not None
-        if outcome.kind is OutcomeKind.RETRY:
-            return HttpResponse(
-                503,
-                {**base, "error": error.code, "message": error.message},
-                {
-                    "Content-Type": "application/json",
-                    "Retry-After": str(max(1, int(outcome.delay_seconds))),
-                },
+            message = http.request_message(
+                self.name,
+                spec,
+                params,
+                method=method,
+                path=path,
+                headers=headers,
+                body=body,
+                query=query,
+                tenant_header=self.settings.tenant_header,
+                default_tenant=self.settings.tenant_id,
             )
-        status = 400 if error.category.value == "validation" else 500
-        return HttpResponse(status, {**base, "error": error.code, "message": error.message})
+        except http.HttpRejected as rejected:
+            return rejected.response
+        outcome = await self.handler(spec.name).handle(message)
+        return http.response_for(outcome, spec)
 
 
-def _mermaid_id(prefix: str, name: str) -> str:
-    safe = re.sub(r"\W", "_", name, flags=re.ASCII)
-    if safe == name:
-        return prefix + name
-    # Replacing characters is lossy ('a-b', 'a.b'): a hash of the real name keeps ids apart.
-    return f"{prefix}{safe}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
-_MERMAID_ESCAPES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"}
-
-
-def _mermaid_label(text: str) -> str:
-    # Mermaid entity codes; '#' first, so the codes it inserts are not escaped again.
-    return re.sub(r'[#"<>]', lambda m: _MERMAID_ESCAPES[m.group()], text)
-
-
-def dead_letter_info(outcome: Outcome, spec: ProcessorSpec | None) -> DeadLetterInfo:
-    error = outcome.error
-    return DeadLetterInfo(
-        error_code=error.code if error else "UNKNOWN",
-        error_category=error.category.value if error else "unexpected",
-        error_message=error.message if error else "",
-        attempts=outcome.delivery.receive_count,
-        processor=spec.name if spec else None,
-        tenant_id=outcome.message.tenant_id
-        if outcome.message
-        else outcome.delivery.attributes.get("tenant_id"),
-    )
-
-
-def _error_response(status: int, exc: Exception) -> HttpResponse:
-    code = getattr(exc, "code", "ERROR")
-    return HttpResponse(status, {"error": code, "message": str(exc)})
-
-
-def _json_object(body: bytes | str | None) -> dict[str, Any]:
-    if body is None or body in (b"", ""):
-        return {}
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedMessageError(f"request body is not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise MalformedMessageError("request body must be a JSON object")
-    return obj
-
-
-def _match_path(pattern: str, path: str) -> dict[str, str] | None:
-    p_parts = pattern.strip("/").split("/")
-    a_parts = path.split("?", 1)[0].strip("/").split("/")
-    if len(p_parts) != len(a_parts):
-        return None
-    params: dict[str, str] = {}
-    for p, a in zip(p_parts, a_parts, strict=True):
-        if p.startswith("{") and p.endswith("}"):
-            params[p[1:-1]] = a
-        elif p != a:
-            return None
-    return params
+__all__ = ["SCHEDULE_QUEUE_PREFIX", "App", "HttpResponse", "schedule_queue"]

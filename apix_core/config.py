@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from apix_core import constants as c
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
 
 

@@ -4,62 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
-import sqlalchemy as sa
 from pydantic import BaseModel
 
-from apix_core.exceptions import ProcessorContextError, TopologyError, ValidationError
-from apix_core.hashing import content_hash, deterministic_id
+from apix_core.errors import PermanentError, ProcessorContextError, TopologyError
+from apix_core.hashing import content_hash, entity_id_for
 from apix_core.message import EntityReference, Message
 from apix_core.outputs import OutputHandler, QueueOutputHandler
-from apix_core.store.entities import (
+from apix_core.store.types import (
+    CANONICAL_TYPE_LENGTH,
+    EXTERNAL_ID_LENGTH,
+    REASON_LENGTH,
+    SOURCE_LENGTH,
+    STATE_LENGTH,
     Entity,
     EntityWriteBatch,
     EntityWriteResult,
     PendingEntity,
     PendingTransition,
 )
-from apix_core.store.models import entities, state_transitions
 
 if TYPE_CHECKING:
     from apix_core.store.repositories import Store
 
 
 class EntityAccess(Protocol):
-    """How a context inside the handler's transaction reads and flushes entities."""
+    """How a context inside a unit of work reads its own writes (read-your-writes)."""
 
     async def flush(self, ctx: ProcessorContext) -> None: ...
 
     async def read_entity(self, entity_id: str) -> Entity: ...
 
-
-def _length(column: sa.Column[Any]) -> int:
-    return int(cast(sa.String, column.type).length or 0)
-
-
-_REASON_LENGTH = _length(state_transitions.c.reason)
-_EXTERNAL_ID_LENGTH = _length(entities.c.external_id)
-_TYPE_LENGTH = _length(entities.c.canonical_type)
-_SOURCE_LENGTH = _length(entities.c.source)
+    async def discard(self) -> None:
+        """Undo what :meth:`flush` wrote for the current call (before a retry, or on failure)."""
+        ...
 
 
-def _check_length(column: sa.Column[Any], value: str) -> None:
-    """``value`` fits ``column`` (the model's length): else this message fails alone."""
-    limit = _length(column)
+def _check_length(name: str, limit: int, value: str) -> None:
+    """``value`` fits its column: else this message fails alone."""
     if not isinstance(value, str) or not value or len(value) > limit:
-        raise ValidationError(
-            f"{column.name} must be a non-empty string of at most {limit} characters"
-        )
+        raise PermanentError(f"{name} must be a non-empty string of at most {limit} characters")
 
 
 def _fits(value: Any, limit: int) -> bool:
     return type(value) is str and 0 < len(value) <= limit
-
-
-def entity_id_for(tenant_id: str, canonical_type: str, source: str, external_id: str) -> str:
-    """The id of an entity is derived from its natural key: the same on every redelivery."""
-    return deterministic_id("entity", tenant_id, canonical_type, source, external_id)
 
 
 class ProcessorContext:
@@ -143,7 +132,7 @@ class ProcessorContext:
 
         ``attributes`` are stored as JSON (values JSON cannot hold, such as datetimes, as their
         ``str()``): pass identifiers and flags, not content. A value too long for its column
-        raises :class:`~apix_core.exceptions.ValidationError` here, failing this message only.
+        raises :class:`~apix_core.errors.PermanentError` here, failing this message only.
         """
         if self.store is None:
             raise ProcessorContextError(
@@ -151,15 +140,15 @@ class ProcessorContext:
             )
         # The usual case in one expression: this runs for every entity a processor writes.
         if not (
-            _fits(external_id, _EXTERNAL_ID_LENGTH)
-            and _fits(canonical_type, _TYPE_LENGTH)
-            and _fits(source, _SOURCE_LENGTH)
+            _fits(external_id, EXTERNAL_ID_LENGTH)
+            and _fits(canonical_type, CANONICAL_TYPE_LENGTH)
+            and _fits(source, SOURCE_LENGTH)
         ):
-            _check_length(entities.c.external_id, external_id)
-            _check_length(entities.c.canonical_type, canonical_type)
-            _check_length(entities.c.source, source)
+            _check_length("external_id", EXTERNAL_ID_LENGTH, external_id)
+            _check_length("canonical_type", CANONICAL_TYPE_LENGTH, canonical_type)
+            _check_length("source", SOURCE_LENGTH, source)
         if state is not None:
-            _check_length(entities.c.state, state)
+            _check_length("state", STATE_LENGTH, state)
         entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)
         self.writes.entities.append(
             PendingEntity(
@@ -178,12 +167,12 @@ class ProcessorContext:
 
     def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> None:
         """Move an entity to ``to_state`` (recorded with the message's transaction)."""
-        _check_length(state_transitions.c.to_state, to_state)
+        _check_length("to_state", STATE_LENGTH, to_state)
         self.writes.transitions.append(
             PendingTransition(
                 entity_id,
                 to_state,
-                reason[:_REASON_LENGTH] if reason else reason,
+                reason[:REASON_LENGTH] if reason else reason,
                 self.processor_name,
                 self.message.message_id,
             )
@@ -194,7 +183,8 @@ class ProcessorContext:
         if self.store is None:
             raise ProcessorContextError("get_entity needs persistence")
         if self._access is None:
-            return await self.store.entities.get(entity_id)
+            entity: Entity = await self.store.entities.get(entity_id)
+            return entity
         if self.has_writes and any(p.id == entity_id for p in self.writes.entities):
             await self._access.flush(self)
         return await self._access.read_entity(entity_id)

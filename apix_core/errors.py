@@ -1,17 +1,211 @@
-"""Error classification: validation (never retried), transient (retried), unexpected."""
+"""apix's one error vocabulary: every typed error, its stable code, and how a failure is classified.
+
+Every error derives from :class:`ApixError` and has a stable ``code`` (recorded with processing
+errors and dead letters) and a ``retryable`` flag that drives the retry policy:
+
+* :class:`PermanentError` (category ``validation``): the input can never succeed — not retried,
+  dead-lettered at once. Bad envelopes, payloads, oversize messages, unsafe file outputs.
+* :class:`TransientError` (category ``transient``): retried in-invocation with backoff, then
+  redelivered; ``retry_after`` (seconds) asks for a precise redelivery delay (a 429's
+  ``Retry-After``).
+* anything else a processor raises is ``unexpected``: redelivered until ``max_attempts``.
+
+``ValidationError`` is the old name of :class:`PermanentError` (it clashed with pydantic's);
+importing it still works and warns.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import sqlalchemy.exc
-
-from apix_core.exceptions import ApixError, ConfigurationError
-from apix_core.processor import ProcessorInterface
+if TYPE_CHECKING:
+    from apix_core.processor import ProcessorInterface
 
 
+class ApixError(Exception):
+    """Base of every error raised by apix."""
+
+    code: ClassVar[str] = "APIX_ERROR"
+    retryable: ClassVar[bool] = False
+
+
+# -- configuration and programming errors ---------------------------------------------------
+class ConfigurationError(ApixError):
+    """The app, a processor or the environment is configured wrongly."""
+
+    code = "CONFIGURATION_ERROR"
+
+
+class TopologyError(ConfigurationError):
+    """A processor sent to a queue it did not declare in ``produces``."""
+
+    code = "TOPOLOGY_ERROR"
+
+
+class TenantRequiredError(ApixError):
+    """A tenant-scoped call ran outside ``tenant_context``."""
+
+    code = "TENANT_REQUIRED"
+
+
+class ProcessorContextError(ApixError):
+    """A ``ProcessorContext`` method was used where it cannot work."""
+
+    code = "CONTEXT_ERROR"
+
+
+class EntityNotFoundError(ApixError):
+    """No entity with that id exists for the current tenant."""
+
+    code = "ENTITY_NOT_FOUND"
+
+
+class DeadLetterNotFoundError(ApixError):
+    """No dead-letter record with that id."""
+
+    code = "DEAD_LETTER_NOT_FOUND"
+
+
+class UnsupportedOperationError(ApixError):
+    """The transport (or backend) in use cannot do this (e.g. list dead letters)."""
+
+    code = "UNSUPPORTED_OPERATION"
+
+
+# -- processing errors: what steers retries --------------------------------------------------
+class ProcessingError(ApixError):
+    """Base for errors a processor raises on purpose to steer retries."""
+
+    code = "PROCESSING_ERROR"
+    retryable = True
+
+
+class PermanentError(ProcessingError):
+    """The input can never succeed: not retried, dead-lettered at once."""
+
+    code = "VALIDATION_ERROR"
+    retryable = False
+
+
+class TransientError(ProcessingError):
+    """A temporary failure: retried with backoff in-invocation, then redelivered.
+
+    ``retry_after`` (seconds), when given, is the redelivery delay to use instead of the
+    processor's backoff (e.g. an HTTP 429's ``Retry-After``); in-invocation retries are then
+    skipped, since the other side asked to wait.
+    """
+
+    code = "TRANSIENT_ERROR"
+    retryable = True
+
+    def __init__(self, *args: object, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailableError(TransientError):
+    """The metadata store could not be reached within the configured timeout."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
+class TransportError(TransientError):
+    """A queue transport failed to send, receive or acknowledge."""
+
+    code = "TRANSPORT_ERROR"
+
+
+class TokenRefreshError(TransientError):
+    """The token endpoint failed (now, or recently: see ``failed_until``), or did not answer in
+    time, or another instance's refresh held the token row longer than the lock wait."""
+
+    code = "TOKEN_REFRESH_FAILED"
+
+
+class StateConflictError(TransientError):
+    """A compare-and-set of per-tenant state lost to a concurrent writer."""
+
+    code = "STATE_CONFLICT"
+
+
+# -- bad input -------------------------------------------------------------------------------
+class EnvelopeError(PermanentError):
+    """A queue body is not a valid apix message."""
+
+    code = "INVALID_ENVELOPE"
+
+
+class MalformedMessageError(EnvelopeError):
+    """The body is not UTF-8 JSON, or not a JSON object."""
+
+    code = "MALFORMED_MESSAGE"
+
+
+class UnsupportedEnvelopeVersionError(EnvelopeError):
+    """The envelope version is not one this apix understands."""
+
+    code = "UNSUPPORTED_ENVELOPE_VERSION"
+
+
+class MissingTenantError(EnvelopeError):
+    """The message carries no tenant and no default tenant is configured."""
+
+    code = "MISSING_TENANT"
+
+
+class InvalidTenantError(MissingTenantError, TenantRequiredError):
+    """A tenant id that is not a safe identifier (see :data:`apix_core.tenancy.TENANT_ID_PATTERN`).
+
+    A :class:`MissingTenantError` (so a message carrying one is dead-lettered as bad input) and a
+    :class:`TenantRequiredError` (what ``tenant_context`` raises for an unusable tenant).
+    """
+
+    code = "INVALID_TENANT"
+
+
+class PayloadValidationError(EnvelopeError):
+    """The payload has the wrong type or fails the processor's payload model."""
+
+    code = "INVALID_PAYLOAD"
+
+
+class MessageTooLargeError(PermanentError):
+    """A message exceeds the transport's size limit (counted in bytes as the transport counts)."""
+
+    code = "MESSAGE_TOO_LARGE"
+
+    def __init__(self, size: int, limit: int, destination: str) -> None:
+        super().__init__(
+            f"message of {size} bytes exceeds the {limit}-byte limit of {destination!r}"
+        )
+        self.size = size
+        self.limit = limit
+        self.destination = destination
+
+
+class FileOutputError(PermanentError):
+    """A file output cannot be written safely: never retried."""
+
+    code = "INVALID_FILE_OUTPUT"
+
+
+class InvalidFilePatternError(FileOutputError):
+    """A ``file_pattern`` uses an unknown placeholder or is not a valid format string."""
+
+    code = "INVALID_FILE_PATTERN"
+
+
+class UnsafeFilePathError(FileOutputError):
+    """A file output's path resolves outside its destination directory."""
+
+    code = "UNSAFE_FILE_PATH"
+
+
+# -- classification --------------------------------------------------------------------------
 class ErrorCategory(StrEnum):
     VALIDATION = "validation"
     TRANSIENT = "transient"
@@ -20,10 +214,14 @@ class ErrorCategory(StrEnum):
 
 @dataclass(frozen=True)
 class ErrorInfo:
+    """What is recorded of a failure: stable code, category, message, whether to retry."""
+
     code: str
     category: ErrorCategory
     message: str
     retryable: bool
+    #: Redelivery delay asked for by the failure itself (``TransientError.retry_after``).
+    retry_after: float | None = None
 
     @classmethod
     def of(cls, exc: BaseException, processor: ProcessorInterface | None = None) -> ErrorInfo:
@@ -33,21 +231,42 @@ class ErrorInfo:
 _TRANSIENT_BUILTINS = (ConnectionError, TimeoutError, asyncio.TimeoutError)
 
 
+def _is_transient_database_error(exc: BaseException) -> bool:
+    # Only a driver's or SQLAlchemy's exception can be one: the store module (and SQLAlchemy)
+    # stays off the import path of apps that never touch a database error.
+    module = type(exc).__module__
+    if not module.startswith(("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")):
+        return False
+    from apix_core.store.errors import is_transient_store_error
+
+    return is_transient_store_error(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a passing failure of an infrastructure (database, network), not the
+    data's: apix errors by their ``retryable`` flag, driver errors by what they mean."""
+    if isinstance(exc, ApixError):
+        return exc.retryable
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    return _is_transient_database_error(exc)
+
+
 def classify(exc: BaseException, processor: ProcessorInterface | None = None) -> ErrorInfo:
+    """The :class:`ErrorInfo` of a failure; ``processor.can_retry`` may veto retries of
+    exceptions that are not apix's own."""
     message = f"{type(exc).__name__}: {exc}"[:4000]
     if isinstance(exc, ApixError):
-        if isinstance(exc, ConfigurationError) or not exc.retryable:
-            category = (
-                ErrorCategory.UNEXPECTED
-                if isinstance(exc, ConfigurationError)
-                else ErrorCategory.VALIDATION
-            )
-            return ErrorInfo(exc.code, category, message, retryable=False)
-        return ErrorInfo(exc.code, ErrorCategory.TRANSIENT, message, retryable=True)
+        if isinstance(exc, ConfigurationError):
+            return ErrorInfo(exc.code, ErrorCategory.UNEXPECTED, message, retryable=False)
+        if not exc.retryable:
+            return ErrorInfo(exc.code, ErrorCategory.VALIDATION, message, retryable=False)
+        retry_after = getattr(exc, "retry_after", None)
+        return ErrorInfo(exc.code, ErrorCategory.TRANSIENT, message, True, retry_after)
     retryable = True
     if processor is not None and isinstance(exc, Exception):
         retryable = bool(processor.can_retry(exc))
-    if isinstance(exc, (*_TRANSIENT_BUILTINS, sqlalchemy.exc.OperationalError)):
+    if isinstance(exc, _TRANSIENT_BUILTINS) or _is_transient_database_error(exc):
         return ErrorInfo("TRANSIENT_ERROR", ErrorCategory.TRANSIENT, message, retryable)
     return ErrorInfo(
         "UNEXPECTED_ERROR" if retryable else "NON_RETRYABLE_ERROR",
@@ -55,3 +274,51 @@ def classify(exc: BaseException, processor: ProcessorInterface | None = None) ->
         message,
         retryable,
     )
+
+
+_DEPRECATED = {"ValidationError": ("PermanentError", PermanentError)}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        new, value = _DEPRECATED[name]
+        warnings.warn(
+            f"apix_core's {name} is now {new} (it clashed with pydantic's ValidationError)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ApixError",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "DeadLetterNotFoundError",
+    "EntityNotFoundError",
+    "EnvelopeError",
+    "ErrorCategory",
+    "ErrorInfo",
+    "FileOutputError",
+    "InvalidFilePatternError",
+    "InvalidTenantError",
+    "MalformedMessageError",
+    "MessageTooLargeError",
+    "MissingTenantError",
+    "PayloadValidationError",
+    "PermanentError",
+    "ProcessingError",
+    "ProcessorContextError",
+    "StateConflictError",
+    "TenantRequiredError",
+    "TokenRefreshError",
+    "TopologyError",
+    "TransientError",
+    "TransportError",
+    "UnsafeFilePathError",
+    "UnsupportedEnvelopeVersionError",
+    "UnsupportedOperationError",
+    "classify",
+    "is_transient",
+]

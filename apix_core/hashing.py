@@ -42,3 +42,8 @@ def deterministic_id(*parts: str) -> str:
     digest[8] = (digest[8] & 0x3F) | 0x80
     h = digest.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def entity_id_for(tenant_id: str, canonical_type: str, source: str, external_id: str) -> str:
+    """The id of an entity is derived from its natural key: the same on every redelivery."""
+    return deterministic_id("entity", tenant_id, canonical_type, source, external_id)

@@ -13,7 +13,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from apix_core.constants import ENVELOPE_KEY, ENVELOPE_VERSION
-from apix_core.exceptions import (
+from apix_core.errors import (
     EnvelopeError,
     InvalidTenantError,
     MalformedMessageError,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 from apix_core.message import Message
 from apix_core.result import ProcessingResult
 

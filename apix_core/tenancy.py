@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from apix_core.exceptions import InvalidTenantError, TenantRequiredError
+from apix_core.errors import InvalidTenantError, TenantRequiredError
 
 #: A tenant id: 1-64 characters, a letter or digit first, then letters, digits, ``_.:@-``.
 #: Tenant ids reach file names (``{tenant_id}`` in a ``file_pattern``), log fields and

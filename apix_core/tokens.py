@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from apix_core.constants import TOKEN_KEY_ENV
-from apix_core.exceptions import ConfigurationError, TransientError
+from apix_core.errors import ConfigurationError, TokenRefreshError
 from apix_core.observability.logging import get_logger
 from apix_core.store.database import Database
 from apix_core.store.errors import is_lock_timeout
@@ -52,13 +52,6 @@ FetchToken = Callable[[], Awaitable[tuple[str, float]]]
 
 _t = api_tokens
 _log = get_logger("apix.tokens")
-
-
-class TokenRefreshError(TransientError):
-    """The token endpoint failed (now, or recently: see ``failed_until``), or did not answer in
-    time, or another instance's refresh held the token row longer than the lock wait."""
-
-    code = "TOKEN_REFRESH_FAILED"
 
 
 @dataclass

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from apix_core.app import App
     from apix_core.runtime import RunStats
     from apix_core.store.database import Database
-    from apix_core.transport.base import DeadLetterRecord, QueueTransport
+    from apix_core.transport.base import DeadLetterRecord
 
 T = TypeVar("T")
 
@@ -144,7 +144,7 @@ async def _open_database(url: str, settings: Settings) -> Database:
 
 
 @asynccontextmanager
-async def _transport(app_path: str | None) -> AsyncIterator[QueueTransport]:
+async def _transport(app_path: str | None) -> AsyncIterator[Any]:
     """The app's transport (``--app``), else a local transport on ``APIX_QUEUE_URL``."""
     if app_path:
         from apix_core.cli.loader import load_app
@@ -603,7 +603,8 @@ def dlq_list(
 
     async def go() -> list[DeadLetterRecord]:
         async with _transport(app_path) as transport:
-            return await transport.list_dead_letters(queue, limit=limit)
+            records: list[DeadLetterRecord] = await transport.list_dead_letters(queue, limit=limit)
+            return records
 
     records = _arun(go())
     table = Table(title=f"dead letters ({len(records)})", title_justify="left")
@@ -635,7 +636,8 @@ def dlq_show(
 
     async def go() -> DeadLetterRecord:
         async with _transport(app_path) as transport:
-            return await transport.get_dead_letter(dead_letter_id)
+            record: DeadLetterRecord = await transport.get_dead_letter(dead_letter_id)
+            return record
 
     r = _arun(go())
     console = _console()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from apix_core.constants import DEFAULT_EVENT_LOOP, EVENT_LOOP_ENV
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 
 T = TypeVar("T")
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apix_core.app import App
-from apix_core.exceptions import FileOutputError
+from apix_core.errors import FileOutputError
 from apix_core.outbox import Dispatcher, stale_rows
 from apix_core.runtime.worker import QueueStats, QueueWorker
-from apix_core.transport.base import OutgoingMessage, QueueDepth
+from apix_core.transport.base import OutgoingMessage, QueueAdmin, QueueDepth
 
 _log = logging.getLogger("apix.runner")
 
@@ -126,7 +126,8 @@ class LocalRunner:
 
     async def _refresh_depths(self) -> None:
         transport = self.app.transport
-        assert transport is not None
+        if not isinstance(transport, QueueAdmin):
+            return  # depth is an optional capability
         for spec in self.app.specs.values():
             q = self.app.input_queue(spec)
             if q:
@@ -145,7 +146,7 @@ class LocalRunner:
         rows = await stale_rows(store.db, after)
         if not rows:
             return 0
-        dispatcher = Dispatcher(store.db, self.app.transport)
+        dispatcher = Dispatcher(self.app.transport, store)
         sent = len(rows)
         try:
             await dispatcher.dispatch(rows)

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from apix_core.app import App
-from apix_core.handler import OutcomeKind
+from apix_core.processing.outcomes import OutcomeKind
 from apix_core.processor import ProcessorSpec
 
 _log = logging.getLogger("apix.worker")
@@ -49,8 +49,7 @@ class QueueWorker:
 
     async def run_once(self) -> int:
         """Process at most one batch; returns how many deliveries it received."""
-        transport = self.app.transport
-        assert transport is not None
+        transport = self.app.consumer()
         self.busy = True
         try:
             deliveries = await transport.receive(
@@ -83,8 +82,7 @@ class QueueWorker:
         """Loop until ``stop``. After a partial batch, wait ``linger`` seconds so the next
         receive takes a fuller batch: each transaction costs about the same whatever its size.
         When the queue is empty, wait for the transport's signal (or poll, backing off)."""
-        transport = self.app.transport
-        assert transport is not None
+        transport = self.app.consumer()
         idle = poll_interval
         while not stop.is_set():
             try:

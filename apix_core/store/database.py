@@ -23,7 +23,7 @@ from apix_core.constants import (
     DEFAULT_DB_POOL_SIZE,
     DEFAULT_DB_TIMEOUT,
 )
-from apix_core.exceptions import ConfigurationError, DatabaseUnavailableError
+from apix_core.errors import ConfigurationError, DatabaseUnavailableError
 from apix_core.message import dump_json
 
 if TYPE_CHECKING:

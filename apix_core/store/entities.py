@@ -9,99 +9,18 @@ from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apix_core.store.models import entities, entity_versions, state_transitions
 from apix_core.store.pg import WriteBundle, driver
 from apix_core.store.sql import insert_many
-
-INITIAL_STATE = "received"
-
-
-class Entity(BaseModel):
-    """An entity's metadata (never its content)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    tenant_id: str
-    external_id: str
-    canonical_type: str
-    source: str
-    version: int
-    content_hash: str
-    attributes: dict[str, Any]
-    state: str
-    created_at: datetime
-    updated_at: datetime
-
-
-class EntityVersion(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    entity_id: str
-    version: int
-    content_hash: str
-    attributes: dict[str, Any]
-    processor: str | None
-    message_id: str | None
-    created_at: datetime
-
-
-class StateTransition(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    entity_id: str | None
-    message_id: str | None
-    processor: str | None
-    from_state: str | None
-    to_state: str
-    reason: str | None
-    created_at: datetime
-
-
-@dataclass(slots=True)
-class PendingEntity:
-    """A buffered ``persist_entity`` call, written when the processor has succeeded."""
-
-    id: str
-    external_id: str
-    canonical_type: str
-    source: str
-    content_hash: str
-    attributes: dict[str, Any]
-    state: str | None
-    processor: str
-    message_id: str
-
-
-@dataclass(slots=True)
-class PendingTransition:
-    entity_id: str
-    to_state: str
-    reason: str | None
-    processor: str
-    message_id: str
-
-
-@dataclass(slots=True)
-class EntityWriteResult:
-    entity_id: str
-    version: int
-    created: bool
-    duplicate: bool
-
-
-@dataclass(slots=True)
-class EntityWriteBatch:
-    """What one message's processor asked to persist."""
-
-    entities: list[PendingEntity] = field(default_factory=list)
-    transitions: list[PendingTransition] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.entities or self.transitions)
+from apix_core.store.types import (
+    INITIAL_STATE,
+    EntityWriteBatch,
+    EntityWriteResult,
+    PendingEntity,
+    PendingTransition,
+)
 
 
 @dataclass

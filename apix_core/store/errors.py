@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from apix_core.exceptions import ApixError
+from apix_core.errors import ApixError
 
 #: PostgreSQL ``lock_not_available``: ``lock_timeout`` expired.
 LOCK_NOT_AVAILABLE = "55P03"

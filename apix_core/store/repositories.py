@@ -7,15 +7,16 @@ no way to pass a tenant explicitly, so a caller cannot forget the scope or cross
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from apix_core.exceptions import EntityNotFoundError
+from apix_core.errors import EntityNotFoundError
 from apix_core.store.database import Database
-from apix_core.store.entities import Entity, EntityVersion, StateTransition
 from apix_core.store.models import (
     entities,
     entity_versions,
@@ -24,7 +25,15 @@ from apix_core.store.models import (
     processing_errors,
     state_transitions,
 )
+from apix_core.store.types import Entity, EntityVersion, StateTransition
 from apix_core.tenancy import require_tenant
+
+if TYPE_CHECKING:
+    from apix_core.outputs.base import OutboxRow
+    from apix_core.processing.unit_of_work import ErrorRecord
+    from apix_core.processor import ProcessorConfig
+    from apix_core.store.unit_of_work import SqlUnitOfWork
+    from apix_core.transport.base import Producer
 
 
 class _Repository:
@@ -211,7 +220,8 @@ class IdempotencyRepository(_Repository):
 
 
 class Store:
-    """The metadata store: one database and its repositories."""
+    """The metadata store: one database, its repositories, and the processing hooks of
+    :class:`apix_core.processing.unit_of_work.MetadataStore`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -219,3 +229,35 @@ class Store:
         self.states = StateRepository(db)
         self.errors = ErrorRepository(db)
         self.idempotency = IdempotencyRepository(db)
+
+    def unit_of_work(
+        self,
+        *,
+        tenant: str,
+        processor: str,
+        config: ProcessorConfig,
+        message_ids: list[str],
+        producer: Producer | None,
+    ) -> AbstractAsyncContextManager[SqlUnitOfWork]:
+        from apix_core.store.unit_of_work import sql_unit_of_work
+
+        return sql_unit_of_work(
+            self.db,
+            tenant=tenant,
+            processor=processor,
+            config=config,
+            message_ids=message_ids,
+            producer=producer,
+        )
+
+    async def record_errors(
+        self, tenant: str, processor: str, records: Sequence[ErrorRecord]
+    ) -> None:
+        from apix_core.store.unit_of_work import record_errors
+
+        await record_errors(self.db, tenant, processor, records)
+
+    async def mark_sent(self, rows: Sequence[OutboxRow]) -> None:
+        from apix_core.outbox.repository import mark_sent
+
+        await mark_sent(self.db, rows)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 from apix_core.store.database import Database
 from apix_core.store.models import (
     dead_letters,

@@ -1,4 +1,19 @@
-"""The ``QueueTransport`` interface and the values that cross it."""
+"""Queue transports as small interfaces, and the values that cross them.
+
+As httpx keeps one small transport interface, apix splits a queue service by what it can do:
+
+* :class:`Producer` — ``send_batch`` (and ``send``) and the service's size limit. Every transport
+  is one; the outbox dispatcher needs nothing more.
+* :class:`Consumer` — ``receive`` / ``ack`` / ``release`` / ``dead_letter``: what a polling
+  worker (``apix run``, ``apix worker``) needs. A Lambda or Azure trigger never receives; its
+  adapter settles outcomes its own way (``apix_core.processing.settle``).
+* optional admin capabilities, checked with ``isinstance``: :class:`DeadLetterAdmin`
+  (list / show / replay dead letters) and :class:`QueueAdmin` (depth, queue names).
+
+:class:`QueueTransport` is a producer and a consumer: a full transport a worker can drive.
+Joining the metadata store's transaction is the local SQL transport's alone
+(:class:`apix_core.transport.local.LocalTransport`).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +22,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
-from apix_core.exceptions import MessageTooLargeError
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
-    from apix_core.store.database import Database
-    from apix_core.store.pg import WriteBundle
+from apix_core.errors import MessageTooLargeError
 
 
 @dataclass(frozen=True)
@@ -77,8 +86,8 @@ class QueueDepth:
         return self.visible + self.in_flight + self.delayed
 
 
-class QueueTransport(ABC):
-    """At-least-once queues: send, receive with a visibility timeout, ack, release, dead-letter."""
+class Producer(ABC):
+    """Sends messages to named queues."""
 
     name: str = "transport"
 
@@ -88,6 +97,30 @@ class QueueTransport(ABC):
 
     async def send(self, queue: str, message: OutgoingMessage) -> None:
         await self.send_batch(queue, [message])
+
+    @abstractmethod
+    def max_message_bytes(self, queue: str) -> int:
+        """The largest body ``queue`` accepts, in the units of :meth:`encoded_size`."""
+
+    def encoded_size(self, body: str) -> int:
+        """Bytes a body occupies on this transport (UTF-8 unless the transport re-encodes)."""
+        return len(body.encode("utf-8"))
+
+    def check_size(self, queue: str, body: str) -> None:
+        """Raise :class:`MessageTooLargeError` when ``body`` does not fit ``queue``."""
+        limit = self.max_message_bytes(queue)
+        if len(body) * 4 <= limit and type(self).encoded_size is Producer.encoded_size:
+            return  # UTF-8 needs at most 4 bytes a character: no need to encode
+        size = self.encoded_size(body)
+        if size > limit:
+            raise MessageTooLargeError(size, limit, f"{self.name}:{queue}")
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class Consumer(ABC):
+    """Receives from a queue with a visibility timeout and settles each delivery."""
 
     @abstractmethod
     async def receive(
@@ -106,56 +139,6 @@ class QueueTransport(ABC):
     async def dead_letter(self, queue: str, message: ReceivedMessage, info: DeadLetterInfo) -> None:
         """Move a message to the dead-letter destination with its error, then delete it."""
 
-    @abstractmethod
-    def max_message_bytes(self, queue: str) -> int: ...
-
-    def encoded_size(self, body: str) -> int:
-        """Bytes a body occupies on this transport (UTF-8 unless the transport re-encodes)."""
-        return len(body.encode("utf-8"))
-
-    def check_size(self, queue: str, body: str) -> None:
-        limit = self.max_message_bytes(queue)
-        if len(body) * 4 <= limit and type(self).encoded_size is QueueTransport.encoded_size:
-            return  # UTF-8 needs at most 4 bytes a character: no need to encode
-        size = self.encoded_size(body)
-        if size > limit:
-            raise MessageTooLargeError(size, limit, f"{self.name}:{queue}")
-
-    @abstractmethod
-    async def list_dead_letters(
-        self, queue: str | None = None, limit: int = 50
-    ) -> list[DeadLetterRecord]: ...
-
-    @abstractmethod
-    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord: ...
-
-    @abstractmethod
-    async def replay_dead_letter(self, dead_letter_id: str) -> str:
-        """Send the original message back to its queue; returns its message id."""
-
-    @abstractmethod
-    async def depth(self, queue: str) -> QueueDepth: ...
-
-    def joins_transactions_of(self, db: Database) -> bool:
-        """True when this transport stores its queues in ``db``: then a handler sends in its
-        own transaction (:meth:`send_in_transaction`) instead of through the outbox."""
-        return False
-
-    async def send_in_transaction(
-        self,
-        conn: AsyncConnection,
-        queue: str,
-        messages: Sequence[OutgoingMessage],
-        bundle: WriteBundle | None = None,
-    ) -> None:
-        """Enqueue on ``conn``, a transaction of the database named by
-        :meth:`joins_transactions_of`; visible when it commits. Call :meth:`notify` after.
-        With a PostgreSQL ``bundle`` the rows join the transaction's single write statement."""
-        raise NotImplementedError(f"{type(self).__name__} cannot join a database transaction")
-
-    def notify(self, queue: str) -> None:  # noqa: B027 - optional hook
-        """Messages were committed to ``queue`` outside :meth:`send_batch` (a wake-up hint)."""
-
     async def wait_for_messages(self, queue: str, max_wait: float) -> None:
         """Return when ``queue`` may have messages, at the latest after ``max_wait`` seconds.
 
@@ -163,5 +146,44 @@ class QueueTransport(ABC):
         """
         await asyncio.sleep(max_wait)
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
+
+class QueueTransport(Producer, Consumer):
+    """A full transport: a worker sends, receives and settles through it."""
+
+
+@runtime_checkable
+class DeadLetterAdmin(Protocol):
+    """Optional capability: list, show and replay dead letters (``apix dlq``)."""
+
+    async def list_dead_letters(
+        self, queue: str | None = None, limit: int = 50
+    ) -> list[DeadLetterRecord]: ...
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord: ...
+
+    async def replay_dead_letter(self, dead_letter_id: str) -> str:
+        """Send the original message back to its queue; returns its message id."""
+        ...
+
+
+@runtime_checkable
+class QueueAdmin(Protocol):
+    """Optional capability: queue depth and the names of queues holding messages."""
+
+    async def depth(self, queue: str) -> QueueDepth: ...
+
+    async def queues(self) -> list[str]: ...
+
+
+__all__ = [
+    "Consumer",
+    "DeadLetterAdmin",
+    "DeadLetterInfo",
+    "DeadLetterRecord",
+    "OutgoingMessage",
+    "Producer",
+    "QueueAdmin",
+    "QueueDepth",
+    "QueueTransport",
+    "ReceivedMessage",
+]

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT
-from apix_core.exceptions import DeadLetterNotFoundError, MalformedMessageError
-from apix_core.store.database import Database
+from apix_core.errors import DeadLetterNotFoundError, MalformedMessageError
+from apix_core.store.database import Database, normalize_url
 from apix_core.store.models import dead_letters, queue_messages
 from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
 from apix_core.transport.base import (
@@ -38,6 +38,7 @@ from apix_core.transport.base import (
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from apix_core.config import Settings
     from apix_core.store.pg import WriteBundle
 
 _qm = queue_messages
@@ -111,6 +112,8 @@ class LocalTransport(QueueTransport):
         self.notify(queue)
 
     def joins_transactions_of(self, db: Database) -> bool:
+        """True when this transport keeps its queues in ``db``: a unit of work then enqueues
+        in its own transaction (:meth:`send_in_transaction`) instead of through the outbox."""
         return db is self.db
 
     async def send_in_transaction(
@@ -120,6 +123,9 @@ class LocalTransport(QueueTransport):
         messages: Sequence[OutgoingMessage],
         bundle: WriteBundle | None = None,
     ) -> None:
+        """Enqueue on ``conn``, a transaction of this transport's database; visible when it
+        commits (call :meth:`notify` after). With a PostgreSQL ``bundle`` the rows join the
+        transaction's single write statement."""
         await insert_many(
             conn,
             _qm,
@@ -130,6 +136,7 @@ class LocalTransport(QueueTransport):
         )
 
     def notify(self, queue: str) -> None:
+        """Messages were committed to ``queue`` outside :meth:`send_batch`: wake local workers."""
         if not self._events:
             return  # no worker of this process has waited yet: nobody to wake
         with contextlib.suppress(RuntimeError):  # no running loop: nobody to wake
@@ -334,4 +341,23 @@ def _record(r: sa.Row) -> DeadLetterRecord:  # type: ignore[type-arg]
         tenant_id=r.tenant_id,
         attributes=dict(r.attributes or {}),
         replayed_at=r.replayed_at,
+    )
+
+
+async def from_url(
+    url: str, *, settings: Settings, database: Database | None = None, **_: Any
+) -> LocalTransport:
+    """The registry's factory for database URLs: shares ``database`` when the URL names it
+    (queue outputs then commit with the processing transaction), else opens its own."""
+    if database is not None and normalize_url(url) == database.url:
+        db, owns = database, False
+    else:
+        db, owns = Database(url, timeout=settings.db_timeout), True
+        if settings.auto_migrate:
+            await db.upgrade()
+    return LocalTransport(
+        db,
+        visibility_timeout=settings.visibility_timeout,
+        max_message_bytes=settings.local_max_message_bytes,
+        owns_database=owns,
     )

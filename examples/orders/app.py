@@ -31,10 +31,10 @@ from apix_core import (
     EntityReference,
     FileOutputHandler,
     Message,
+    PermanentError,
     ProcessingResult,
     ProcessorContext,
     ProcessorInterface,
-    ValidationError,
 )
 
 app = App("orders", tenant_id="demo-shop")
@@ -216,7 +216,7 @@ def check_inventory(message: Message, ctx: ProcessorContext) -> None:
     lines = []
     for item in order["items"]:
         if item["product_id"] not in CATALOG:
-            raise ValidationError(f"unknown product {item['product_id']}")
+            raise PermanentError(f"unknown product {item['product_id']}")
         _, _, stock = CATALOG[item["product_id"]]
         available = min(stock, MAX_UNITS_PER_LINE)
         lines.append({**item, "backordered": max(0, item["quantity"] - available)})

@@ -15,8 +15,8 @@ from apix_core import (
     EntityReference,
     Message,
     OutcomeKind,
+    PermanentError,
     ProcessorContext,
-    ValidationError,
     tenant_context,
 )
 from apix_core.context import entity_id_for
@@ -42,7 +42,7 @@ async def _versioning_app(make_app: Any) -> App:
         if p.get("then"):
             ctx.transition(entity_id, p["then"], reason="shipped by carrier")
         if p.get("fail"):
-            raise ValidationError("order total is negative")
+            raise PermanentError("order total is negative")
 
     await app.start()
     return app
@@ -138,7 +138,7 @@ async def test_dead_lettered_entity_message_moves_entity_to_failed(make_app: Any
 
     @app.processor("check", consumes="entities")
     async def check(message: Message, ctx: ProcessorContext) -> None:
-        raise ValidationError("address is incomplete")
+        raise PermanentError("address is incomplete")
 
     await app.start()
     await app.handler("create").handle(_order("o-4", {}))
@@ -190,7 +190,7 @@ def _sentinel_app(make_app: Any) -> App:
     @app.processor("export", consumes="done")
     async def export(message: Message, ctx: ProcessorContext) -> None:
         if message.payload["id"].endswith("-bad"):
-            raise ValidationError("customer rejected by the target system")
+            raise PermanentError("customer rejected by the target system")
 
     return app
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apix_core import EntityReference, EnvelopeError, Message, MessageType
-from apix_core.exceptions import (
+from apix_core.errors import (
     InvalidTenantError,
     MalformedMessageError,
     MissingTenantError,

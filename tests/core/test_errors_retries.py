@@ -19,11 +19,11 @@ from apix_core import (
     Message,
     Outcome,
     OutcomeKind,
+    PermanentError,
     ProcessingResult,
     ProcessorContext,
     ProcessorInterface,
     TransientError,
-    ValidationError,
     tenant_context,
 )
 from apix_core.runtime import LocalRunner
@@ -58,14 +58,14 @@ async def queue_total(app: App, queue: str) -> int:
 
 
 async def test_validation_error_is_dead_lettered_at_once(make_app) -> None:
-    # GIVEN a processor that rejects its input with ValidationError, allowed 5 attempts
+    # GIVEN a processor that rejects its input with PermanentError, allowed 5 attempts
     app: App = make_app("errs", tenant_id=TENANT)
     calls: list[str] = []
 
     @app.processor("check", consumes="in", max_attempts=5, backoff=FAST)
     def check(message: Message) -> None:
         calls.append(message.message_id)
-        raise ValidationError("sku 'X-1' does not exist")
+        raise PermanentError("sku 'X-1' does not exist")
 
     await app.start()
     mid = await app.send("in", {"sku": "X-1", "qty": 2}, tenant_id=TENANT)
@@ -323,7 +323,7 @@ async def test_failure_in_a_batch_leaves_the_other_messages_alone(make_app) -> N
         sku = message.payload["sku"]
         ctx.persist_entity(sku, "item", "shop", message.payload)
         if sku == "bad":
-            raise ValidationError("bad sku")
+            raise PermanentError("bad sku")
         return {"sku": sku}
 
     await app.start()
@@ -356,7 +356,7 @@ async def test_replayed_dead_letter_completes_after_the_fix(make_app) -> None:
     def convert(message: Message, ctx: ProcessorContext) -> None:
         calls.append(message.message_id)
         if not fixed["yes"]:
-            raise ValidationError("unit 'lbs' not supported")
+            raise PermanentError("unit 'lbs' not supported")
         ctx.persist_entity("w-1", "weight", "scale", message.payload)
 
     await app.start()

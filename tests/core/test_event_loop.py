@@ -11,8 +11,8 @@ import asyncio
 import pytest
 
 from apix_core import App, Message, ProcessorContext, tenant_context
-from apix_core.exceptions import ConfigurationError
-from apix_core.handler import OutcomeKind
+from apix_core.errors import ConfigurationError
+from apix_core.processing import OutcomeKind
 from apix_core.runtime import close_runner, loop_factory, loop_name, run_sync
 from apix_core.runtime.loop import run
 

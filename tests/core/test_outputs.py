@@ -24,12 +24,12 @@ from apix_core import (
     TenantRequiredError,
     tenant_context,
 )
-from apix_core.exceptions import (
+from apix_core.errors import (
     FileOutputError,
     InvalidFilePatternError,
     InvalidTenantError,
+    PermanentError,
     UnsafeFilePathError,
-    ValidationError,
 )
 from apix_core.outbox import OutboxRow, check_file_name, file_name, insert_rows, write_file
 from apix_core.runtime import LocalRunner
@@ -86,7 +86,7 @@ def test_unknown_or_fancy_placeholders_are_a_typed_validation_error(
     # WHEN the name is built THEN a typed, non-retryable error says so (not a KeyError)
     with pytest.raises(InvalidFilePatternError) as info:
         file_name(row)
-    assert isinstance(info.value, ValidationError) and not info.value.retryable
+    assert isinstance(info.value, PermanentError) and not info.value.retryable
     with pytest.raises(InvalidFilePatternError):
         write_file(row)
     assert list(tmp_path.iterdir()) == []

@@ -12,12 +12,12 @@ from apix_core import (
     App,
     Message,
     OutcomeKind,
+    PermanentError,
     ProcessorContext,
     TenantRequiredError,
-    ValidationError,
     tenant_context,
 )
-from apix_core.exceptions import EntityNotFoundError
+from apix_core.errors import EntityNotFoundError
 from apix_core.store.repositories import Store
 
 
@@ -34,7 +34,7 @@ async def _two_tenant_app(make_app: Any) -> tuple[App, dict[str, str]]:
     async def ingest(message: Message, ctx: ProcessorContext) -> None:
         p = message.payload
         if p.get("fail"):
-            raise ValidationError(f"rejected for {ctx.tenant_id}")
+            raise PermanentError(f"rejected for {ctx.tenant_id}")
         entity_id = ctx.persist_entity("o-1", "order", "shop", p, owner=ctx.tenant_id)
         ctx.transition(entity_id, f"seen-by-{ctx.tenant_id}")
         ids[ctx.tenant_id] = entity_id
@@ -120,7 +120,7 @@ async def test_repositories_never_cross_tenants(make_app: Any) -> None:
     # THEN it sees nothing of globex's, and all of its own
     assert versions == [] and transitions == []
     assert [e.id for e in listed] == [acme_id] and count == 1
-    assert [e.error_message for e in errors] == ["ValidationError: rejected for acme"]
+    assert [e.error_message for e in errors] == ["PermanentError: rejected for acme"]
     assert sum(s.count for s in summary) == 1
     assert [v.version for v in own_versions] == [1, 2]
     assert [t.to_state for t in own_transitions] == ["received", "seen-by-acme"]

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from apix_core import App, Message, ProcessorContext, tenant_context
-from apix_core.exceptions import DatabaseUnavailableError
+from apix_core.errors import DatabaseUnavailableError
 from apix_core.runtime import LocalRunner
 from apix_core.store.database import Database
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apix_core import App, Message, ProcessorContext, tenant_context
-from apix_core.handler import OutcomeKind
+from apix_core.processing import OutcomeKind
 from apix_core.store import pg
 from apix_core.store.database import Database
 from apix_core.store.pg import NotALiteralError, literal

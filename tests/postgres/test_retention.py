@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from apix_core import App, Message, ProcessorContext
-from apix_core.exceptions import ConfigurationError
-from apix_core.handler import OutcomeKind
+from apix_core.errors import ConfigurationError
+from apix_core.processing import OutcomeKind
 from apix_core.store.database import Database
 from apix_core.store.models import (
     dead_letters,

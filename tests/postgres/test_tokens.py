@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from apix_core import tenant_context
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 from apix_core.store.database import Database
 from apix_core.store.models import api_tokens
 from apix_core.tokens import ApiTokenService, TokenRefreshError, oauth2_client_credentials

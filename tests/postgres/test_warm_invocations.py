@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from apix_core import App, Message, ProcessorContext, tenant_context
-from apix_core.handler import OutcomeKind
+from apix_core.processing import OutcomeKind
 from apix_core.runtime import close_runner, run_sync
 
 _probe: ContextVar[str | None] = ContextVar("probe", default=None)

@@ -147,7 +147,7 @@ async def main() -> None:
         await app.start()
     try:
         assert app.store is not None
-        app.handler("enrich").dispatcher = CrashingDispatcher(app.store.db, transport)
+        app.handler("enrich").dispatcher = CrashingDispatcher(transport, app.store)
         stats = await LocalRunner(app, max_seconds=90).run()
         print(
             json.dumps(

@@ -1,0 +1,169 @@
+"""HTTP triggers, platform-neutral: route matching, request → :class:`Message`, and the one
+mapping of an :class:`Outcome` to an HTTP response that every adapter (``apix serve``, API
+Gateway, Azure Functions) answers with.
+
+Status mapping: 200 (done), 202 (done, work queued: the processor produces), 400 (validation),
+404 (no route), 503 + ``Retry-After`` (retryable), 500 (unexpected). Error bodies are JSON
+``{"error": CODE, "message": ...}`` without stack traces.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from apix_core.errors import InvalidTenantError, MalformedMessageError, MissingTenantError
+from apix_core.hashing import deterministic_id
+from apix_core.message import Message, MessageType
+from apix_core.processing.outcomes import Outcome, OutcomeKind
+from apix_core.processor import ProcessorSpec
+from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
+
+
+@dataclass
+class HttpResponse:
+    status_code: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+
+    def text(self) -> str:
+        return json.dumps(self.body, separators=(",", ":"), default=str)
+
+
+class HttpRejected(Exception):
+    """A request that gets an answer without running a processor (the response carries it)."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def match_route(
+    specs: Iterable[ProcessorSpec], method: str, path: str
+) -> tuple[ProcessorSpec, dict[str, str]] | None:
+    """The processor whose ``route=`` matches, and the path parameters."""
+    for spec in specs:
+        if spec.route is None or spec.route.method != method.upper():
+            continue
+        params = match_path(spec.route.path, path)
+        if params is not None:
+            return spec, params
+    return None
+
+
+def match_path(pattern: str, path: str) -> dict[str, str] | None:
+    p_parts = pattern.strip("/").split("/")
+    a_parts = path.split("?", 1)[0].strip("/").split("/")
+    if len(p_parts) != len(a_parts):
+        return None
+    params: dict[str, str] = {}
+    for p, a in zip(p_parts, a_parts, strict=True):
+        if p.startswith("{") and p.endswith("}"):
+            params[p[1:-1]] = a
+        elif p != a:
+            return None
+    return params
+
+
+def not_found(method: str, path: str) -> HttpResponse:
+    return HttpResponse(404, {"error": "NOT_FOUND", "message": f"no route {method} {path}"})
+
+
+def request_message(
+    app_name: str,
+    spec: ProcessorSpec,
+    params: dict[str, str],
+    *,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None,
+    body: bytes | str | None,
+    query: Mapping[str, str] | None,
+    tenant_header: str,
+    default_tenant: str | None,
+) -> Message:
+    """The message of one request; raises :class:`HttpRejected` with a 400 for bad input.
+
+    The tenant comes from ``tenant_header`` (else ``default_tenant``); an ``Idempotency-Key``
+    header makes retries of the same request one message (exactly-once)."""
+    lower = {k.lower(): v for k, v in (headers or {}).items()}
+    tenant = lower.get(tenant_header.lower()) or default_tenant
+    if not tenant:
+        raise HttpRejected(
+            error_response(400, MissingTenantError(f"missing {tenant_header} header"))
+        )
+    if not is_valid_tenant_id(tenant):
+        # The header is caller input: refuse it before it scopes anything (or names a file).
+        raise HttpRejected(
+            error_response(
+                400, InvalidTenantError(f"invalid {tenant_header} header: use {TENANT_ID_RULE}")
+            )
+        )
+    try:
+        payload = json_object(body)
+    except MalformedMessageError as exc:
+        raise HttpRejected(error_response(400, exc)) from None
+    key = lower.get("idempotency-key")
+    message_id = (
+        deterministic_id("http", app_name, spec.name, tenant, key) if key else str(uuid.uuid4())
+    )
+    return Message(
+        message_id=message_id,
+        tenant_id=tenant,
+        type=MessageType.HTTP,
+        payload=payload,
+        metadata={
+            "http": {
+                "method": method.upper(),
+                "path": path,
+                "path_params": params,
+                "query": dict(query or {}),
+            }
+        },
+    )
+
+
+def response_for(outcome: Outcome, spec: ProcessorSpec) -> HttpResponse:
+    """The HTTP answer to a processed request."""
+    message_id = outcome.message.message_id if outcome.message else outcome.delivery.message_id
+    base = {"message_id": message_id, "status": outcome.kind.value}
+    if outcome.kind in (OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE):
+        result = outcome.result
+        body_out: dict[str, Any] = dict(base)
+        if result is not None:
+            body_out["entities_created"] = result.entities_created
+            body_out["metadata"] = result.processing_metadata
+        return HttpResponse(202 if spec.produces else 200, body_out)
+    error = outcome.error
+    assert error is not None
+    if outcome.kind is OutcomeKind.RETRY:
+        return HttpResponse(
+            503,
+            {**base, "error": error.code, "message": error.message},
+            {
+                "Content-Type": "application/json",
+                "Retry-After": str(max(1, int(outcome.delay_seconds))),
+            },
+        )
+    status = 400 if error.category.value == "validation" else 500
+    return HttpResponse(status, {**base, "error": error.code, "message": error.message})
+
+
+def error_response(status: int, exc: Exception) -> HttpResponse:
+    code = getattr(exc, "code", "ERROR")
+    return HttpResponse(status, {"error": code, "message": str(exc)})
+
+
+def json_object(body: bytes | str | None) -> dict[str, Any]:
+    if body is None or body in (b"", ""):
+        return {}
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessageError(f"request body is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedMessageError("request body must be a JSON object")
+    return obj

@@ -1,0 +1,116 @@
+"""The outbox table: rows written with the processing transaction, marked sent after dispatch.
+
+A sent row keeps its metadata and loses its body.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apix_core.outputs.base import OutboxRow, unpack_body
+from apix_core.store.models import outbox
+from apix_core.store.sql import any_of, any_params, bind_value, insert_many, param
+
+if TYPE_CHECKING:
+    from apix_core.store.database import Database
+    from apix_core.store.pg import WriteBundle
+
+OUTBOX_COLUMNS = (
+    "id",
+    "tenant_id",
+    "processor",
+    "source_message_id",
+    "seq",
+    "kind",
+    "destination",
+    "body",
+    "delay_seconds",
+    "created_at",
+)
+
+
+async def insert_rows(
+    conn: AsyncConnection, rows: Sequence[OutboxRow], bundle: WriteBundle | None = None
+) -> None:
+    """Insert outbox rows on ``conn``, or add them to a PostgreSQL write ``bundle``."""
+    await insert_many(conn, outbox, OUTBOX_COLUMNS, [r.as_tuple() for r in rows], bundle=bundle)
+
+
+async def pending_rows(
+    conn: AsyncConnection, tenant_id: str, processor: str, message_ids: Sequence[str]
+) -> list[OutboxRow]:
+    """Unsent rows of already-completed messages (a redelivery re-dispatches them)."""
+    if not message_ids:
+        return []
+    stmt = (
+        sa.select(outbox)
+        .where(
+            outbox.c.tenant_id == tenant_id,
+            outbox.c.processor == processor,
+            outbox.c.source_message_id.in_(message_ids),
+            outbox.c.sent_at.is_(None),
+        )
+        .order_by(outbox.c.source_message_id, outbox.c.seq)
+    )
+    return [_from_row(r) for r in (await conn.execute(stmt)).all()]
+
+
+async def stale_rows(db: Database, older_than_seconds: float, limit: int = 500) -> list[OutboxRow]:
+    """Unsent rows older than the threshold, of every tenant (for the sweeper)."""
+    cutoff = datetime.now(UTC).timestamp() - older_than_seconds
+    stmt = (
+        sa.select(outbox)
+        .where(
+            outbox.c.sent_at.is_(None), outbox.c.created_at <= datetime.fromtimestamp(cutoff, UTC)
+        )
+        .order_by(outbox.c.created_at)
+        .limit(limit)
+    )
+    # Cross-tenant by design: the maintenance path passes PostgreSQL row-level security.
+    async with db.transaction(write=False, maintenance=True) as conn:
+        return [_from_row(r) for r in (await conn.execute(stmt)).all()]
+
+
+async def mark_sent(db: Database, rows: Sequence[OutboxRow]) -> None:
+    """Mark dispatched rows sent and erase their bodies (one transaction per tenant)."""
+    if not rows:
+        return
+    by_tenant: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        by_tenant[r.tenant_id].append(r.id)
+    now = datetime.now(UTC)
+    dialect = db.dialect
+    for tenant, ids in by_tenant.items():
+        # By primary key only: SQLite's planner turns `tenant_id = ? AND id IN (...)` into a
+        # scan of the tenant's rows. Ids derive from the tenant, and RLS scopes PostgreSQL.
+        async with db.transaction(tenant_id=tenant) as conn:
+            sent_at = bind_value(conn.dialect, outbox, "sent_at", now)
+            await conn.exec_driver_sql(
+                f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL WHERE "
+                + any_of(dialect, "id", len(ids), first=2),
+                (sent_at, *any_params(dialect, ids)),
+            )
+
+
+def _from_row(r: sa.Row[Any]) -> OutboxRow:
+    body, config = unpack_body(r.body or "")
+    created = r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC)
+    return OutboxRow(
+        id=r.id,
+        tenant_id=r.tenant_id,
+        processor=r.processor,
+        source_message_id=r.source_message_id,
+        seq=r.seq,
+        kind=r.kind,
+        destination=r.destination,
+        body=body,
+        delay_seconds=r.delay_seconds,
+        created_at=created,
+        config=config,
+    )

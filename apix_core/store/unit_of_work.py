@@ -1,0 +1,373 @@
+"""The SQL unit of work (SQLite and PostgreSQL): one tenant's batch in one transaction.
+
+Implements :class:`apix_core.processing.unit_of_work.UnitOfWork`:
+
+* **claim** — insert ``(tenant, processor, message_id)`` into ``apix_idempotency``. PostgreSQL:
+  ``INSERT ... ON CONFLICT DO NOTHING`` blocks on a concurrent duplicate's uncommitted row until
+  it commits (then skips) or rolls back (then wins); it rides with ``BEGIN`` (``store.pg``
+  pipeline) and its command tag counts the rows inserted. SQLite: the transaction already holds
+  the database write lock (``BEGIN IMMEDIATE``).
+* **batched entity writes** — successful calls with entity writes are *deferred*: at
+  :meth:`complete` their writes are planned together (one read of the current rows, then one
+  executemany per table, or one PostgreSQL write bundle) and their outbox rows are built with
+  the resulting versions. A call that reads an entity it (or an earlier call) wrote forces a
+  flush; from then on that call's writes live in a savepoint, so they vanish if it fails.
+* **outputs** — outbox rows, or, when the transport keeps its queues in this database, rows of
+  its queue table written in this same transaction (no outbox round trip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+
+from apix_core.errors import EntityNotFoundError
+from apix_core.outbox.repository import insert_rows, pending_rows
+from apix_core.outputs.base import OutboxRow
+from apix_core.outputs.queue import QueueOutput, outgoing
+from apix_core.processing.outcomes import OutcomeKind
+from apix_core.processing.unit_of_work import Completed, UnitOfWork, error_record
+from apix_core.store.entities import (
+    apply_entity_writes,
+    entity_ids,
+    execute_plan,
+    load_current,
+    plan_entity_writes,
+)
+from apix_core.store.models import entities, idempotency, processing_errors
+from apix_core.store.pg import (
+    CLAIMED_SQL,
+    Pipeline,
+    WriteBundle,
+    claim_call,
+    driver,
+    inserted_count,
+)
+from apix_core.store.sql import any_of, insert_many
+from apix_core.store.types import Entity, EntityWriteBatch, PendingTransition
+
+if TYPE_CHECKING:
+    from apix_core.context import ProcessorContext
+    from apix_core.processing.invoke import Invocation
+    from apix_core.processing.outcomes import Outcome
+    from apix_core.processing.unit_of_work import ErrorRecord
+    from apix_core.processor import ProcessorConfig
+    from apix_core.store.database import Database
+    from apix_core.transport.base import Producer
+
+FAILED_STATE = "failed"
+
+
+@dataclass(slots=True)
+class _Kept:
+    key: Any
+    invocation: Invocation
+
+
+class SqlUnitOfWork(UnitOfWork):
+    def __init__(
+        self,
+        db: Database,
+        conn: AsyncConnection,
+        *,
+        tenant: str,
+        processor: str,
+        config: ProcessorConfig,
+        producer: Producer | None,
+    ) -> None:
+        self.db = db
+        self.conn = conn
+        self.tenant = tenant
+        self.processor = processor
+        self.config = config
+        self.producer = producer
+        self.postgres = db.is_postgres
+        self.claimed = set()
+        self.access = self
+        self.savepoint: AsyncTransaction | None = None
+        self.deferred: list[_Kept] = []
+        self.kept: list[_Kept] = []
+        self.failed: list[tuple[Any, Exception]] = []
+        #: PostgreSQL: the transaction's writes, sent as one statement (``store.pg``).
+        self.bundle = WriteBundle() if self.postgres else None
+        # Queue outputs are enqueued in this transaction itself (no outbox round) when the
+        # transport keeps its queues in this database: the local SQL transport alone can.
+        joins = getattr(producer, "joins_transactions_of", None)
+        self.sends_in_transaction = bool(joins and joins(db))
+        #: Queues this transaction enqueued to: their local workers are woken after commit.
+        self.enqueued_to: list[str] = []
+
+    # -- claim ----------------------------------------------------------------------------
+    async def claim(self, ids: list[str], pipeline: Pipeline | None) -> None:
+        """Insert idempotency rows; :attr:`claimed` becomes the ids this transaction owns."""
+        if not ids:
+            return
+        tenant, conn = self.tenant, self.conn
+        if pipeline is not None and pipeline.first_status is not None:
+            if inserted_count(pipeline.first_status) == len(ids):
+                self.claimed = set(ids)
+                return
+            rows = await driver(conn).fetch(CLAIMED_SQL, tenant, self.processor, ids)
+            self.claimed = {r[0] for r in rows}
+            return
+        now = datetime.now(UTC)
+        if self.postgres:
+            # Sorted: concurrent overlapping batches wait on each other's rows in one order.
+            rows = await driver(conn).fetch(
+                "INSERT INTO apix_idempotency "
+                "(tenant_id, processor, message_id, status, created_at) "
+                "SELECT $1, $2, m, 'completed', $3 FROM unnest($4::text[]) AS m "
+                "ON CONFLICT DO NOTHING RETURNING message_id",
+                tenant,
+                self.processor,
+                now,
+                sorted(ids),
+            )
+            self.claimed = {r[0] for r in rows}
+            return
+        result = await conn.exec_driver_sql(
+            "SELECT message_id FROM apix_idempotency WHERE tenant_id = ? AND processor = ? AND "
+            + any_of("sqlite", "message_id", len(ids)),
+            (tenant, self.processor, *ids),
+        )
+        existing = {r[0] for r in result}
+        claimed = [mid for mid in ids if mid not in existing]
+        await insert_many(
+            conn,
+            idempotency,
+            ("tenant_id", "processor", "message_id", "status", "created_at"),
+            [(tenant, self.processor, mid, "completed", now) for mid in claimed],
+        )
+        self.claimed = set(claimed)
+
+    async def pending_outputs(self, message_ids: Sequence[str]) -> list[OutboxRow]:
+        return await pending_rows(self.conn, self.tenant, self.processor, message_ids)
+
+    # -- read-your-writes (EntityAccess) --------------------------------------------------
+    async def write_pending(self) -> None:
+        """Send bundled writes now: before anything that reads them back."""
+        if self.bundle:
+            await self.bundle.flush(self.conn)
+
+    async def flush(self, ctx: ProcessorContext) -> None:
+        if self.deferred:
+            await self._write_deferred()
+        await self.write_pending()
+        if not ctx.has_writes:
+            return
+        if self.savepoint is None:
+            self.savepoint = await self.conn.begin_nested()
+        written = await apply_entity_writes(
+            self.conn,
+            self.tenant,
+            ctx.writes,
+            duplicate_detection=self.config.enable_duplicate_detection,
+            state_tracking=self.config.enable_state_tracking,
+            lock_rows=self.postgres,
+        )
+        ctx.written.update(written)
+        ctx.writes = EntityWriteBatch()
+
+    async def read_entity(self, entity_id: str) -> Entity:
+        if any(entity_id in entity_ids([k.invocation.ctx.writes]) for k in self.deferred):
+            await self._write_deferred()
+        await self.write_pending()
+        row = (
+            await self.conn.execute(
+                sa.select(entities).where(
+                    entities.c.tenant_id == self.tenant, entities.c.id == entity_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise EntityNotFoundError(f"no entity {entity_id!r} for tenant {self.tenant!r}")
+        return Entity.model_validate(dict(row._mapping))
+
+    async def discard(self) -> None:
+        if self.savepoint is not None:
+            await self.savepoint.rollback()
+            self.savepoint = None
+
+    # -- successes ------------------------------------------------------------------------
+    async def add(self, key: Any, invocation: Invocation) -> None:
+        ctx = invocation.ctx
+        if ctx.has_writes and self.savepoint is None:
+            self.deferred.append(_Kept(key, invocation))  # batched with the others: complete()
+            return
+        try:
+            await self.flush(ctx)
+            invocation.rows = invocation.build_rows(self.processor, self.producer)
+        except BaseException:
+            await self.discard()
+            raise
+        if self.savepoint is not None:
+            await self.savepoint.commit()
+            self.savepoint = None
+        self.kept.append(_Kept(key, invocation))
+
+    async def complete(self) -> Completed:
+        await self._write_deferred()
+        rows = [r for k in self.kept for r in k.invocation.rows]
+        for k in self.kept:
+            k.invocation.note_written()
+        return Completed(rows, self.failed)
+
+    async def _write_deferred(self) -> None:
+        """Write the deferred successes' entities and build their outbox rows."""
+        pending, self.deferred = self.deferred, []
+        if not pending:
+            return
+        cfg = self.config
+        batches = [k.invocation.ctx.writes for k in pending]
+        current = await load_current(
+            self.conn, self.tenant, entity_ids(batches), lock_rows=self.postgres
+        )
+        while True:
+            plan = plan_entity_writes(
+                self.tenant,
+                [k.invocation.ctx.writes for k in pending],
+                current,
+                duplicate_detection=cfg.enable_duplicate_detection,
+                state_tracking=cfg.enable_state_tracking,
+            )
+            dropped: list[tuple[_Kept, Exception]] = []
+            for kept, results in zip(pending, plan.results, strict=True):
+                inv = kept.invocation
+                inv.ctx.written = results
+                try:
+                    inv.rows = inv.build_rows(self.processor, self.producer)
+                except Exception as exc:
+                    dropped.append((kept, exc))
+            if not dropped:
+                break
+            # A message whose outputs are invalid (e.g. too large) fails alone: plan again
+            # without its writes, so later versions stay consistent.
+            for kept, error in dropped:
+                pending.remove(kept)
+                self.failed.append((kept.key, error))
+        await execute_plan(self.conn, self.tenant, plan, self.bundle)
+        self.kept.extend(pending)
+
+    # -- failures and outputs -------------------------------------------------------------
+    async def fail(self, outcomes: Sequence[Outcome]) -> None:
+        if not outcomes:
+            return
+        records: list[ErrorRecord] = []
+        for outcome in outcomes:
+            assert outcome.message is not None and outcome.error is not None
+            records.append(error_record(outcome.message, outcome))
+            if outcome.kind is OutcomeKind.DEAD_LETTER:
+                await self.write_pending()
+                await self._mark_entity_failed(outcome)
+        await self.conn.execute(
+            sa.delete(idempotency).where(
+                idempotency.c.tenant_id == self.tenant,
+                idempotency.c.processor == self.processor,
+                idempotency.c.message_id.in_([r.message_id for r in records]),
+            )
+        )
+        await self.conn.execute(
+            sa.insert(processing_errors), error_rows(self.tenant, self.processor, records)
+        )
+
+    async def _mark_entity_failed(self, outcome: Outcome) -> None:
+        message, error = outcome.message, outcome.error
+        assert message is not None and error is not None
+        if not (self.config.enable_state_tracking and message.entity and message.entity.id):
+            return
+        batch = EntityWriteBatch(
+            transitions=[
+                PendingTransition(
+                    message.entity.id,
+                    FAILED_STATE,
+                    error.code[:255],
+                    self.processor,
+                    message.message_id,
+                )
+            ]
+        )
+        await apply_entity_writes(
+            self.conn,
+            self.tenant,
+            batch,
+            duplicate_detection=False,
+            state_tracking=True,
+            lock_rows=self.postgres,
+        )
+
+    async def enqueue(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        rest = list(rows)
+        if self.sends_in_transaction and rest:
+            queued = [r for r in rest if r.kind == QueueOutput.name]
+            for queue, messages in outgoing(queued).items():
+                await self.producer.send_in_transaction(  # type: ignore[union-attr]
+                    self.conn, queue, messages, self.bundle
+                )
+                self.enqueued_to.append(queue)
+            rest = [r for r in rest if r.kind != QueueOutput.name]
+        await insert_rows(self.conn, rest, self.bundle)
+        return rest
+
+
+def error_rows(tenant: str, processor: str, records: Sequence[ErrorRecord]) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [
+        {
+            "tenant_id": tenant,
+            "processor": processor,
+            "message_id": r.message_id,
+            "entity_id": r.entity_id,
+            "error_code": r.error.code[:100],
+            "category": r.error.category.value,
+            "error_message": r.error.message,
+            "attempt": r.attempt,
+            "final": r.final,
+            "created_at": now,
+        }
+        for r in records
+    ]
+
+
+@asynccontextmanager
+async def sql_unit_of_work(
+    db: Database,
+    *,
+    tenant: str,
+    processor: str,
+    config: ProcessorConfig,
+    message_ids: list[str],
+    producer: Producer | None,
+) -> AsyncIterator[SqlUnitOfWork]:
+    """Begin the transaction and claim ``message_ids``; commit when the block ends."""
+    pipeline: Pipeline | None = None
+    if db.pipelines:
+        # The claim rides with BEGIN, the final write bundle with COMMIT (store.pg).
+        pipeline = Pipeline(first=claim_call(tenant, processor, datetime.now(UTC), message_ids))
+    async with db.transaction(tenant_id=tenant, pipeline=pipeline) as conn:
+        uow = SqlUnitOfWork(
+            db, conn, tenant=tenant, processor=processor, config=config, producer=producer
+        )
+        await uow.claim(message_ids, pipeline)
+        yield uow
+        if uow.bundle:
+            if pipeline is not None:
+                pipeline.last = uow.bundle.as_call()
+            await uow.write_pending()  # when it could not go with COMMIT
+    notify = getattr(producer, "notify", None)
+    if notify is not None:
+        for queue in uow.enqueued_to:
+            notify(queue)
+
+
+async def record_errors(
+    db: Database, tenant: str, processor: str, records: Sequence[ErrorRecord]
+) -> None:
+    """Write processing errors in a transaction of their own (outside any unit of work)."""
+    async with db.transaction(tenant_id=tenant) as conn:
+        await conn.execute(sa.insert(processing_errors), error_rows(tenant, processor, records))
