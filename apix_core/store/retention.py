@@ -15,7 +15,7 @@ Never pruned, whatever the age: entities and their versions, unsent outbox rows,
 per-tenant state (``apix_state``: watermarks, cursors, pagination positions, see
 :mod:`apix_core.store.state`). State rows are live positions, not history: an old watermark is
 the one the next incremental load starts from, and deleting it would silently turn that load
-into a full one. Only :meth:`~apix_core.store.state.StateRepository.reset` removes them.
+into a full one. Only the state API removes them (``delete``, ``StateRepository.reset``).
 
 Every batch is its own short transaction; on PostgreSQL it is a maintenance transaction
 (``apix.bypass_rls``), because retention spans all tenants.

@@ -128,7 +128,7 @@ class SqlStateStore:
         self, namespace: str, key: str, value: Any, *, expected_version: int | None = None
     ) -> StateEntry:
         _check_key(namespace, key)
-        check_state_value(key, value)
+        check_state_value(namespace, key, value)
         if expected_version is not None and (
             isinstance(expected_version, bool)
             or not isinstance(expected_version, int)
@@ -262,18 +262,20 @@ class StateRepository:
             return int(await store.delete(namespace, key))
 
 
-def check_state_value(key: str, value: Any) -> None:
+def check_state_value(namespace: str, key: str, value: Any) -> None:
     """Raise :class:`InvalidStateError` unless ``value`` is plain JSON (``None``, bool, int,
     finite float, str, list, dict with str keys) within :data:`MAX_STATE_DEPTH` and
     :data:`MAX_STATE_VALUE_BYTES`. Tuples, sets, datetimes and non-str keys are refused rather
     than converted: a value must read back as it was written."""
     problem = _json_problem(value, "", 0)
     if problem is not None:
-        raise InvalidStateError(f"state value of key {key!r} is not plain JSON: {problem}")
+        raise InvalidStateError(
+            f"state value of {namespace!r}/{key!r} is not plain JSON: {problem}"
+        )
     size = len(dump_json(value).encode())
     if size > MAX_STATE_VALUE_BYTES:
         raise InvalidStateError(
-            f"state value of key {key!r} is {size} bytes encoded, more than the "
+            f"state value of {namespace!r}/{key!r} is {size} bytes encoded, more than the "
             f"{MAX_STATE_VALUE_BYTES}-byte limit: state holds positions, not content"
         )
 

@@ -140,7 +140,8 @@ async def test_delete_and_list_with_prefix(db: Database) -> None:
     async with db.transaction(tenant_id="acme") as conn:
         store = SqlStateStore(conn, "acme")
         # GIVEN keys in two namespaces, some sharing a prefix (and one differing only in case)
-        for key in ("page:2", "page:10", "Page:1", "pages", "cursor", "page_x", "page%"):
+        keys = ("page:2", "page:10", "Page:1", "pages", "cursor", "page_x", "page%", "ñ:1", "n:1")
+        for key in keys:
             await store.put("extract", key, key)
         await store.put("other", "page:1", "elsewhere")
 
@@ -148,6 +149,7 @@ async def test_delete_and_list_with_prefix(db: Database) -> None:
         everything = await store.list("extract")
         pages = await store.list("extract", prefix="page:")
         literal = await store.list("extract", prefix="page%")
+        accented = await store.list("extract", prefix="ñ")
         deleted = await store.delete("extract", "cursor")
         deleted_again = await store.delete("extract", "cursor")
         after = await store.list("extract", prefix="c")
@@ -156,15 +158,18 @@ async def test_delete_and_list_with_prefix(db: Database) -> None:
     assert [e.key for e in everything] == [
         "Page:1",
         "cursor",
+        "n:1",
         "page%",
         "page:10",
         "page:2",
         "page_x",
         "pages",
+        "ñ:1",
     ]
     assert [e.key for e in pages] == ["page:10", "page:2"]
     assert all(e.namespace == "extract" and e.value == e.key for e in pages)
     assert [e.key for e in literal] == ["page%"]
+    assert [e.key for e in accented] == ["ñ:1"]
     assert (deleted, deleted_again, after) == (True, False, [])
 
 
