@@ -7,7 +7,12 @@ Every table but the transport's has ``tenant_id``.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import sqlalchemy as sa
+
+from apix_core.message import dump_json
 
 metadata = sa.MetaData(
     naming_convention={
@@ -20,6 +25,26 @@ metadata = sa.MetaData(
 )
 
 TZ = sa.DateTime(timezone=True)
+
+
+class TextJSON(sa.TypeDecorator[Any]):
+    """JSON stored as TEXT (SQLite): SQLite gives a column declared ``JSON`` numeric affinity,
+    which turns a top-level number into INTEGER or REAL (``2**70`` loses digits, ``1.0`` reads
+    back as ``1``). Encoded as the engine encodes its JSON columns
+    (:data:`~apix_core.message.dump_json`)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str:
+        return dump_json(value)
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+#: A JSON value of any kind, top-level numbers included: JSON on PostgreSQL, TEXT on SQLite.
+ANY_JSON = sa.JSON().with_variant(TextJSON(), "sqlite")
 
 entities = sa.Table(
     "apix_entities",
@@ -182,7 +207,21 @@ api_tokens = sa.Table(
     sa.Column("updated_at", TZ, nullable=False),
 )
 
-#: Tables with row-level security on PostgreSQL (migrations 0002 and 0003): every table with a
+# -- per-tenant transactional state (apix_core.store.state): watermarks, cursors, positions --
+# Small JSON values written in the processing transaction; ``version`` counts writes (1 on
+# insert) for compare-and-set. Live positions, never pruned by retention.
+state = sa.Table(
+    "apix_state",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("namespace", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(500), primary_key=True),
+    sa.Column("value", ANY_JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+#: Tables with row-level security on PostgreSQL (migrations 0002, 0003 and 0004): every table with a
 #: ``tenant_id`` column. The queue table has none: it is the transport's, shared by the workers
 #: that serve every tenant.
 TENANT_TABLES = tuple(t for t in metadata.sorted_tables if "tenant_id" in t.c)

@@ -11,6 +11,12 @@ What may go (each with its own age, see :class:`RetentionPolicy`):
 * state transitions and processing errors (history);
 * dead letters that were replayed (the replay is a fresh delivery; the record is history).
 
+Never pruned, whatever the age: entities and their versions, unsent outbox rows, API tokens, and
+per-tenant state (``apix_state``: watermarks, cursors, pagination positions, see
+:mod:`apix_core.store.state`). State rows are live positions, not history: an old watermark is
+the one the next incremental load starts from, and deleting it would silently turn that load
+into a full one. Only the state API removes them (``delete``, ``StateRepository.reset``).
+
 Every batch is its own short transaction; on PostgreSQL it is a maintenance transaction
 (``apix.bypass_rls``), because retention spans all tenants.
 """
