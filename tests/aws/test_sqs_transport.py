@@ -7,7 +7,9 @@ that apix's own byte count is what refuses a message.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -17,6 +19,7 @@ from apix_aws.transport.sqs import (
     DeadLetterQueueNotConfiguredError,
     DelayTooLongError,
     QueueNotFoundError,
+    SqsBatchError,
     SqsTransport,
 )
 from apix_core.exceptions import MessageTooLargeError
@@ -206,7 +209,7 @@ async def test_dead_letter_without_a_dead_letter_queue_says_how_to_configure_one
         await sqs.list_dead_letters("plain")
 
 
-async def test_fifo_group_and_deduplication_ids(sqs: SqsTransport) -> None:
+async def test_fifo_group_and_deduplication_ids(sqs: SqsTransport, moto_endpoint: str) -> None:
     # GIVEN a FIFO queue (by its suffix)
     await sqs.ensure_queue("events.fifo")
 
@@ -227,6 +230,52 @@ async def test_fifo_group_and_deduplication_ids(sqs: SqsTransport) -> None:
     # AND a per-message delay, which FIFO queues cannot honour, is refused
     with pytest.raises(DelayTooLongError, match="FIFO"):
         await sqs.send("events.fifo", OutgoingMessage("e-3", "{}", delay_seconds=5))
+
+    # WHEN e-1 is dead-lettered (to the FIFO dead-letter queue) and replayed at once
+    by_id = {m.message_id: m for m in got}
+    await sqs.ack("events.fifo", [by_id["e-2"]])
+    await sqs.dead_letter(
+        "events.fifo", by_id["e-1"], DeadLetterInfo("E", "transient", "gave up", 5)
+    )
+    [record] = await sqs.list_dead_letters("events.fifo")
+    assert record.attributes == {"tenant_id": "acme", "group_id": "acme"}
+    assert await sqs.replay_dead_letter(record.id) == "e-1"
+
+    # THEN it is back in its group, under a deduplication id of its own: SQS would drop a
+    # replay within 5 minutes of the first send otherwise (moto only compares with messages
+    # still queued, so the id is checked directly)
+    raw = _raw_client(moto_endpoint).receive_message(
+        QueueUrl=await sqs.queue_url("events.fifo"),
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    )["Messages"]
+    assert [m["MessageAttributes"]["apix_message_id"]["StringValue"] for m in raw] == ["e-1"]
+    assert raw[0]["Attributes"]["MessageGroupId"] == "acme"
+    first_send_dedup_id = hashlib.sha256(b"e-1").hexdigest()
+    assert raw[0]["Attributes"]["MessageDeduplicationId"] not in ("", first_send_dedup_id)
+
+
+async def test_batch_entry_failures_and_stale_receipts(sqs: SqsTransport) -> None:
+    await sqs.ensure_queue("partial", dlq=False)
+    limit = await sqs._limit("partial")
+    url = await sqs.queue_url("partial")
+    good = sqs._send_entry("partial", OutgoingMessage("ok-1", "{}"), limit)
+    bad = sqs._send_entry("partial", OutgoingMessage("bad-1", "{}"), limit)
+    bad[1]["DelaySeconds"] = 1000  # past apix's own check: SQS refuses this one entry
+
+    # WHEN SQS fails one entry of a batch THEN a retryable error names it; the other arrived
+    with pytest.raises(SqsBatchError) as caught:
+        await sqs._send_entries("partial", url, [good, bad], limit)
+    assert caught.value.message_ids == ["bad-1"]
+    assert caught.value.retryable
+    [delivered] = await _receive_all(sqs, "partial", 1)
+    assert delivered.message_id == "ok-1"
+
+    # AND an ack whose receipt is no longer valid is skipped, not raised
+    stale = replace(delivered, receipt="not-a-receipt")
+    await sqs.ack("partial", [stale])
+    await sqs.ack("partial", [delivered])
+    assert (await sqs.depth("partial")).total == 0
 
 
 async def test_depth_counts_visible_in_flight_and_delayed(sqs: SqsTransport) -> None:
