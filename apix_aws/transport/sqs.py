@@ -136,8 +136,13 @@ _RETRYABLE_CODES = frozenset(
     }
 )
 
-# get_queue_url answers per (endpoint, region, SQS name): shared by the transports of a process.
-_QUEUE_URLS: dict[tuple[str | None, str, str], str] = {}
+# get_queue_url answers per (endpoint, region, SQS name), shared by the transports of a process
+# (a process works for one AWS account: its URLs are the same whichever transport asks).
+_QUEUE_URLS: dict[tuple[str, str, str], str] = {}
+
+
+def _url_key(client: Any, name: str) -> tuple[str, str, str]:
+    return (str(client.meta.endpoint_url), str(client.meta.region_name), name)
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -256,12 +261,9 @@ class SqsTransport(QueueTransport):
         self.receive_wait_seconds = receive_wait_seconds
         self.scan_limit = scan_limit
         self._client: Any = client
-        self._client_region = region or ""
         self._client_lock = threading.Lock()
         self._queue_attributes: dict[str, dict[str, str]] = {}  # by queue URL
         self._limits: dict[str, int] = {}  # MaximumMessageSize by apix queue name
-        if client is not None:
-            self._client_region = str(getattr(client.meta, "region_name", region or ""))
 
     # -- names and URLs --------------------------------------------------------------------
     def sqs_name(self, queue: str) -> str:
@@ -283,11 +285,7 @@ class SqsTransport(QueueTransport):
 
     async def _url_of(self, sqs_name: str, queue: str, owner: str | None = None) -> str:
         client = await self._get_client()
-        key = (
-            self.endpoint_url,
-            self._client_region,
-            sqs_name if owner is None else f"{owner}/{sqs_name}",
-        )
+        key = _url_key(client, sqs_name if owner is None else f"{owner}/{sqs_name}")
         url = _QUEUE_URLS.get(key)
         if url is not None:
             return url
@@ -815,7 +813,7 @@ class SqsTransport(QueueTransport):
             "create_queue", client=client, QueueName=sqs_name, Attributes=attributes
         )
         url = str(response["QueueUrl"])
-        _QUEUE_URLS[(self.endpoint_url, self._client_region, sqs_name)] = url
+        _QUEUE_URLS[_url_key(client, sqs_name)] = url
         self._queue_attributes.pop(url, None)
         self._limits.pop(name, None)
         return url
@@ -847,7 +845,6 @@ class SqsTransport(QueueTransport):
                     "no AWS region for SQS: set AWS_REGION (or AWS_DEFAULT_REGION), or pass "
                     "region= (URL: sqs://?region=eu-west-1)"
                 )
-            self._client_region = region
             self._client = session.client(
                 "sqs",
                 region_name=region,
