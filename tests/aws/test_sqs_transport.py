@@ -223,7 +223,7 @@ async def test_fifo_group_and_deduplication_ids(sqs: SqsTransport, moto_endpoint
     )
 
     # THEN SQS deduplicated the re-send, and each message is in its group
-    got = await _receive_all(sqs, "events.fifo", 3, timeout=2)
+    got = await _receive_all(sqs, "events.fifo", 3, timeout=1)
     assert sorted(m.message_id for m in got) == ["e-1", "e-2"]
     groups = {m.message_id: m.attributes["group_id"] for m in got}
     assert groups == {"e-1": "acme", "e-2": "g-7"}
