@@ -23,6 +23,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 ROOT = Path(__file__).resolve().parents[2]
 AZURITE_DIR = ROOT / ".azurite"
 AZURITE_PACKAGE = "azurite@3"
+NPM_QUIET = ("--no-audit", "--no-fund", "--loglevel=error")
+# In memory: --location would conflict with --inMemoryPersistence (Azurite exits at start).
+AZURITE_FLAGS = ("--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--silent")
 # Azurite's well-known development account (documented, not a secret).
 DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -51,8 +54,7 @@ def _azurite_queue_bin() -> Path:
         _unavailable("npm is not installed: cannot install Azurite")
     AZURITE_DIR.mkdir(exist_ok=True)
     proc = subprocess.run(
-        [str(npm), "install", "--prefix", str(AZURITE_DIR), AZURITE_PACKAGE]
-        + ["--no-audit", "--no-fund", "--loglevel=error"],
+        [npm, "install", "--prefix", str(AZURITE_DIR), AZURITE_PACKAGE, *NPM_QUIET],
         capture_output=True,
         text=True,
         timeout=900,
@@ -91,8 +93,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("azurite")  # it writes a debug folder where it runs
     log = (workdir / "azurite.log").open("wb")
     proc = subprocess.Popen(
-        [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port)]
-        + ["--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck", "--silent"],
+        [str(binary), "--queueHost", "127.0.0.1", "--queuePort", str(port), *AZURITE_FLAGS],
         cwd=workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
