@@ -10,7 +10,7 @@ from apix_azure.errors import AzureConnectionError
 from apix_core.exceptions import ConfigurationError
 
 
-def connection_string(
+def resolve_connection_string(
     explicit: str | None, settings: Sequence[str], env: Mapping[str, str] | None = None
 ) -> tuple[str, str]:
     """``(connection string, where it came from)``: ``explicit`` if given, else the first of

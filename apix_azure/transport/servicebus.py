@@ -50,7 +50,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from apix_azure.errors import AzureConnectionError, InvalidQueueNameError, UnsupportedOperationError
-from apix_azure.transport._settings import connection_string, parse_url
+from apix_azure.transport._settings import parse_url, resolve_connection_string
 from apix_core.exceptions import (
     ConfigurationError,
     MessageTooLargeError,
@@ -202,7 +202,7 @@ class ServiceBusTransport(QueueTransport):
 
     def __init__(
         self,
-        connection_string_value: str | None = None,
+        connection_string: str | None = None,
         *,
         connection: str | None = None,
         max_message_bytes: int = STANDARD_MAX_MESSAGE_BYTES,
@@ -213,7 +213,7 @@ class ServiceBusTransport(QueueTransport):
         setting ``connection``, else ``APIX_AZURE_SERVICEBUS_CONNECTION`` or
         ``AzureWebJobsServiceBus``."""
         settings = (connection,) if connection else DEFAULT_SETTINGS
-        self._conn, self._source = connection_string(connection_string_value, settings)
+        self._conn, self._source = resolve_connection_string(connection_string, settings)
         if max_message_bytes <= 0 or (max_batch_bytes is not None and max_batch_bytes <= 0):
             raise ConfigurationError("Service Bus size limits must be positive")
         self._max_message_bytes = max_message_bytes

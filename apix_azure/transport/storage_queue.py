@@ -65,7 +65,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from apix_azure.errors import AzureConnectionError, InvalidQueueNameError
-from apix_azure.transport._settings import connection_string, parse_url
+from apix_azure.transport._settings import parse_url, resolve_connection_string
 from apix_core.constants import DEFAULT_VISIBILITY_TIMEOUT
 from apix_core.exceptions import (
     ConfigurationError,
@@ -218,17 +218,17 @@ class StorageQueueTransport(QueueTransport):
 
     def __init__(
         self,
-        connection_string_value: str | None = None,
+        connection_string: str | None = None,
         *,
         connection: str | None = None,
         visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
         message_ttl: int = -1,
     ) -> None:
-        """``connection_string_value`` wins; else the app setting ``connection``; else
+        """``connection_string`` wins; else the app setting ``connection``; else
         ``APIX_AZURE_STORAGE_CONNECTION`` or ``AzureWebJobsStorage``. ``message_ttl`` is in
         seconds, ``-1`` for never."""
         settings = (connection,) if connection else DEFAULT_SETTINGS
-        self._conn, self._source = connection_string(connection_string_value, settings)
+        self._conn, self._source = resolve_connection_string(connection_string, settings)
         _validate_connection_string(self._conn, self._source)
         self.visibility_timeout = visibility_timeout
         self.message_ttl = message_ttl

@@ -186,7 +186,7 @@ def test_connection_errors_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
             ServiceBusTransport(bad)
     for url in ("servicebus://ns", "servicebus://?max_message_bytes=big", "servicebus://?x=1"):
         with pytest.raises(ConfigurationError):
-            from_url(url, connection_string_value=CONN)
+            from_url(url, connection_string=CONN)
     with pytest.raises(ConfigurationError):
         ServiceBusTransport(CONN, max_batch_bytes=0)
     monkeypatch.setenv("AzureWebJobsServiceBus", CONN)

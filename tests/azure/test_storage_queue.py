@@ -339,3 +339,21 @@ async def test_from_url_reads_app_settings(
     assert from_url("azure-queue://")._source == "app setting AzureWebJobsStorage"
     monkeypatch.setenv("APIX_AZURE_STORAGE_CONNECTION", azurite)
     assert from_url("azure-queue://")._source == "app setting APIX_AZURE_STORAGE_CONNECTION"
+
+
+def test_one_transport_serves_successive_event_loops(azurite: str, queue_name: str) -> None:
+    # GIVEN one transport used by two asyncio.run calls (as run_sync does per invocation)
+    t = StorageQueueTransport(azurite)
+
+    async def send() -> None:
+        await t.send(queue_name, _msg('{"loop": 1}'))
+
+    async def receive() -> list[str]:
+        try:
+            return [str(m.body) for m in await t.receive(queue_name)]
+        finally:
+            await t.close()
+
+    # WHEN the second loop receives what the first sent THEN its clients are its own
+    asyncio.run(send())
+    assert asyncio.run(receive()) == ['{"loop": 1}']
