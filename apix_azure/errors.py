@@ -1,0 +1,24 @@
+"""Typed errors of the Azure adapter (all :class:`~apix_core.exceptions.ApixError`)."""
+
+from __future__ import annotations
+
+from apix_core.exceptions import ConfigurationError
+
+
+class AzureConnectionError(ConfigurationError):
+    """No usable connection string: the app setting is missing, blank or malformed, or the
+    account rejected the credentials."""
+
+    code = "AZURE_CONNECTION_ERROR"
+
+
+class InvalidQueueNameError(ConfigurationError):
+    """A queue name that the Azure service cannot hold (and apix does not map)."""
+
+    code = "INVALID_QUEUE_NAME"
+
+
+class UnsupportedOperationError(ConfigurationError):
+    """The transport does not offer this operation (e.g. receiving from a producer-only one)."""
+
+    code = "UNSUPPORTED_OPERATION"
