@@ -1,8 +1,8 @@
-"""Typed errors of the Azure adapter (all :class:`~apix_core.exceptions.ApixError`)."""
+"""Typed errors of the Azure adapter (all :class:`~apix_core.errors.ApixError`)."""
 
 from __future__ import annotations
 
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError, UnsupportedOperationError
 
 
 class AzureConnectionError(ConfigurationError):
@@ -18,7 +18,4 @@ class InvalidQueueNameError(ConfigurationError):
     code = "INVALID_QUEUE_NAME"
 
 
-class UnsupportedOperationError(ConfigurationError):
-    """The transport does not offer this operation (e.g. receiving from a producer-only one)."""
-
-    code = "UNSUPPORTED_OPERATION"
+__all__ = ["AzureConnectionError", "InvalidQueueNameError", "UnsupportedOperationError"]

@@ -27,6 +27,7 @@ from apix_core.store.types import (
 
 if TYPE_CHECKING:
     from apix_core.store.repositories import Store
+    from apix_core.store.state import StateEntry, StateStore
 
 
 class EntityAccess(Protocol):
@@ -39,6 +40,59 @@ class EntityAccess(Protocol):
     async def discard(self) -> None:
         """Undo what :meth:`flush` wrote for the current call (before a retry, or on failure)."""
         ...
+
+    async def state(self) -> StateStore:
+        """Per-tenant state in the unit of work's transaction, undone if the call fails."""
+        ...
+
+
+class ContextState:
+    """``ctx.state``: small per-tenant state (watermarks, cursors) that commits — or not — with
+    the message's transaction. Keys live in a namespace, the processor's name by default."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: ProcessorContext) -> None:
+        self._ctx = ctx
+
+    async def _store(self) -> StateStore:
+        access = self._ctx._access
+        if access is None:
+            raise ProcessorContextError(
+                "ctx.state needs persistence (ProcessorConfig.enable_persistence) and runs "
+                "inside the processing transaction"
+            )
+        return await access.state()
+
+    def _ns(self, namespace: str | None) -> str:
+        return namespace or self._ctx.processor_name
+
+    async def get(self, key: str, *, namespace: str | None = None) -> StateEntry | None:
+        return await (await self._store()).get(self._ns(namespace), key)
+
+    async def value(self, key: str, default: Any = None, *, namespace: str | None = None) -> Any:
+        """The stored value of ``key``, or ``default``."""
+        entry = await self.get(key, namespace=namespace)
+        return default if entry is None else entry.value
+
+    async def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None = None,
+        namespace: str | None = None,
+    ) -> StateEntry:
+        """Store ``value`` (JSON); with ``expected_version``, only if the entry still has that
+        version (``0``: only if absent), else :class:`~apix_core.errors.StateConflictError`."""
+        store = await self._store()
+        return await store.put(self._ns(namespace), key, value, expected_version=expected_version)
+
+    async def delete(self, key: str, *, namespace: str | None = None) -> bool:
+        return await (await self._store()).delete(self._ns(namespace), key)
+
+    async def list(self, prefix: str = "", *, namespace: str | None = None) -> list[StateEntry]:
+        return await (await self._store()).list(self._ns(namespace), prefix)
 
 
 def _check_length(name: str, limit: int, value: str) -> None:
@@ -101,6 +155,11 @@ class ProcessorContext:
         #: The event loop a sync processor's thread reaches back into (set by the handler).
         self.loop: asyncio.AbstractEventLoop | None = None
         self._access = access
+
+    @property
+    def state(self) -> ContextState:
+        """Per-tenant state committed with this message (``await ctx.state.get("cursor")``)."""
+        return ContextState(self)
 
     @property
     def writes(self) -> EntityWriteBatch:

@@ -127,9 +127,18 @@ class TokenRefreshError(TransientError):
 
 
 class StateConflictError(TransientError):
-    """A compare-and-set of per-tenant state lost to a concurrent writer."""
+    """A compare-and-set ``put`` of per-tenant state found another version than expected:
+    someone wrote first."""
 
     code = "STATE_CONFLICT"
+
+    def __init__(self, namespace: str, key: str, expected: int, actual: int | None) -> None:
+        found = "no entry" if actual is None else f"version {actual}"
+        super().__init__(f"state {namespace!r}/{key!r}: expected version {expected}, found {found}")
+        self.namespace = namespace
+        self.key = key
+        self.expected = expected
+        self.actual = actual
 
 
 # -- bad input -------------------------------------------------------------------------------

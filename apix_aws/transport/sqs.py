@@ -44,14 +44,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qs, urlsplit
 
-from apix_core.exceptions import (
+from apix_core.errors import (
     ApixError,
     ConfigurationError,
     DeadLetterNotFoundError,
     MalformedMessageError,
     MessageTooLargeError,
+    PermanentError,
     TransportError,
-    ValidationError,
 )
 from apix_core.transport.base import (
     DeadLetterInfo,
@@ -175,13 +175,13 @@ class DeadLetterQueueNotConfiguredError(ConfigurationError):
     code = "DEAD_LETTER_QUEUE_NOT_CONFIGURED"
 
 
-class DelayTooLongError(ValidationError):
+class DelayTooLongError(PermanentError):
     """A send delay SQS cannot honour (more than 900 s, or any delay on a FIFO queue)."""
 
     code = "DELAY_TOO_LONG"
 
 
-class InvalidMessageAttributeError(ValidationError):
+class InvalidMessageAttributeError(PermanentError):
     """A message attribute SQS would refuse (its name or value)."""
 
     code = "INVALID_MESSAGE_ATTRIBUTE"

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 from apix_azure.errors import AzureConnectionError
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 
 
 def resolve_connection_string(

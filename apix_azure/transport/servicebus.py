@@ -23,7 +23,7 @@ with :func:`plan_batches`, which measures them with the SDK's own ``ServiceBusMe
 (what ``ServiceBusSender.create_message_batch`` returns), so each group fits in one batch of
 ``max_batch_bytes`` (default: the message limit, at most 1 MiB); a message larger than a batch
 but within the message limit is sent on its own, a larger one raises
-:class:`~apix_core.exceptions.MessageTooLargeError` before anything is sent.
+:class:`~apix_core.errors.MessageTooLargeError` before anything is sent.
 :meth:`ServiceBusTransport.check_size` only sees a body, so it counts its UTF-8 bytes — a lower
 bound of the encoded size.
 
@@ -31,11 +31,10 @@ Testing. There is no Service Bus emulator here, and a broker is never faked: the
 everything up to the SDK boundary — the ``ServiceBusMessage`` objects built, the split by size
 and the typed errors — but not a real send.
 
-Not supported (raise :class:`~apix_azure.errors.UnsupportedOperationError`): ``receive``,
-``ack``, ``release``, ``dead_letter``, ``wait_for_messages``, ``list_dead_letters``,
-``get_dead_letter``, ``replay_dead_letter``, ``depth``. Service Bus is consumed by the Functions
-trigger, which settles messages itself (dead letters in ``<queue>/$deadletterqueue``). This
-class subclasses today's ``QueueTransport``; it is meant to be a Producer only.
+A :class:`~apix_core.transport.base.Producer` only: Service Bus is consumed by the Functions
+trigger, which settles messages itself (dead letters in ``<queue>/$deadletterqueue``), so this
+transport neither receives nor offers the admin capabilities; ``apix worker`` and ``apix dlq``
+say so (``App.consumer()``).
 """
 
 from __future__ import annotations
@@ -47,24 +46,17 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from apix_azure.errors import AzureConnectionError, InvalidQueueNameError, UnsupportedOperationError
+from apix_azure.errors import AzureConnectionError, InvalidQueueNameError
 from apix_azure.transport._settings import parse_url, resolve_connection_string
-from apix_core.exceptions import (
+from apix_core.errors import (
     ConfigurationError,
     MessageTooLargeError,
+    PermanentError,
     TransportError,
-    ValidationError,
 )
-from apix_core.transport.base import (
-    DeadLetterInfo,
-    DeadLetterRecord,
-    OutgoingMessage,
-    QueueDepth,
-    QueueTransport,
-    ReceivedMessage,
-)
+from apix_core.transport.base import OutgoingMessage, Producer
 
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusMessage
@@ -116,7 +108,7 @@ def build_message(
             scheduled_enqueue_time_utc=scheduled,
         )
     except (ValueError, TypeError) as exc:
-        raise ValidationError(
+        raise PermanentError(
             f"message {message.message_id!r} cannot be a Service Bus message: {exc}"
         ) from exc
 
@@ -195,7 +187,7 @@ class _LoopClients:
     senders: dict[str, ServiceBusSender] = field(default_factory=dict)
 
 
-class ServiceBusTransport(QueueTransport):
+class ServiceBusTransport(Producer):
     """Sends apix messages to Service Bus queues; receiving is the Functions trigger's job."""
 
     name = "servicebus"
@@ -309,43 +301,6 @@ class ServiceBusTransport(QueueTransport):
                 await clients.client.close()
 
     # -- not supported: Service Bus is consumed by the Functions trigger --------------------
-
-    def _unsupported(self, operation: str) -> NoReturn:
-        raise UnsupportedOperationError(
-            f"{operation}: the Service Bus transport only sends; messages are consumed by the "
-            "Functions Service Bus trigger (dead letters: <queue>/$deadletterqueue)"
-        )
-
-    async def receive(
-        self, queue: str, max_messages: int = 10, visibility_timeout: float | None = None
-    ) -> list[ReceivedMessage]:
-        self._unsupported("receive")
-
-    async def ack(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
-        self._unsupported("ack")
-
-    async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
-        self._unsupported("release")
-
-    async def dead_letter(self, queue: str, message: ReceivedMessage, info: DeadLetterInfo) -> None:
-        self._unsupported("dead_letter")
-
-    async def wait_for_messages(self, queue: str, max_wait: float) -> None:
-        self._unsupported("wait_for_messages")
-
-    async def list_dead_letters(
-        self, queue: str | None = None, limit: int = 50
-    ) -> list[DeadLetterRecord]:
-        self._unsupported("list_dead_letters")
-
-    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
-        self._unsupported("get_dead_letter")
-
-    async def replay_dead_letter(self, dead_letter_id: str) -> str:
-        self._unsupported("replay_dead_letter")
-
-    async def depth(self, queue: str) -> QueueDepth:
-        self._unsupported("depth")
 
 
 def from_url(url: str, **kwargs: Any) -> ServiceBusTransport:

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 from apix_azure.errors import AzureConnectionError, InvalidQueueNameError
 from apix_azure.transport._settings import parse_url, resolve_connection_string
 from apix_core.constants import DEFAULT_VISIBILITY_TIMEOUT
-from apix_core.exceptions import (
+from apix_core.errors import (
     ConfigurationError,
     DeadLetterNotFoundError,
     TransportError,

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apix_core.exceptions import ApixError
+from apix_core.errors import ApixError, StateConflictError
 from apix_core.message import dump_json
 from apix_core.store.database import Database
 from apix_core.store.models import state
@@ -37,21 +37,6 @@ MAX_STATE_DEPTH = 32
 #: Longest namespace and key, in characters (the column sizes).
 MAX_NAMESPACE_LENGTH = 200
 MAX_KEY_LENGTH = 500
-
-
-class StateConflictError(ApixError):
-    """A compare-and-set ``put`` found another version than expected: someone wrote first."""
-
-    code: ClassVar[str] = "STATE_CONFLICT"
-    retryable: ClassVar[bool] = True
-
-    def __init__(self, namespace: str, key: str, expected: int, actual: int | None) -> None:
-        found = "no entry" if actual is None else f"version {actual}"
-        super().__init__(f"state {namespace!r}/{key!r}: expected version {expected}, found {found}")
-        self.namespace = namespace
-        self.key = key
-        self.expected = expected
-        self.actual = actual
 
 
 class InvalidStateError(ApixError):

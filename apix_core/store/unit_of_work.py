@@ -50,6 +50,7 @@ from apix_core.store.pg import (
     inserted_count,
 )
 from apix_core.store.sql import any_of, insert_many
+from apix_core.store.state import SqlStateStore
 from apix_core.store.types import Entity, EntityWriteBatch, PendingTransition
 
 if TYPE_CHECKING:
@@ -188,6 +189,15 @@ class SqlUnitOfWork(UnitOfWork):
         if row is None:
             raise EntityNotFoundError(f"no entity {entity_id!r} for tenant {self.tenant!r}")
         return Entity.model_validate(dict(row._mapping))
+
+    async def state(self) -> SqlStateStore:
+        if self.deferred:
+            await self._write_deferred()
+        await self.write_pending()
+        if self.savepoint is None:
+            # This call's state writes are undone with the savepoint if it fails.
+            self.savepoint = await self.conn.begin_nested()
+        return SqlStateStore(self.conn, self.tenant)
 
     async def discard(self) -> None:
         if self.savepoint is not None:

@@ -5,10 +5,11 @@ Built in: the local SQL transport for database URLs (``sqlite``, ``sqlite+aiosql
 entry-point group (``sqs = "apix_aws.transport.sqs:from_url"``), loaded on first use, or at
 run time with :func:`register_transport`.
 
-A factory is called as ``factory(url, settings=..., database=...)`` and returns a
-:class:`~apix_core.transport.base.Producer` (or an awaitable of one); ``database`` is the
-metadata store's open database, which a transport keeping its queues in the same database
-shares (and then joins its transactions).
+A factory is called as ``factory(url)`` and returns a
+:class:`~apix_core.transport.base.Producer` (or an awaitable of one). It also gets, when its
+signature names them as keyword parameters, ``settings`` (the app's :class:`Settings`) and
+``database`` (the metadata store's open database, which a transport keeping its queues in the
+same database shares, and then joins its transactions).
 """
 
 from __future__ import annotations
@@ -90,7 +91,19 @@ async def open_transport(
     url: str, *, settings: Settings, database: Database | None = None
 ) -> Producer:
     """Build the transport ``url`` names."""
-    made = factory_for(scheme_of(url))(url, settings=settings, database=database)
+    factory = factory_for(scheme_of(url))
+    offered = {"settings": settings, "database": database}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    context = {
+        k: v
+        for k, v in offered.items()
+        if k in params
+        and params[k].kind in (params[k].KEYWORD_ONLY, params[k].POSITIONAL_OR_KEYWORD)
+    }
+    made = factory(url, **context)
     if inspect.isawaitable(made):
         made = await made
     return made  # type: ignore[no-any-return]

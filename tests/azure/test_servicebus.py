@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 
-from apix_azure.errors import AzureConnectionError, InvalidQueueNameError, UnsupportedOperationError
+from apix_azure.errors import AzureConnectionError, InvalidQueueNameError
 from apix_azure.transport.servicebus import (
     PREMIUM_MAX_MESSAGE_BYTES,
     STANDARD_MAX_MESSAGE_BYTES,
@@ -22,7 +22,7 @@ from apix_azure.transport.servicebus import (
     servicebus_queue_name,
 )
 from apix_core.exceptions import ConfigurationError, MessageTooLargeError, ValidationError
-from apix_core.transport.base import DeadLetterInfo, OutgoingMessage, ReceivedMessage
+from apix_core.transport.base import OutgoingMessage
 
 pytestmark = pytest.mark.azure
 
@@ -155,24 +155,19 @@ def test_transport_plans_and_refuses_what_it_cannot_do(monkeypatch: pytest.Monke
             servicebus_queue_name(bad)
 
 
-async def test_consumer_and_admin_operations_raise_a_typed_error() -> None:
+async def test_it_is_a_producer_only() -> None:
+    # GIVEN a Service Bus transport WHEN an app's workers or the dlq commands ask for more
+    # THEN it is neither a consumer nor an admin, and an app says so in a typed error
+    from apix_core import App
+    from apix_core.errors import ConfigurationError
+    from apix_core.transport.base import Consumer, DeadLetterAdmin, Producer, QueueAdmin
+
     t = ServiceBusTransport(CONN)
-    delivery = ReceivedMessage("q", "m", "{}")
-    info = DeadLetterInfo("E", "validation", "x", 1)
-    calls = [
-        t.receive("q"),
-        t.ack("q", [delivery]),
-        t.release("q", delivery, 1),
-        t.dead_letter("q", delivery, info),
-        t.wait_for_messages("q", 1),
-        t.list_dead_letters(),
-        t.get_dead_letter("1"),
-        t.replay_dead_letter("1"),
-        t.depth("q"),
-    ]
-    for call in calls:
-        with pytest.raises(UnsupportedOperationError, match="only sends"):
-            await call
+    assert isinstance(t, Producer)
+    assert not isinstance(t, Consumer | DeadLetterAdmin | QueueAdmin)
+    app = App("sb", transport=t)
+    with pytest.raises(ConfigurationError, match="cannot receive"):
+        app.consumer()
     await t.close()
 
 

@@ -44,6 +44,49 @@ def test_import_loads_no_heavy_dependency(module: str) -> None:
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
 
+#: What an app module's imports (``from apix_core import App, Message, ProcessorContext``) must
+#: not load: the store and SQLAlchemy load when an app starts, the CLI's libraries with the CLI.
+APP_IMPORT_BUDGET = (
+    *HEAVY,
+    "sqlalchemy",
+    "alembic",
+    "aiosqlite",
+    "asyncpg",
+    "tenacity",
+    "croniter",
+    "typer",
+    "rich",
+    "cryptography",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module",
+    [
+        "apix_core",
+        "apix_core; from apix_core import App, Message, ProcessorContext, ProcessingResult",
+        "apix_core.processing, apix_core.topology, apix_core.http, apix_core.outputs",
+        "apix_aws.transport.sqs, apix_azure.transport.storage_queue",
+    ],
+)
+def test_app_import_path_stays_lean(module: str) -> None:
+    # GIVEN a fresh interpreter WHEN it imports what a function's app module imports
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIX_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module, heavy=APP_IMPORT_BUDGET)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+    # THEN no store, SQL, retry, cron or CLI library is loaded (a cold start pays for none)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
 @pytest.mark.slow
 def test_probe_detects_a_heavy_import() -> None:
     # GIVEN / WHEN the same probe after importing the OpenTelemetry SDK on purpose
