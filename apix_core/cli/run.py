@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from contextlib import suppress
@@ -77,6 +76,8 @@ async def _run_app(
     schedules: bool,
     console: Console,
 ) -> tuple[RunStats, float]:
+    import asyncio
+
     from rich.live import Live
 
     from apix_core.runtime import LocalRunner
