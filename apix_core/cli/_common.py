@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.core import MarkupMode, TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from apix_core.config import Settings
 from apix_core.constants import TENANT_ID_ENV
@@ -34,6 +34,11 @@ T = TypeVar("T")
 
 #: Exit code of every apix error (and of usage errors, as click does).
 EXIT_ERROR = 2
+
+#: Help is plain click text, not rich panels: typer's rich help imports rich, markdown-it and
+#: pygments-style machinery, which nearly doubled the time of ``apix --help`` (benchmarks/
+#: bench_cli_start.py). rich still draws every command's output. "rich" brings the panels back.
+HELP_MARKUP: MarkupMode = None
 
 
 # -- help display ----------------------------------------------------------------------------
@@ -83,6 +88,11 @@ class ApixGroup(TyperGroup):
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
         return _usage_pieces(super().collect_usage_pieces(ctx))
+
+
+def command_group(help: str) -> typer.Typer:
+    """A sub-command group (``apix entities``, ``apix dlq``...): help when called bare."""
+    return typer.Typer(cls=ApixGroup, help=help, no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
 
 
 # -- options shared by several commands ------------------------------------------------------

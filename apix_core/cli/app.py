@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import typer.main
 
-from apix_core.cli._common import ApixGroup
+from apix_core.cli._common import HELP_MARKUP, ApixGroup
 
 if TYPE_CHECKING:
     from typer._click import Command, Context
@@ -41,7 +41,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
 
 def _commands_of(register: Callable[[typer.Typer], object]) -> dict[str, Command]:
     """The click commands that ``register`` adds to a fresh Typer, by name."""
-    holder = typer.Typer()
+    holder = typer.Typer(rich_markup_mode=HELP_MARKUP)
     register(holder)
     return dict(typer.main.get_group(holder).commands)
 
@@ -145,6 +145,9 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=HELP_MARKUP,
+    # Up to 120 columns when the terminal has them (click stops at 80): one-line command help.
+    context_settings={"max_content_width": 120},
 )
 
 

@@ -9,8 +9,8 @@ import typer
 
 from apix_core.cli._common import (
     ApixCommand,
-    ApixGroup,
     arun,
+    command_group,
     console,
     escape,
     handle_errors,
@@ -21,7 +21,7 @@ from apix_core.config import Settings
 if TYPE_CHECKING:
     from apix_core.store.database import Database
 
-db_cli = typer.Typer(cls=ApixGroup, help="Schema migrations (Alembic).", no_args_is_help=True)
+db_cli = command_group(help="Schema migrations (Alembic).")
 
 
 def _db_urls() -> list[str]:

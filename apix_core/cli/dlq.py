@@ -9,9 +9,9 @@ import typer
 
 from apix_core.cli._common import (
     ApixCommand,
-    ApixGroup,
     AppOpt,
     arun,
+    command_group,
     console,
     escape,
     fmt_time,
@@ -23,7 +23,7 @@ from apix_core.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from apix_core.transport.base import DeadLetterRecord
 
-dlq_cli = typer.Typer(cls=ApixGroup, help="Dead letters: list, show, replay.", no_args_is_help=True)
+dlq_cli = command_group(help="Dead letters: list, show, replay.")
 
 
 @dlq_cli.command("list", cls=ApixCommand)

@@ -9,9 +9,9 @@ import typer
 
 from apix_core.cli._common import (
     ApixCommand,
-    ApixGroup,
     TenantOpt,
     arun,
+    command_group,
     console,
     escape,
     fmt_time,
@@ -20,9 +20,7 @@ from apix_core.cli._common import (
     store,
 )
 
-entities_cli = typer.Typer(
-    cls=ApixGroup, help="Entity metadata (versions and state transitions).", no_args_is_help=True
-)
+entities_cli = command_group("Entity metadata (versions and state transitions).")
 
 
 @entities_cli.command("list", cls=ApixCommand)
