@@ -1,4 +1,5 @@
-"""The ``apix`` command line (typer + rich).
+"""The ``apix`` command line (typer; rich draws the output).
 
-Not imported by :mod:`apix_core`, so ``import apix_core`` stays cheap.
+``main`` is the console script, ``app`` the root command, one module per command group, shared
+helpers in ``_common``. Not imported by :mod:`apix_core`, so ``import apix_core`` stays cheap.
 """

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from apix_core.app import App
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 
 _counter = itertools.count(1)
 

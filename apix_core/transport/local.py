@@ -22,7 +22,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT
-from apix_core.errors import DeadLetterNotFoundError, MalformedMessageError
+from apix_core.errors import (
+    ConfigurationError,
+    DeadLetterNotFoundError,
+    MalformedMessageError,
+)
 from apix_core.store.database import Database, normalize_url
 from apix_core.store.models import dead_letters, queue_messages
 from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
@@ -353,8 +357,16 @@ async def from_url(
         db, owns = database, False
     else:
         db, owns = Database(url, timeout=settings.db_timeout), True
-        if settings.auto_migrate:
-            await db.upgrade()
+        try:
+            if settings.auto_migrate:
+                await db.upgrade()
+            elif await db.current_revision() is None:
+                raise ConfigurationError(
+                    f"the queue database {db.safe_url} has no apix schema: run `apix db upgrade`"
+                )
+        except BaseException:
+            await db.dispose()
+            raise
     return LocalTransport(
         db,
         visibility_timeout=settings.visibility_timeout,

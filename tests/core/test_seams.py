@@ -162,9 +162,7 @@ async def test_adapter_schemes_come_from_entry_points() -> None:
 
     os.environ["APIX_TEST_AZ_CONN"] = conn
     try:
-        azq = await open_transport(
-            "azure-queue://?connection=APIX_TEST_AZ_CONN", settings=settings
-        )
+        azq = await open_transport("azure-queue://?connection=APIX_TEST_AZ_CONN", settings=settings)
     finally:
         del os.environ["APIX_TEST_AZ_CONN"]
     # THEN the adapters' transports are built (lazily: nothing was contacted)
@@ -287,8 +285,8 @@ def test_context_limits_match_the_schema() -> None:
     from apix_core.store import types
     from apix_core.store.models import entities, state_transitions
 
-    assert types.EXTERNAL_ID_LENGTH == entities.c.external_id.type.length  # type: ignore[attr-defined]
-    assert types.CANONICAL_TYPE_LENGTH == entities.c.canonical_type.type.length  # type: ignore[attr-defined]
-    assert types.SOURCE_LENGTH == entities.c.source.type.length  # type: ignore[attr-defined]
-    assert types.STATE_LENGTH == entities.c.state.type.length  # type: ignore[attr-defined]
-    assert types.REASON_LENGTH == state_transitions.c.reason.type.length  # type: ignore[attr-defined]
+    assert entities.c.external_id.type.length == types.EXTERNAL_ID_LENGTH  # type: ignore[attr-defined]
+    assert entities.c.canonical_type.type.length == types.CANONICAL_TYPE_LENGTH  # type: ignore[attr-defined]
+    assert entities.c.source.type.length == types.SOURCE_LENGTH  # type: ignore[attr-defined]
+    assert entities.c.state.type.length == types.STATE_LENGTH  # type: ignore[attr-defined]
+    assert state_transitions.c.reason.type.length == types.REASON_LENGTH  # type: ignore[attr-defined]

@@ -1,0 +1,311 @@
+"""What every ``apix`` command shares: console, error handling, options, transport and store.
+
+Kept cheap to import (typer and apix's light modules only): ``apix --help`` imports it. rich,
+SQLAlchemy and the store are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from typer.core import MarkupMode, TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from apix_core.config import Settings
+from apix_core.constants import TENANT_ID_ENV
+from apix_core.errors import (
+    ApixError,
+    ConfigurationError,
+    MalformedMessageError,
+    UnsupportedOperationError,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from typer._click import Context, Parameter
+
+    from apix_core.store.database import Database
+    from apix_core.store.repositories import Store
+    from apix_core.transport.base import DeadLetterAdmin, Producer
+
+T = TypeVar("T")
+
+#: Exit code of every apix error (and of usage errors, as click does).
+EXIT_ERROR = 2
+
+#: Help is plain click text, not rich panels: typer's rich help imports rich, markdown-it and
+#: pygments-style machinery, which nearly doubled the time of ``apix --help`` (benchmarks/
+#: bench_cli_start.py). rich still draws every command's output. "rich" brings the panels back.
+HELP_MARKUP: MarkupMode = None
+
+
+# -- help display ----------------------------------------------------------------------------
+def _tidy_params(params: list[Parameter]) -> None:
+    """Flags show no ``<bool>`` placeholder; arguments are named in capitals (``APP``)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""  # typer's rich help otherwise prints <bool> after every flag
+        elif isinstance(param, TyperArgument) and param.metavar is None and param.name:
+            param.metavar = param.name.upper()
+
+
+def _usage_pieces(pieces: list[str]) -> list[str]:
+    # typer writes a required argument as {name}; the usual form is a bare NAME.
+    return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+class ApixCommand(TyperCommand):
+    """A command whose help has no ``<bool>`` on flags and no ``{name}`` in its usage line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy_params(self.params)
+
+    def get_help_option(self, ctx: Context) -> TyperOption | None:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _tidy_params([option])
+        return option
+
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
+        return _usage_pieces(super().collect_usage_pieces(ctx))
+
+
+class ApixGroup(TyperGroup):
+    """A command group with the same help display as :class:`ApixCommand`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _tidy_params(self.params)
+
+    def get_help_option(self, ctx: Context) -> TyperOption | None:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _tidy_params([option])
+        return option
+
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
+        return _usage_pieces(super().collect_usage_pieces(ctx))
+
+
+def command_group(help: str) -> typer.Typer:
+    """A sub-command group (``apix entities``, ``apix dlq``...): help when called bare."""
+    return typer.Typer(cls=ApixGroup, help=help, no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
+
+
+# -- options shared by several commands ------------------------------------------------------
+AppTarget = Annotated[
+    str,
+    typer.Argument(metavar="APP", help="Python file defining the App: path/to/app.py[:attr]"),
+]
+LogLevel = Annotated[
+    str | None,
+    typer.Option("--log-level", help="apix log level (default: APIX_LOG_LEVEL or WARNING)."),
+]
+TenantOpt = Annotated[
+    str | None, typer.Option("--tenant", "-t", help=f"Tenant (default: {TENANT_ID_ENV}).")
+]
+AppOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--app", help="Use this app's transport (default: local queues on APIX_QUEUE_URL)."
+    ),
+]
+
+
+# -- output and errors -----------------------------------------------------------------------
+def console(stderr: bool = False) -> Console:
+    """A rich console on the current stdout (or stderr)."""
+    from rich.console import Console
+
+    # Resolved per call so the console writes to the current stdout (CliRunner swaps it); wide
+    # when not a terminal so ids and error codes are never wrapped in logs and pipes.
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, highlight=False, width=max(out.width, 160))
+    return out
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped (ids, queue names and messages are data, not markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` in red on stderr; the caller raises the returned exit (code 2)."""
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(EXIT_ERROR)
+
+
+def handle_errors(func: Callable[..., T]) -> Callable[..., T]:
+    """apix errors become a red one-line message and exit code 2, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return func(*args, **kwargs)
+        except ApixError as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper
+
+
+def arun(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on apix's event loop (uvloop when installed)."""
+    from apix_core.runtime.loop import run
+
+    return run(coro)
+
+
+class _StderrProxy:
+    """Log to whatever ``sys.stderr`` is now, so rich's Live can redirect log lines above it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str | None) -> None:
+    """Text logs on stderr at ``level``, else ``APIX_LOG_LEVEL``, else WARNING."""
+    import os
+
+    from apix_core.constants import LOG_FORMAT_ENV, LOG_LEVEL_ENV
+    from apix_core.observability import configure_logging as configure
+
+    # A human runs the CLI: text logs and WARNING unless the environment says otherwise.
+    configure(
+        level=(level or os.environ.get(LOG_LEVEL_ENV) or "WARNING").upper(),
+        fmt=os.environ.get(LOG_FORMAT_ENV) or "text",
+        stream=_StderrProxy(),
+    )
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def resolve_tenant(given: str | None) -> str:
+    """``--tenant``, else ``APIX_TENANT_ID``, else a :class:`ConfigurationError`."""
+    if given:
+        return given
+    found = Settings.from_env().tenant_id
+    if not found:
+        raise ConfigurationError(f"no tenant: pass --tenant or set {TENANT_ID_ENV}")
+    return found
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``24h``, ``7d``, ``2w`` → seconds."""
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise ConfigurationError(f"{text!r} is not a duration (examples: 30s, 15m, 24h, 7d)")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ConfigurationError(f"duration {text!r} must be positive")
+    return seconds
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object, else a :class:`MalformedMessageError`."""
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise MalformedMessageError(f"payload is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedMessageError(
+            f"payload must be a JSON object ({{...}}), not {type(obj).__name__}"
+        )
+    return obj
+
+
+def fmt_time(value: datetime | None) -> str:
+    """A UTC timestamp to the second, or ``-``."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- store and transport ---------------------------------------------------------------------
+async def open_database(url: str, settings: Settings) -> Database:
+    """A database with the schema in place (migrated when auto-migrate is on, else checked)."""
+    from apix_core.store.database import Database
+
+    db = Database(url, timeout=settings.db_timeout)
+    try:
+        if settings.auto_migrate:
+            await db.upgrade()
+        elif await db.current_revision() is None:
+            raise ConfigurationError(
+                f"the database {db.safe_url} has no apix schema: run `apix db upgrade`"
+            )
+    except BaseException:
+        await db.dispose()
+        raise
+    return db
+
+
+@asynccontextmanager
+async def store() -> AsyncIterator[Store]:
+    """The metadata store on ``APIX_DATABASE_URL``."""
+    from apix_core.store.repositories import Store
+
+    settings = Settings.from_env()
+    db = await open_database(settings.database_url, settings)
+    try:
+        yield Store(db)
+    finally:
+        await db.dispose()
+
+
+async def open_transport(settings: Settings) -> Producer:
+    """The transport ``APIX_QUEUE_URL`` names (``apix_core.transport.registry``), as
+    ``App.start`` builds it. The caller closes it (``await transport.close()``)."""
+    from apix_core.transport.registry import open_transport as open_by_url
+
+    return await open_by_url(settings.queue_url, settings=settings)
+
+
+def dead_letter_admin(transport: Producer) -> DeadLetterAdmin:
+    """``transport`` as a dead-letter admin, or a clear error for one that has no such thing."""
+    from apix_core.transport.base import DeadLetterAdmin
+
+    if not isinstance(transport, DeadLetterAdmin):
+        raise UnsupportedOperationError(
+            f"the {transport.name!r} transport cannot list or replay dead letters"
+        )
+    return transport
+
+
+@asynccontextmanager
+async def transport(app_path: str | None) -> AsyncIterator[Producer]:
+    """The app's transport (``--app``), else :func:`open_transport` on the environment."""
+    if app_path:
+        from apix_core.cli.loader import load_app
+
+        app = load_app(app_path)
+        await app.start()
+        try:
+            assert app.transport is not None
+            yield app.transport
+        finally:
+            await app.close()
+        return
+    opened = await open_transport(Settings.from_env())
+    try:
+        yield opened
+    finally:
+        await opened.close()

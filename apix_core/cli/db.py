@@ -1,0 +1,129 @@
+"""``apix db``: schema migrations and retention."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from apix_core.cli._common import (
+    ApixCommand,
+    arun,
+    command_group,
+    console,
+    escape,
+    handle_errors,
+    parse_duration,
+)
+from apix_core.config import Settings
+
+if TYPE_CHECKING:
+    from apix_core.store.database import Database
+
+db_cli = command_group(help="Schema migrations (Alembic).")
+
+
+def _db_urls() -> list[str]:
+    settings = Settings.from_env()
+    urls = [settings.database_url]
+    if settings.queue_url != settings.database_url:
+        urls.append(settings.queue_url)
+    return urls
+
+
+async def _each_database(
+    action: Callable[[Database], Awaitable[str | None]],
+) -> list[tuple[str, str | None]]:
+    """Run ``action`` on the store and, when it is another database, the queue database."""
+    from apix_core.store.database import Database
+
+    timeout = Settings.from_env().db_timeout
+    out: list[tuple[str, str | None]] = []
+    for url in _db_urls():
+        db = Database(url, timeout=timeout)
+        try:
+            out.append((db.safe_url, await action(db)))
+        finally:
+            await db.dispose()
+    return out
+
+
+@db_cli.command("upgrade", cls=ApixCommand)
+@handle_errors
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply migrations to the store (and to the queue database when it is another one)."""
+
+    async def upgrade(db: Database) -> str | None:
+        await db.upgrade(revision)
+        return await db.current_revision()
+
+    out = console()
+    for url, rev in arun(_each_database(upgrade)):
+        out.print(f"[green]upgraded[/] {escape(url)} → {rev}")
+
+
+@db_cli.command("current", cls=ApixCommand)
+@handle_errors
+def db_current() -> None:
+    """Print the schema revision of the store (and of the queue database)."""
+    out = console()
+    for url, rev in arun(_each_database(lambda db: db.current_revision())):
+        out.print(f"{escape(url)}: {rev or '[yellow]none (run `apix db upgrade`)[/]'}")
+
+
+@db_cli.command("prune", cls=ApixCommand)
+@handle_errors
+def db_prune(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Age of metadata to delete (30d, 12w).")
+    ] = "30d",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per transaction.")] = 1000,
+    keep_transitions: Annotated[
+        bool, typer.Option("--keep-transitions", help="Keep every state transition.")
+    ] = False,
+    keep_errors: Annotated[
+        bool, typer.Option("--keep-errors", help="Keep every processing error.")
+    ] = False,
+) -> None:
+    """Delete expired idempotency records, sent outbox rows, old transitions and errors.
+
+    Live rows are never touched: unsent outbox rows, dead letters not yet replayed, and
+    idempotency records younger than the safety floor (14 days).
+    """
+    from datetime import timedelta
+
+    from apix_core.store.database import Database
+    from apix_core.store.retention import MIN_IDEMPOTENCY_AGE, RetentionPolicy, prune
+
+    settings = Settings.from_env()
+    age = timedelta(seconds=parse_duration(older_than))
+    policy = RetentionPolicy(
+        # A redelivery can arrive up to 14 days late (SQS retention): never prune younger claims.
+        idempotency=max(age, MIN_IDEMPOTENCY_AGE),
+        state_transitions=False if keep_transitions else None,
+        processing_errors=False if keep_errors else None,
+    )
+
+    async def go() -> list[tuple[str, dict[str, int]]]:
+        out: list[tuple[str, dict[str, int]]] = []
+        for url in _db_urls():
+            db = Database(url, timeout=settings.db_timeout)
+            try:
+                report = await prune(db, older_than=age, batch_size=batch_size, policy=policy)
+                out.append((db.safe_url, report.deleted))
+            finally:
+                await db.dispose()
+        return out
+
+    out = console()
+    for url, deleted in arun(go()):
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(deleted.items())) or "nothing"
+        out.print(f"[green]pruned[/] {escape(url)} — {parts}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``db`` group to ``app``."""
+    app.add_typer(db_cli, name="db")

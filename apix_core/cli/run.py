@@ -1,0 +1,206 @@
+"""``apix run`` and ``apix worker``: run an app on the local runner."""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import suppress
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from apix_core.cli._common import (
+    ApixCommand,
+    AppTarget,
+    LogLevel,
+    arun,
+    configure_logging,
+    console,
+    handle_errors,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from apix_core.app import App
+    from apix_core.runtime import RunStats
+
+
+def _progress_table(app: App, stats: RunStats) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"apix run: {app.name}", title_justify="left")
+    for col in ("queue", "processor"):
+        table.add_column(col)
+    for col in ("completed", "duplicates", "retried", "dead-lettered", "depth"):
+        table.add_column(col, justify="right")
+    for spec in app.specs.values():
+        q = app.input_queue(spec)
+        if q is None:
+            continue
+        s = stats.queues.get(q)
+        d = stats.depths.get(q)
+        dead = s.dead_lettered if s else 0
+        table.add_row(
+            q,
+            spec.name,
+            str(s.completed if s else 0),
+            str(s.duplicates if s else 0),
+            str(s.retried if s else 0),
+            f"[yellow]{dead}[/]" if dead else "0",
+            str(d.total if d else 0),
+        )
+    return table
+
+
+def _summary(stats: RunStats, elapsed: float, drained: bool) -> str:
+    duplicates = sum(s.duplicates for s in stats.queues.values())
+    retried = sum(s.retried for s in stats.queues.values())
+    left = sum(d.total for d in stats.depths.values())
+    dead = stats.dead_lettered
+    dead_txt = f"[yellow]{dead} dead-lettered[/]" if dead else "0 dead-lettered"
+    state = "drained" if drained else f"stopped with {left} message(s) still queued"
+    return (
+        f"[bold]{state}[/] in {elapsed:.1f}s: [green]{stats.completed} completed[/], "
+        f"{duplicates} duplicates, {retried} retried, {dead_txt}, "
+        f"{stats.schedule_ticks} schedule tick(s)"
+    )
+
+
+async def _run_app(
+    app: App,
+    *,
+    forever: bool,
+    max_seconds: float | None,
+    schedules: bool,
+    console: Console,
+) -> tuple[RunStats, float]:
+    import asyncio
+
+    from rich.live import Live
+
+    from apix_core.runtime import LocalRunner
+
+    live: Live | None = None
+    if console.is_terminal:
+        live = Live(console=console, refresh_per_second=8, redirect_stderr=True, transient=False)
+
+    def progress(stats: RunStats) -> None:
+        if live is not None:
+            live.update(_progress_table(app, stats))
+
+    runner = LocalRunner(
+        app,
+        forever=forever,
+        fire_schedules=schedules,
+        on_progress=progress,
+        max_seconds=max_seconds,
+    )
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    # Ctrl-C / SIGTERM stop the runner gracefully: in-flight batches settle before exit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, runner.stop)
+            installed.append(sig)
+    started = time.monotonic()
+    try:
+        if live is not None:
+            with live:
+                stats = await runner.run()
+        else:
+            stats = await runner.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await app.close()
+    return stats, time.monotonic() - started
+
+
+def _run_command(
+    target: str,
+    *,
+    forever: bool,
+    max_seconds: float | None,
+    schedules: bool,
+    strict: bool,
+    log_level: str | None,
+) -> None:
+    from apix_core.cli.loader import load_app
+
+    configure_logging(log_level)
+    app = load_app(target)
+    out = console()
+    stats, elapsed = arun(
+        _run_app(app, forever=forever, max_seconds=max_seconds, schedules=schedules, console=out)
+    )
+    drained = all(d.total == 0 for d in stats.depths.values())
+    if not out.is_terminal:
+        out.print(_progress_table(app, stats))
+    out.print(_summary(stats, elapsed, drained))
+    if stats.dead_lettered:
+        out.print(
+            f"[yellow]{stats.dead_lettered} message(s) dead-lettered: "
+            "inspect with `apix dlq list`, replay with `apix dlq replay`[/]"
+        )
+    if strict and (stats.dead_lettered or not drained):
+        raise typer.Exit(1)
+
+
+MaxSeconds = Annotated[
+    float | None, typer.Option("--max-seconds", min=0.0, help="Stop after this many seconds.")
+]
+
+
+@handle_errors
+def run(
+    target: AppTarget,
+    forever: Annotated[
+        bool, typer.Option("--forever", help="Keep running; schedules fire on their cron times.")
+    ] = False,
+    max_seconds: MaxSeconds = None,
+    schedules: Annotated[
+        bool, typer.Option("--schedules/--no-schedules", help="Fire schedule processors.")
+    ] = True,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Exit 1 if anything was dead-lettered or left queued."),
+    ] = False,
+    log_level: LogLevel = None,
+) -> None:
+    """Run an app until its queues drain (each schedule fires once at start)."""
+    _run_command(
+        target,
+        forever=forever,
+        max_seconds=max_seconds,
+        schedules=schedules,
+        strict=strict,
+        log_level=log_level,
+    )
+
+
+@handle_errors
+def worker(
+    target: AppTarget,
+    max_seconds: MaxSeconds = None,
+    schedules: Annotated[
+        bool, typer.Option("--schedules/--no-schedules", help="Fire schedules on their cron times.")
+    ] = True,
+    log_level: LogLevel = None,
+) -> None:
+    """Run an app forever (several workers may share PostgreSQL queues)."""
+    _run_command(
+        target,
+        forever=True,
+        max_seconds=max_seconds,
+        schedules=schedules,
+        strict=False,
+        log_level=log_level,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` and ``worker`` to ``app``."""
+    app.command(cls=ApixCommand)(run)
+    app.command(cls=ApixCommand)(worker)
