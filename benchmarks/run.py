@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Result
 
 BENCHMARKS = {
+    "import": "bench_import",
+    "cli": "bench_cli_start",
     "overhead": "bench_overhead",
     "pipeline": "bench_pipeline",
     "postgres": "bench_postgres",
