@@ -241,3 +241,39 @@ async def test_bad_use_gets_clear_errors(in_tmp_cwd: Path) -> None:
 def test_import_apix_core_does_not_import_the_harness() -> None:
     code = "import sys, apix_core; sys.exit('apix_core.testing' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+async def test_deliver_many_is_one_batch_and_attempt_plays_a_retry(in_tmp_cwd: Path) -> None:
+    from pydantic import BaseModel
+
+    class Order(BaseModel):
+        id: str
+
+    app = App("retrying")
+    calls: list[int] = []
+
+    @app.processor("flaky", consumes="in", max_attempts=2)
+    def flaky(message: Message) -> None:
+        calls.append(message.attempt)
+        if message.payload["id"] == "X":
+            raise ConnectionError("upstream down")
+
+    async with TestApp(app, tenant_id="acme") as t:
+        # WHEN a batch of typed payloads is delivered, one failing transiently
+        outcomes = await t.deliver_many(
+            "in", [Order(id="A"), Order(id="X")], message_ids=["a", "x"]
+        )
+
+        # THEN the good one completed and the bad one asks for a retry, not yet dead-lettered
+        assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED, OutcomeKind.RETRY]
+        assert await t.dead_letters() == []
+
+        # WHEN the retry is played as the last attempt
+        last = await t.deliver("in", {"id": "X"}, message_id="x", attempt=2)
+
+        # THEN it is dead-lettered with its attempt count
+        assert last.kind is OutcomeKind.DEAD_LETTER
+        [dead] = await t.dead_letters("in")
+        assert (dead.message_id, dead.attempts) == ("x", 2)
+        # (a transient failure is also retried within the call: several calls per attempt)
+        assert calls[0] == 1 and calls[-1] == 2
