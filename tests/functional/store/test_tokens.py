@@ -20,7 +20,7 @@ from apix_core.store.database import Database
 from apix_core.store.models import api_tokens
 from apix_core.tokens import ApiTokenService, TokenRefreshError, oauth2_client_credentials
 
-WORKER = Path(__file__).with_name("token_worker.py")
+WORKER = Path(__file__).parents[2] / "e2e" / "workers" / "token_worker.py"
 KEY = Fernet.generate_key().decode()
 
 
