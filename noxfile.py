@@ -3,27 +3,78 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import sys
+from pathlib import Path
 
 import nox
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "tests"]
+# Interpreters come from this machine, never from a download at run time; in CI a missing one
+# fails its sessions instead of skipping them.
+nox.options.download_python = "never"
+nox.options.error_on_missing_interpreters = IN_CI
 
-PYTHON = "3.11"
+PYTHON = "3.11"  # lint, typecheck, demo, bench
+PYTHONS = ["3.11", "3.12", "3.13"]  # the test matrix
 BACKENDS = ["sqlite", "postgres"]
 
 
-@nox.session(python=PYTHON)
+def _version_key(path: Path) -> tuple[int, ...]:
+    # "3.12.1" -> (3, 12, 1); pre-releases and suffixed builds sort first
+    name = path.parents[1].name
+    return tuple(int(p) for p in name.split(".")) if re.fullmatch(r"[\d.]+", name) else (0,)
+
+
+def _interpreters_on_path(versions: list[str]) -> list[str]:
+    """Prepend pyenv's newest ``X.Y.*`` install to PATH for each version ``pythonX.Y`` does not
+    already reach; return the versions found nowhere.
+
+    pyenv puts a ``pythonX.Y`` shim on PATH for every installed version but the shim answers
+    only for the active ones, so a shim does not count as found.
+    """
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    prepend, missing = [], []
+    for version in versions:
+        found = shutil.which(f"python{version}")
+        if found and os.sep + "shims" + os.sep not in found:
+            continue
+        installs = sorted(root.glob(f"{version}.*/bin/python{version}"), key=_version_key)
+        if installs:
+            prepend.append(str(installs[-1].parent))
+        else:
+            missing.append(version)
+    if prepend:
+        os.environ["PATH"] = os.pathsep.join([*prepend, os.environ.get("PATH", "")])
+    return missing
+
+
+_MISSING = _interpreters_on_path(PYTHONS)
+if _MISSING:
+    print(
+        f"noxfile: Python {', '.join(_MISSING)} not found (neither python3.X on PATH nor "
+        f"$PYENV_ROOT/versions/3.X.*): its tests sessions "
+        f"{'FAIL (CI=true)' if IN_CI else 'are skipped'}",
+        file=sys.stderr,
+    )
+
+
+@nox.session(python=PYTHONS)
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
-    """The test suite against one metadata-store backend (PostgreSQL must be reachable)."""
+    """The test suite on one Python against one store backend (all pairs: `nox -s tests`).
+
+    The postgres sessions need PostgreSQL on 127.0.0.1:5432 (started here if it is down)."""
     session.install("-e", ".[dev]")
     env = {"APIX_TEST_BACKENDS": backend}
-    in_ci = os.environ.get("CI", "").lower() == "true"
-    if in_ci:
+    if IN_CI:
         env["CI"] = "true"
     if backend == "postgres":
-        _prepare_postgres(session, in_ci)
+        _prepare_postgres(session, IN_CI)
     session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs, env=env)
 
 

@@ -3,23 +3,61 @@
 The backend comes from ``APIX_TEST_BACKENDS`` (comma list of ``sqlite``, ``postgres``; default
 ``sqlite``, plus ``postgres`` when ``CI=true``). ``nox -s tests`` runs once per backend. With
 ``CI=true`` an unreachable PostgreSQL fails the run instead of skipping.
+
+Every test is marked ``unit``, ``functional`` or ``e2e`` by its folder, and ``postgres`` when it
+needs PostgreSQL (see tests/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import textwrap
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from apix_core import App
+from apix_core.cli.main import cli
+from apix_core.store.database import Database
 
 PG_ADMIN_URL = os.environ.get("APIX_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+TESTS_DIR = Path(__file__).parent
+EVENTS_DIR = TESTS_DIR / "events"
+GROUPS = ("unit", "functional", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder (``unit``/``functional``/``e2e``), and ``postgres`` when it
+    sits in a ``postgres`` folder or runs with the PostgreSQL backend."""
+    for item in items:
+        try:
+            parts = item.path.relative_to(TESTS_DIR).parts
+        except ValueError:
+            continue
+        if parts[0] not in GROUPS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests live under tests/unit, tests/functional or tests/e2e"
+            )
+        item.add_marker(parts[0])
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("backend") == "postgres"
+        if on_postgres or "postgres" in parts[:-1]:
+            item.add_marker("postgres")
 
 
 def _backends() -> list[str]:
@@ -159,3 +197,125 @@ async def make_app(database_url: str, queue_url: str) -> AsyncIterator[object]:
     yield factory
     for app in apps:
         await app.close()
+
+
+# -- a migrated store and a token endpoint (store, PostgreSQL and e2e tests) ----------------
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test's database, migrated to head."""
+    database = Database(database_url)
+    await database.upgrade()
+    yield database
+    await database.dispose()
+
+
+@dataclass
+class TokenServer:
+    """An OAuth2-style token endpoint on 127.0.0.1 that counts its requests."""
+
+    url: str = ""
+    requests: int = 0
+    fail_next: int = 0
+    fail_status: int = 503
+    expires_in: float = 3600.0
+    delay: float = 0.2
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture
+def token_server() -> Iterator[TokenServer]:
+    state = TokenServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            with state.lock:
+                state.requests += 1
+                n = state.requests
+                fail = state.fail_next > 0
+                if fail:
+                    state.fail_next -= 1
+            # A slow endpoint widens the window in which concurrent callers could double-fetch.
+            time.sleep(state.delay)
+            if fail:
+                self.send_response(state.fail_status)
+                self.end_headers()
+                return
+            body = json.dumps(
+                {"access_token": f"tok-secret-{n}-plaintext", "expires_in": state.expires_in}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/oauth/token"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- the real ``apix`` command line, in-process (CLI and e2e tests) -------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str, queue_url: str) -> dict[str, str]:
+    """Point every command at this test's store and queue databases."""
+    env = {"APIX_DATABASE_URL": database_url, "APIX_QUEUE_URL": queue_url}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def apix(cli_env: dict[str, str]) -> Callable[..., Result]:
+    """``apix(*args, input=None)`` runs the real command line and returns the CLI Result."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def write_app(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a Python module (dedented source) to ``tmp_path`` and return its path."""
+
+    def write(source: str, name: str = "app.py") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    return write
+
+
+# -- platform events (the AWS and Azure adapters' tests) -----------------------------------
+
+
+@pytest.fixture
+def load_event() -> Callable[[str], dict[str, Any]]:
+    """``load_event(name)`` returns ``tests/events/<name>.json`` as a dict."""
+
+    def load(name: str) -> dict[str, Any]:
+        path = EVENTS_DIR / f"{name}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in EVENTS_DIR.glob("*.json"))
+            raise FileNotFoundError(f"no event {name!r} in {EVENTS_DIR} (known: {known})")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"{path} holds a {type(data).__name__}, not a JSON object")
+        return data
+
+    return load

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 import pytest
 
 from apix_aws.transport.sqs import InvalidQueueNameError, SqsTransport, from_url
-from apix_core.exceptions import ConfigurationError
+from apix_core.errors import ConfigurationError
 
 pytestmark = pytest.mark.aws
 

@@ -19,7 +19,7 @@ from apix_azure.transport.storage_queue import (
     encode_text,
     from_url,
 )
-from apix_core.exceptions import (
+from apix_core.errors import (
     ConfigurationError,
     DeadLetterNotFoundError,
     MessageTooLargeError,

@@ -1,4 +1,4 @@
-"""N processes asking for one API token at once (run by test_tokens.py; not a test module).
+"""N processes asking for one API token at once (run by test_token_race.py; not a test module).
 
 Usage: python token_worker.py N DATABASE_URL FERNET_KEY TOKEN_URL DIR
 Imports once, forks N children (cheap on a 2-core CI box); each opens its own database pool,

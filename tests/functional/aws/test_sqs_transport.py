@@ -22,7 +22,7 @@ from apix_aws.transport.sqs import (
     SqsBatchError,
     SqsTransport,
 )
-from apix_core.exceptions import MessageTooLargeError
+from apix_core.errors import MessageTooLargeError
 from apix_core.transport.base import DeadLetterInfo, OutgoingMessage
 
 from .conftest import REGION

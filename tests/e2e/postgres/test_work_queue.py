@@ -15,7 +15,7 @@ from apix_core.store.database import Database
 from apix_core.transport.base import OutgoingMessage
 from apix_core.transport.local import LocalTransport
 
-WORKER = Path(__file__).with_name("queue_worker.py")
+WORKER = Path(__file__).parents[1] / "workers" / "queue_worker.py"
 MESSAGES = 10_000
 TENANTS = ("acme", "globex")
 

@@ -21,7 +21,7 @@ from apix_azure.transport.servicebus import (
     plan_batches,
     servicebus_queue_name,
 )
-from apix_core.exceptions import ConfigurationError, MessageTooLargeError, ValidationError
+from apix_core.errors import ConfigurationError, MessageTooLargeError, PermanentError
 from apix_core.transport.base import OutgoingMessage
 
 pytestmark = pytest.mark.azure
@@ -73,7 +73,7 @@ def test_build_message_maps_id_properties_session_ttl_and_delay() -> None:
     assert plain.time_to_live is None and plain.application_properties == {"tenant_id": "acme"}
 
     # an id Service Bus cannot hold is bad input, not a traceback
-    with pytest.raises(ValidationError, match="longer than 128"):
+    with pytest.raises(PermanentError, match="longer than 128"):
         build_message(OutgoingMessage("x" * 129, "{}"))
 
 

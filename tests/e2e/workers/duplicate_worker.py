@@ -1,6 +1,6 @@
 """A worker process that handles a given list of deliveries, started in step with another.
 
-Used by ``tests/core/test_concurrency.py`` to have two real processes handle the same message
+Used by ``tests/e2e/test_concurrency.py`` to have two real processes handle the same message
 ids at the same time (what two Lambda invocations do when SQS delivers a message twice).
 
 Environment:

@@ -43,7 +43,7 @@ def test_every_aws_fixture_is_checked_here() -> None:
         "aws_apigw_http_v2.json",
         "aws_function_url.json",
         "aws_eventbridge_scheduled.json",
-        "aws_scheduler.json",
+        "aws_scheduler_event.json",
         "aws_eventbridge_custom.json",
         "aws_kinesis_batch.json",
         "aws_dynamodb_stream_batch.json",
@@ -123,7 +123,7 @@ def test_function_url_event() -> None:
     ("name", "source", "detail_type"),
     [
         ("aws_eventbridge_scheduled.json", "aws.events", "Scheduled Event"),
-        ("aws_scheduler.json", "aws.scheduler", "Scheduled Event"),
+        ("aws_scheduler_event.json", "aws.scheduler", "Scheduled Event"),
         ("aws_eventbridge_custom.json", "com.example.shop", "OrderPlaced"),
     ],
 )

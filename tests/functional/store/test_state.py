@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from apix_core import tenant_context
 from apix_core.cli.main import cli
-from apix_core.exceptions import ApixError, TenantRequiredError
+from apix_core.errors import ApixError, TenantRequiredError
 from apix_core.store.database import Database
 from apix_core.store.models import state as state_table
 from apix_core.store.retention import RetentionPolicy, prune

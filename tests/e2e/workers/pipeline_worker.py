@@ -1,6 +1,6 @@
 """A three-stage pipeline run as a real process that can SIGKILL itself at a chosen point.
 
-Used by ``tests/core/test_exactly_once.py``. Stages: ``ingest`` (raw → mid), ``enrich`` (mid →
+Used by ``tests/e2e/test_exactly_once.py``. Stages: ``ingest`` (raw → mid), ``enrich`` (mid →
 done, two outputs per input) and ``sink`` (done). Every stage records an entity whose content
 carries a per-run nonce, so a second *effect* of one message would show up as a second entity
 version; every body run is appended to a run log (``O_APPEND``), so re-runs are visible too.

@@ -20,7 +20,7 @@ import pytest
 from apix_azure.transport.storage_queue import StorageQueueTransport
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 AZURITE_DIR = ROOT / ".azurite"
 AZURITE_PACKAGE = "azurite@3"
 NPM_QUIET = ("--no-audit", "--no-fund", "--loglevel=error")
