@@ -20,28 +20,32 @@ print(json.dumps(sorted(loaded)))
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "module",
-    ["apix_core", "apix_core.runtime", "apix_core.transport.local", "apix_core.observability"],
-)
-def test_import_loads_no_heavy_dependency(module: str) -> None:
-    # GIVEN a fresh interpreter without APIX_* settings
+def loaded_heavy(module: str, heavy: tuple[str, ...]) -> list[str]:
+    """The ``heavy`` modules a fresh interpreter (without APIX_* settings) loads importing
+    ``module``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APIX_")}
-
-    # WHEN it imports apix_core (or one of the modules every entry point needs)
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(module=module, heavy=HEAVY)],
+        [sys.executable, "-c", PROBE.format(module=module, heavy=heavy)],
         capture_output=True,
         text=True,
         env=env,
         timeout=120,
         check=False,
     )
-
-    # THEN none of the heavy packages were loaded
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    loaded: list[str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module",
+    ["apix_core", "apix_core.runtime", "apix_core.transport.local", "apix_core.observability"],
+)
+def test_import_loads_no_heavy_dependency(module: str) -> None:
+    # GIVEN a fresh interpreter WHEN it imports apix_core (or a module every entry point needs)
+    # THEN none of the heavy packages were loaded
+    assert loaded_heavy(module, HEAVY) == []
 
 
 #: What an app module's imports (``from apix_core import App, Message, ProcessorContext``) must
@@ -72,35 +76,12 @@ APP_IMPORT_BUDGET = (
 )
 def test_app_import_path_stays_lean(module: str) -> None:
     # GIVEN a fresh interpreter WHEN it imports what a function's app module imports
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APIX_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE.format(module=module, heavy=APP_IMPORT_BUDGET)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
     # THEN no store, SQL, retry, cron or CLI library is loaded (a cold start pays for none)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert loaded_heavy(module, APP_IMPORT_BUDGET) == []
 
 
 @pytest.mark.slow
 def test_probe_detects_a_heavy_import() -> None:
     # GIVEN / WHEN the same probe after importing the OpenTelemetry SDK on purpose
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            PROBE.format(module="apix_core, opentelemetry.sdk.trace", heavy=HEAVY),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
     # THEN it is reported, so an empty result above means something
-    assert proc.returncode == 0, proc.stderr
-    assert "opentelemetry.sdk" in json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "opentelemetry.sdk" in loaded_heavy("apix_core, opentelemetry.sdk.trace", HEAVY)
