@@ -55,9 +55,11 @@ def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 def check_json_input(
-    data: str | bytes | bytearray, what: str = "body", limit: int = MAX_INPUT_BYTES
+    data: str | bytes | bytearray, what: str = "body", limit: int | None = None
 ) -> None:
     """Refuse a body over :data:`~apix_core.constants.MAX_INPUT_BYTES` before parsing it."""
+    if limit is None:
+        limit = MAX_INPUT_BYTES
     if len(data) > limit:
         raise InputTooLargeError(f"{what} of {len(data)} bytes exceeds the {limit}-byte limit")
 
