@@ -12,13 +12,13 @@ from pydantic import BaseModel
 
 from apix_core import http
 from apix_core.config import Settings
-from apix_core.errors import ConfigurationError, MissingTenantError
+from apix_core.errors import ApixError, ConfigurationError, MissingTenantError
 from apix_core.hashing import deterministic_id
 from apix_core.http import HttpResponse
-from apix_core.message import Message, MessageType
+from apix_core.message import Message, MessageType, build_message
 from apix_core.processing.handler import ProcessorHandler
 from apix_core.processing.outcomes import Outcome
-from apix_core.processing.settle import ConsumerSettler
+from apix_core.processing.settle import ConsumerSettler, SettleFailure
 from apix_core.processor import ProcessorConfig, ProcessorInterface, ProcessorSpec, build_spec
 from apix_core.topology import SCHEDULE_QUEUE_PREFIX, Topology, schedule_queue
 from apix_core.transport.base import Consumer, OutgoingMessage, Producer, ReceivedMessage
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from apix_core.store.repositories import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_QUEUE_NAME = re.compile("[^\x00-\x1f\x7f\ud800-\udfff]{1,255}")
 
 
 class App:
@@ -230,18 +232,28 @@ class App:
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str:
-        """Put a message on a queue (what an upstream system or ``apix send`` does)."""
+        """Put a message on a queue (what an upstream system or ``apix send`` does).
+
+        Raises apix's typed errors only: :class:`~apix_core.errors.InvalidTenantError`,
+        :class:`~apix_core.errors.InvalidMessageIdError` (empty, over 255 characters, NUL or
+        control characters), :class:`~apix_core.errors.PayloadValidationError`,
+        :class:`~apix_core.errors.JsonTooDeepError` (``MAX_JSON_DEPTH``),
+        :class:`~apix_core.errors.MessageTooLargeError`."""
         await self.start()
         tenant = tenant_id or self.settings.tenant_id
         if not tenant:
             raise MissingTenantError("send needs tenant_id= (or APIX_TENANT_ID)")
+        if not isinstance(queue, str) or not _QUEUE_NAME.fullmatch(queue):
+            raise ConfigurationError(
+                f"queue name {str(queue)[:80]!r} must be 1-255 printable characters"
+            )
         from apix_core.observability.tracing import inject_trace_context, tracing_enabled
 
-        msg = Message(
+        msg = build_message(
             message_id=message_id or str(uuid.uuid4()),
             tenant_id=tenant,
             payload=payload,
-            metadata=dict(metadata or {}),
+            metadata=metadata or {},
             # Link the pipeline to the caller's trace when an SDK is active.
             trace_context=inject_trace_context() if tracing_enabled() else {},
         )
@@ -279,11 +291,15 @@ class App:
             raise ConfigurationError(f"no processor consumes queue {queue!r}")
         return await self.handler(spec.name).handle_batch(deliveries, deadline=deadline)
 
-    async def settle(self, queue: str, outcomes: Sequence[Outcome]) -> None:
+    async def settle(self, queue: str, outcomes: Sequence[Outcome]) -> list[SettleFailure]:
         """Apply outcomes on the app's transport: ack, release with delay, or dead-letter
-        (the local settlement, :class:`~apix_core.processing.settle.ConsumerSettler`)."""
+        (the local settlement, :class:`~apix_core.processing.settle.ConsumerSettler`).
+
+        Each outcome is settled on its own: returns the deliveries that could not be (logged,
+        retried once, left in flight for redelivery) — never raises for one of them."""
         spec = self.consumer_of(queue)
-        await ConsumerSettler(self.consumer(), spec.name if spec else None).settle(queue, outcomes)
+        settler = ConsumerSettler(self.consumer(), spec.name if spec else None)
+        return await settler.settle(queue, outcomes)
 
     def consumer(self) -> Consumer:
         """The app's transport as a consumer (what polling workers need)."""
@@ -332,6 +348,8 @@ class App:
             )
         except http.HttpRejected as rejected:
             return rejected.response
+        except ApixError as exc:  # any other bad input of the request: an answer, not a raise
+            return http.error_response(400, exc)
         outcome = await self.handler(spec.name).handle(message)
         return http.response_for(outcome, spec)
 

@@ -40,6 +40,16 @@ DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_LOCAL_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_DB_TIMEOUT = 10.0
 
+#: Deepest JSON nesting apix parses on any input path (queue bodies, HTTP bodies, ``App.send``
+#: payloads): a top-level object is depth 1, the envelope's payload depth 2. Deeper input is a
+#: typed ``JsonTooDeepError`` (a dead letter, an HTTP 400), never a ``RecursionError``.
+MAX_JSON_DEPTH = 64
+#: Largest body (bytes, or characters of a str body) apix parses on any input path; larger is a
+#: typed ``InputTooLargeError`` (transports usually refuse much less: SQS 256 KiB).
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+#: Longest message id (the idempotency key; column size of every ``message_id``).
+MAX_MESSAGE_ID_CHARS = 255
+
 #: Version of the JSON envelope written by :meth:`apix_core.Message.to_queue_data`.
 ENVELOPE_VERSION = 1
 #: Key that marks a queue body as an apix envelope (its value is the envelope version).

@@ -16,10 +16,14 @@ importing it still works and warns.
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from apix_core.storable import clip, escape_control
 
 if TYPE_CHECKING:
     from apix_core.processor import ProcessorInterface
@@ -175,6 +179,25 @@ class InvalidTenantError(MissingTenantError, TenantRequiredError):
     code = "INVALID_TENANT"
 
 
+class JsonTooDeepError(MalformedMessageError):
+    """A JSON body (queue or HTTP) nests deeper than :data:`apix_core.constants.MAX_JSON_DEPTH`."""
+
+    code = "JSON_TOO_DEEP"
+
+
+class InputTooLargeError(MalformedMessageError):
+    """A body is larger than :data:`apix_core.constants.MAX_INPUT_BYTES` (any input path)."""
+
+    code = "INPUT_TOO_LARGE"
+
+
+class InvalidMessageIdError(EnvelopeError):
+    """A message id that is empty, longer than 255 characters, or holds control characters,
+    NUL or unpaired surrogates (no metadata store can key on it)."""
+
+    code = "INVALID_MESSAGE_ID"
+
+
 class PayloadValidationError(EnvelopeError):
     """The payload has the wrong type or fails the processor's payload model."""
 
@@ -264,7 +287,7 @@ def is_transient(exc: BaseException) -> bool:
 def classify(exc: BaseException, processor: ProcessorInterface | None = None) -> ErrorInfo:
     """The :class:`ErrorInfo` of a failure; ``processor.can_retry`` may veto retries of
     exceptions that are not apix's own."""
-    message = f"{type(exc).__name__}: {exc}"[:4000]
+    message = redact_error_message(exc)
     if isinstance(exc, ApixError):
         if isinstance(exc, ConfigurationError):
             return ErrorInfo(exc.code, ErrorCategory.UNEXPECTED, message, retryable=False)
@@ -283,6 +306,79 @@ def classify(exc: BaseException, processor: ProcessorInterface | None = None) ->
         message,
         retryable,
     )
+
+
+# -- what of an error message may be stored ---------------------------------------------------
+#: Longest error message kept in the metadata store (processing errors, dead letters).
+MAX_STORED_ERROR_CHARS = 2000
+#: The mark left where a value was removed from an error message.
+REMOVED = "***"
+
+_PYDANTIC_INPUT = re.compile(r"input_value=.*?(?=, input_type=|\]|$)", re.DOTALL | re.MULTILINE)
+_QUOTED = re.compile(r"'(?:\\.|[^'\\])*'" r'|"(?:\\.|[^"\\])*"', re.DOTALL)
+# 12-19 digits, optionally grouped by spaces or dashes: card numbers, account numbers.
+_DIGIT_RUN = re.compile(r"(?<![\w.])\d(?:[ -]?\d){11,18}(?![\w.])")
+
+
+def redact_text(text: str, limit: int = MAX_STORED_ERROR_CHARS) -> str:
+    """``text`` with input values removed: pydantic's ``input_value=...``, quoted values, long
+    digit runs (card numbers), then the logs' secret redaction (bearer tokens, ``key=value``
+    secrets); control characters escaped; at most ``limit`` characters."""
+    from apix_core.observability.logging import redact
+
+    text = _PYDANTIC_INPUT.sub(f"input_value={REMOVED}", text)
+    text = _QUOTED.sub(lambda m: f"{m.group(0)[0]}{REMOVED}{m.group(0)[0]}", text)
+    text = _DIGIT_RUN.sub(REMOVED, text)
+    text = str(redact(text))
+    return clip(escape_control(text), limit)
+
+
+def redact_error_message(exc: BaseException, limit: int = MAX_STORED_ERROR_CHARS) -> str:
+    """What the metadata store keeps of ``exc``: its type, a redacted message (see
+    :func:`redact_text`; a pydantic error as its locations and error types only) and, when
+    the innermost user frame is known, ``(at file.py:line)``. The logs redact the same way."""
+    text = _pydantic_summary(exc)
+    if text is None:
+        try:
+            text = str(exc)
+        except Exception:  # a broken __str__ must not break the error path
+            text = "<unprintable message>"
+    where = _user_frame(exc)
+    suffix = f" (at {where})" if where else ""
+    return redact_text(f"{type(exc).__name__}: {text}", limit - len(suffix)) + suffix
+
+
+def _pydantic_summary(exc: BaseException) -> str | None:
+    errors = getattr(exc, "errors", None)
+    if not type(exc).__module__.startswith("pydantic_core") or not callable(errors):
+        return None
+    try:
+        items = errors(include_url=False, include_input=False, include_context=False)
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['type']}" for e in items)
+    except Exception:
+        return None
+
+
+_LIBRARY_PARTS = ("site-packages", "dist-packages", f"{os.sep}lib{os.sep}python")
+
+
+def _user_frame(exc: BaseException) -> str | None:
+    """``file.py:line`` of the innermost traceback frame outside apix and installed libraries."""
+    import apix_core
+
+    apix_dir = os.path.dirname(apix_core.__file__)
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if (
+            not filename.startswith(apix_dir)
+            and not any(p in filename for p in _LIBRARY_PARTS)
+            and not filename.startswith("<")
+        ):
+            found = f"{os.path.basename(filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
 
 
 _DEPRECATED = {"ValidationError": ("PermanentError", PermanentError)}
@@ -310,8 +406,11 @@ __all__ = [
     "ErrorCategory",
     "ErrorInfo",
     "FileOutputError",
+    "InputTooLargeError",
     "InvalidFilePatternError",
+    "InvalidMessageIdError",
     "InvalidTenantError",
+    "JsonTooDeepError",
     "MalformedMessageError",
     "MessageTooLargeError",
     "MissingTenantError",
@@ -330,4 +429,6 @@ __all__ = [
     "UnsupportedOperationError",
     "classify",
     "is_transient",
+    "redact_error_message",
+    "redact_text",
 ]

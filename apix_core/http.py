@@ -2,22 +2,32 @@
 mapping of an :class:`Outcome` to an HTTP response that every adapter (``apix serve``, API
 Gateway, Azure Functions) answers with.
 
-Status mapping: 200 (done), 202 (done, work queued: the processor produces), 400 (validation),
-404 (no route), 503 + ``Retry-After`` (retryable), 500 (unexpected). Error bodies are JSON
+Status mapping: 200 (done), 202 (done, work queued: the processor produces), 400 (validation,
+bad JSON, nesting over ``MAX_JSON_DEPTH``), 404 (no route), 413 (body over ``MAX_INPUT_BYTES``),
+503 + ``Retry-After`` (retryable), 500 (unexpected). Error bodies are JSON
 ``{"error": CODE, "message": ...}`` without stack traces.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from apix_core.errors import InvalidTenantError, MalformedMessageError, MissingTenantError
+from apix_core.constants import MAX_JSON_DEPTH, MAX_MESSAGE_ID_CHARS
+from apix_core.errors import (
+    InputTooLargeError,
+    InvalidMessageIdError,
+    InvalidTenantError,
+    JsonTooDeepError,
+    MalformedMessageError,
+    MissingTenantError,
+)
 from apix_core.hashing import deterministic_id
-from apix_core.message import Message, MessageType
+from apix_core.message import Message, MessageType, check_json_depth, check_json_input
 from apix_core.processing.outcomes import Outcome, OutcomeKind
 from apix_core.processor import ProcessorSpec
 from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
@@ -104,9 +114,13 @@ def request_message(
         )
     try:
         payload = json_object(body)
-    except MalformedMessageError as exc:
+        key = lower.get("idempotency-key")
+        if key is not None:
+            key = idempotency_key(key)
+    except InputTooLargeError as exc:
+        raise HttpRejected(error_response(413, exc)) from None
+    except (MalformedMessageError, InvalidMessageIdError) as exc:
         raise HttpRejected(error_response(400, exc)) from None
-    key = lower.get("idempotency-key")
     message_id = (
         deterministic_id("http", app_name, spec.name, tenant, key) if key else str(uuid.uuid4())
     )
@@ -158,12 +172,32 @@ def error_response(status: int, exc: Exception) -> HttpResponse:
 
 
 def json_object(body: bytes | str | None) -> dict[str, Any]:
+    """The JSON object of a request body; bounded in size (``MAX_INPUT_BYTES``) and nesting
+    (``MAX_JSON_DEPTH``). Raises :class:`MalformedMessageError` subclasses only."""
     if body is None or body in (b"", ""):
         return {}
+    if not isinstance(body, str | bytes | bytearray):
+        raise MalformedMessageError(f"request body must be bytes or text, not {type(body)}")
+    check_json_input(body, "request body")
     try:
         obj = json.loads(body)
+    except RecursionError:
+        raise JsonTooDeepError(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessageError(f"request body is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise MalformedMessageError("request body must be a JSON object")
+    check_json_depth(obj, "request body")
     return obj
+
+
+def idempotency_key(value: str) -> str:
+    """The ``Idempotency-Key`` header if usable: 1-255 printable characters, valid UTF-8."""
+    if not value or len(value) > MAX_MESSAGE_ID_CHARS or not _PRINTABLE_KEY.fullmatch(value):
+        raise InvalidMessageIdError(
+            f"invalid Idempotency-Key header: use 1-{MAX_MESSAGE_ID_CHARS} printable characters"
+        )
+    return value
+
+
+_PRINTABLE_KEY = re.compile("[^\x00-\x1f\x7f\ud800-\udfff]+")

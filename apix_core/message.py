@@ -12,10 +12,19 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from apix_core.constants import ENVELOPE_KEY, ENVELOPE_VERSION
+from apix_core.constants import (
+    ENVELOPE_KEY,
+    ENVELOPE_VERSION,
+    MAX_INPUT_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_MESSAGE_ID_CHARS,
+)
 from apix_core.errors import (
     EnvelopeError,
+    InputTooLargeError,
+    InvalidMessageIdError,
     InvalidTenantError,
+    JsonTooDeepError,
     MalformedMessageError,
     MissingTenantError,
     PayloadValidationError,
@@ -24,6 +33,48 @@ from apix_core.errors import (
 from apix_core.tenancy import TENANT_ID_PATTERN
 
 SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
+#: A message id: 1-255 characters, no NUL or other control characters (it keys the idempotency
+#: table; PostgreSQL text cannot hold NUL). Unpaired surrogates are refused too (not UTF-8).
+MESSAGE_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` (parsed JSON: dicts and lists) nests deeper than ``limit``; a top-level
+    object is depth 1. Iterative: a 10,000-deep value costs no recursion."""
+    if not isinstance(value, dict | list | tuple):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list | tuple):
+                stack.append((child, depth + 1))
+    return False
+
+
+def check_json_input(
+    data: str | bytes | bytearray, what: str = "body", limit: int | None = None
+) -> None:
+    """Refuse a body over :data:`~apix_core.constants.MAX_INPUT_BYTES` before parsing it."""
+    if limit is None:
+        limit = MAX_INPUT_BYTES
+    if len(data) > limit:
+        raise InputTooLargeError(f"{what} of {len(data)} bytes exceeds the {limit}-byte limit")
+
+
+def may_be_too_deep(data: str | bytes | bytearray) -> bool:
+    """Cheap pre-check (C-speed counts): nesting deeper than the limit needs more brackets."""
+    if isinstance(data, str):
+        return data.count("{") + data.count("[") > MAX_JSON_DEPTH
+    return data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH
+
+
+def check_json_depth(value: Any, what: str = "body") -> None:
+    """:class:`JsonTooDeepError` when ``value`` nests deeper than ``MAX_JSON_DEPTH``."""
+    if json_too_deep(value):
+        raise JsonTooDeepError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
 
 
 def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Callable[[Any], str]:
@@ -99,7 +150,12 @@ class Message(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
-    message_id: str = Field(default_factory=_new_id, min_length=1, max_length=255)
+    message_id: str = Field(
+        default_factory=_new_id,
+        min_length=1,
+        max_length=MAX_MESSAGE_ID_CHARS,
+        pattern=MESSAGE_ID_PATTERN,
+    )
     correlation_id: str = ""
     #: 1-64 of ``[A-Za-z0-9_.:@-]``, a letter or digit first (``TENANT_ID_PATTERN``).
     tenant_id: str = Field(min_length=1, max_length=64, pattern=TENANT_ID_PATTERN)
@@ -150,9 +206,14 @@ class Message(BaseModel):
         transport's message id and whose tenant is ``default_tenant`` (the ``tenant_id`` message
         attribute, or ``APIX_TENANT_ID``).
 
-        Raises only :class:`~apix_core.exceptions.EnvelopeError` subclasses.
+        Raises only :class:`~apix_core.exceptions.EnvelopeError` subclasses: too large
+        (:data:`~apix_core.constants.MAX_INPUT_BYTES`) and too deeply nested
+        (:data:`~apix_core.constants.MAX_JSON_DEPTH`) bodies included.
         """
         if not isinstance(data, dict):
+            if not isinstance(data, str | bytes | bytearray):
+                raise MalformedMessageError(f"body must be str or bytes, not {type(data).__name__}")
+            check_json_input(data)
             # Fast path: a well-formed current envelope parses and validates in one pass.
             try:
                 fast = _EnvelopeV1.model_validate_json(data)
@@ -169,8 +230,12 @@ class Message(BaseModel):
                 fields_set.discard(ENVELOPE_KEY)
                 fields_set.add("attempt")
                 object.__setattr__(fast, "__class__", Message)
+                if may_be_too_deep(data):
+                    check_json_depth(fields["payload"], "payload")
+                    check_json_depth(fields["metadata"], "metadata")
                 return fast
         obj = _decode(data)
+        check_json_depth(obj)
         if ENVELOPE_KEY not in obj:
             return cls._from_foreign(obj, default_tenant, transport_message_id, attempt)
         version = obj[ENVELOPE_KEY]
@@ -282,7 +347,9 @@ def _decode(data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any]:
         return data
     try:
         obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise JsonTooDeepError(f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedMessageError(f"body is not UTF-8 JSON: {exc}") from None
     except TypeError:
         raise MalformedMessageError(
@@ -301,6 +368,11 @@ def _validate(fields: dict[str, Any]) -> Message:
         summary = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in errors
         )
+        if any(e["loc"] and e["loc"][0] == "message_id" for e in errors):
+            raise InvalidMessageIdError(
+                f"invalid message id: {summary} (1-{MAX_MESSAGE_ID_CHARS} characters, "
+                "no control characters)"
+            ) from None
         if any(e["loc"] and e["loc"][0] == "payload" for e in errors):
             raise PayloadValidationError(f"invalid payload: {summary}") from None
         tenant_errors = [e for e in errors if e["loc"] and e["loc"][0] == "tenant_id"]
@@ -310,4 +382,16 @@ def _validate(fields: dict[str, Any]) -> Message:
             raise InvalidTenantError(f"invalid tenant: {summary}") from None
         raise EnvelopeError(f"invalid envelope: {summary}") from None
     except RecursionError:
-        raise MalformedMessageError("body is nested too deeply") from None
+        raise JsonTooDeepError(f"message nests deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def build_message(**fields: Any) -> Message:
+    """A :class:`Message` from caller values, raising apix's typed errors only (the public
+    entry points' constructor): :class:`InvalidTenantError`, :class:`InvalidMessageIdError`,
+    :class:`PayloadValidationError`, :class:`JsonTooDeepError`..."""
+    for name in ("payload", "metadata"):
+        value = fields.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise PayloadValidationError(f"{name} must be a dict, not {type(value).__name__}")
+        check_json_depth(value, name)
+    return _validate(fields)

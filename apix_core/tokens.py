@@ -17,6 +17,10 @@ timeout, the lock wait (PostgreSQL ``lock_timeout``, SQLite busy wait) of the ca
 behind it. A caller that still waits longer (an instance with a longer ``refresh_timeout``, a
 shorter database timeout) gets :class:`TokenRefreshError`, not a driver error.
 
+Inside a processor on SQLite, a refresh joins the processing transaction (a savepoint, see
+``Database.transaction``) instead of waiting for the write lock that transaction holds: the new
+token row commits with the message (the process keeps its copy either way).
+
 Failures: a failed refresh is recorded with a short ``failed_until`` so a broken endpoint is not
 hammered, and retried after it. While the current token has not expired yet (it was only inside
 the renewal window), a failed or blocked renewal is not an error: callers keep getting the
@@ -39,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from apix_core.constants import TOKEN_KEY_ENV
-from apix_core.errors import ConfigurationError, TokenRefreshError
+from apix_core.errors import ConfigurationError, TokenRefreshError, redact_error_message
 from apix_core.observability.logging import get_logger
 from apix_core.store.database import Database
 from apix_core.store.errors import is_lock_timeout
@@ -246,7 +250,7 @@ class ApiTokenService:
                     sa.update(_t)
                     .where(where)
                     .values(
-                        last_error=f"{type(failure).__name__}: {failure}"[:2000],
+                        last_error=redact_error_message(failure),
                         failed_until=now + timedelta(seconds=self.failure_backoff),
                         updated_at=now,
                     )

@@ -35,6 +35,7 @@ from apix_core.errors import (
     TransientError,
     classify,
     is_transient,
+    redact_error_message,
 )
 from apix_core.message import Message
 from apix_core.observability.tracing import tracing_enabled
@@ -247,7 +248,7 @@ class ProcessorHandler:
         info = ErrorInfo(
             "DATABASE_ERROR" if database_down else "STORE_WRITE_FAILED",
             ErrorCategory.TRANSIENT if database_down else ErrorCategory.UNEXPECTED,
-            f"{type(exc).__name__}: {exc}"[:4000],
+            redact_error_message(exc),
             retryable=True,
         )
         self._log.warning(

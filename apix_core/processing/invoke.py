@@ -26,6 +26,7 @@ from apix_core.errors import (
     PermanentError,
     TopologyError,
     classify,
+    redact_text,
 )
 from apix_core.hashing import deterministic_id
 from apix_core.observability.logging import pop_log_fields, push_log_fields
@@ -225,7 +226,7 @@ class Invoker:
             info = ErrorInfo(
                 r.error_code or "PROCESSING_ERROR",
                 category,
-                r.error_message or "failed",
+                redact_text(r.error_message or "failed"),
                 r.can_retry,
             )
         else:

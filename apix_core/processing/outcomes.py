@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from apix_core.errors import ErrorInfo
+from apix_core.constants import TENANT_ATTRIBUTE
+from apix_core.errors import MAX_STORED_ERROR_CHARS, ErrorInfo
+from apix_core.storable import column_text, optional_column_text
 from apix_core.transport.base import DeadLetterInfo
 
 if TYPE_CHECKING:
@@ -94,15 +96,23 @@ class RetryPolicy:
 
 
 def dead_letter_info(outcome: Outcome, processor: str | None) -> DeadLetterInfo:
-    """What a dead-letter destination records of a DEAD_LETTER outcome."""
+    """What a dead-letter destination records of a DEAD_LETTER outcome.
+
+    Writable for any input: the tenant of a rejected message comes from its (foreign, untrusted)
+    ``tenant_id`` attribute, so it and every other value are escaped and clipped to their
+    columns (``store/models.dead_letters``); the message is already redacted (``ErrorInfo``)."""
     error = outcome.error
-    return DeadLetterInfo(
-        error_code=error.code if error else "UNKNOWN",
-        error_category=error.category.value if error else "unexpected",
-        error_message=error.message if error else "",
-        attempts=outcome.delivery.receive_count,
-        processor=processor,
-        tenant_id=outcome.message.tenant_id
+    tenant: object = (
+        outcome.message.tenant_id
         if outcome.message
-        else outcome.delivery.attributes.get("tenant_id"),
+        else outcome.delivery.attributes.get(TENANT_ATTRIBUTE)
+    )
+    attempts = outcome.delivery.receive_count
+    return DeadLetterInfo(
+        error_code=column_text(error.code, 100) if error else "UNKNOWN",
+        error_category=column_text(error.category.value, 20) if error else "unexpected",
+        error_message=column_text(error.message, MAX_STORED_ERROR_CHARS) if error else "",
+        attempts=attempts if type(attempts) is int and 0 <= attempts < 2**31 else 0,
+        processor=optional_column_text(processor, 100),
+        tenant_id=optional_column_text(tenant, 64),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import time
 import uuid
@@ -32,6 +33,13 @@ if TYPE_CHECKING:
 _WRITE_OPTION = "apix_write"
 #: ``conn.info`` key of the names apix prepared on a PostgreSQL connection (store/pg.Pipeline).
 _PREPARED_KEY = "apix_prepared"
+
+
+#: The SQLite write transaction the current task holds: (database, connection, a lock that
+#: serialises the savepoints of nested write transactions joining it).
+_sqlite_writer: contextvars.ContextVar[tuple[Database, AsyncConnection, asyncio.Lock] | None] = (
+    contextvars.ContextVar("apix_sqlite_writer", default=None)
+)
 
 
 def normalize_url(url: str) -> str:
@@ -236,6 +244,11 @@ class Database:
 
         ``pipeline`` (only where :attr:`pipelines`): statements sent in the round trips of
         ``BEGIN`` and ``COMMIT`` instead of their own (see :mod:`apix_core.store.pg`).
+
+        SQLite: a write transaction opened while the calling task already holds one on this
+        database (a processor calling ``ApiTokenService`` or a repository inside its processing
+        transaction) joins it in a SAVEPOINT instead of waiting for the single write lock,
+        which it holds itself; its writes commit with the outer transaction.
         """
         if self.is_postgres:
             if pipeline is not None and not self.pipelines:
@@ -245,10 +258,24 @@ class Database:
             return
         await self._bind_loop()
         if write:
+            held = _sqlite_writer.get()
+            if held is not None and held[0] is self:
+                # This task (or one it spawned) already holds this database's write
+                # transaction — e.g. a token refresh inside a processor. Waiting for the write
+                # lock would wait for ourselves: join that transaction in a savepoint instead,
+                # which commits (or rolls back) with it.
+                _, outer, nested_lock = held
+                async with nested_lock, outer.begin_nested():
+                    yield outer
+                return
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
             async with self._write_lock, self._sqlite_transaction(write) as conn:
-                yield conn
+                token = _sqlite_writer.set((self, conn, asyncio.Lock()))
+                try:
+                    yield conn
+                finally:
+                    _sqlite_writer.reset(token)
         else:
             async with self._sqlite_transaction(write) as conn:
                 yield conn

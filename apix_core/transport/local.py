@@ -27,6 +27,15 @@ from apix_core.errors import (
     DeadLetterNotFoundError,
     MalformedMessageError,
 )
+from apix_core.storable import (
+    BASE64,
+    BODY_ENCODING_ATTRIBUTE,
+    column_text,
+    optional_column_text,
+    restore_body,
+    storable_attributes,
+    storable_body,
+)
 from apix_core.store.database import Database, normalize_url
 from apix_core.store.models import dead_letters, queue_messages
 from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
@@ -61,6 +70,14 @@ _SEND_COLUMNS = (
 def _split_receipt(receipt: str) -> tuple[int, str]:
     row_id, _, token = receipt.partition(":")
     return int(row_id), token
+
+
+def _receipt_or_none(receipt: str) -> tuple[int | None, str]:
+    """A delivery this transport did not hand out (a trigger's own) has no usable receipt."""
+    try:
+        return _split_receipt(receipt) if receipt else (None, "")
+    except ValueError:
+        return None, ""
 
 
 class LocalTransport(QueueTransport):
@@ -186,16 +203,8 @@ class LocalTransport(QueueTransport):
             )
             rows: list[tuple[Any, ...]] = sorted(map(tuple, result.all()), key=lambda r: r[0])
         return [
-            ReceivedMessage(
-                queue=queue,
-                message_id=message_id,
-                body=body,
-                receipt=f"{row_id}:{token}",
-                receive_count=receive_count,
-                attributes=_attributes(attributes),
-                enqueued_at=enqueued_at,
-            )
-            for row_id, message_id, body, attributes, enqueued_at, receive_count in rows
+            _received(queue, f"{row_id}:{token}", message_id, body, attributes, enqueued_at, count)
+            for row_id, message_id, body, attributes, enqueued_at, count in rows
         ]
 
     async def ack(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
@@ -224,25 +233,30 @@ class LocalTransport(QueueTransport):
             )
 
     async def dead_letter(self, queue: str, message: ReceivedMessage, info: DeadLetterInfo) -> None:
-        row_id, token = _split_receipt(message.receipt) if message.receipt else (None, "")
-        body = (
-            message.body.decode("utf-8", "replace")
-            if isinstance(message.body, bytes)
-            else message.body
-        )
+        """Record ``message`` with ``info``; writable for any input: values its columns cannot
+        hold are escaped and clipped, and a body text cannot hold (NUL, invalid UTF-8) is kept
+        as base64, marked by the ``apix_body_encoding`` attribute, which replay undoes."""
+        row_id, token = _receipt_or_none(message.receipt)
+        body, encoded = storable_body(message.body)
+        attributes = storable_attributes(message.attributes)
+        if encoded:
+            attributes[BODY_ENCODING_ATTRIBUTE] = BASE64
+        else:
+            attributes.pop(BODY_ENCODING_ATTRIBUTE, None)
+        attempts = info.attempts if type(info.attempts) is int and 0 <= info.attempts < 2**31 else 0
         async with self.db.transaction(maintenance=True) as conn:
             await conn.execute(
                 sa.insert(_dl).values(
-                    queue=queue,
-                    message_id=message.message_id,
-                    tenant_id=info.tenant_id,
+                    queue=column_text(queue, 255),
+                    message_id=column_text(message.message_id, 255),
+                    tenant_id=optional_column_text(info.tenant_id, 64),
                     body=body,
-                    attributes=dict(message.attributes),
-                    error_code=info.error_code[:100],
-                    error_category=info.error_category,
-                    error_message=info.error_message[:8000],
-                    processor=info.processor,
-                    attempts=info.attempts,
+                    attributes=attributes,
+                    error_code=column_text(info.error_code, 100),
+                    error_category=column_text(info.error_category, 20),
+                    error_message=column_text(info.error_message, 8000),
+                    processor=optional_column_text(info.processor, 100),
+                    attempts=attempts,
                     created_at=datetime.now(UTC),
                 )
             )
@@ -311,6 +325,33 @@ class LocalTransport(QueueTransport):
     async def close(self) -> None:
         if self._owns_db:
             await self.db.dispose()
+
+
+def _received(
+    queue: str,
+    receipt: str,
+    message_id: str,
+    body: str,
+    raw_attributes: Any,
+    enqueued_at: float,
+    receive_count: int,
+) -> ReceivedMessage:
+    attributes = _attributes(raw_attributes)
+    if BODY_ENCODING_ATTRIBUTE in attributes:
+        # A replayed dead letter whose body text could not hold: hand back the original bytes.
+        original = restore_body(body, attributes)
+        del attributes[BODY_ENCODING_ATTRIBUTE]
+    else:
+        original = body
+    return ReceivedMessage(
+        queue=queue,
+        message_id=message_id,
+        body=original,
+        receipt=receipt,
+        receive_count=receive_count,
+        attributes=attributes,
+        enqueued_at=enqueued_at,
+    )
 
 
 def _attributes(raw: Any) -> dict[str, str]:

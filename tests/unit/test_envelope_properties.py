@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 
 from apix_core import EntityReference, EnvelopeError, Message, MessageType
 from apix_core.errors import (
+    InputTooLargeError,
+    InvalidMessageIdError,
     InvalidTenantError,
+    JsonTooDeepError,
     MalformedMessageError,
     MissingTenantError,
     PayloadValidationError,
@@ -27,6 +30,9 @@ DOCUMENTED = (
     MissingTenantError,
     InvalidTenantError,
     PayloadValidationError,
+    InvalidMessageIdError,
+    JsonTooDeepError,
+    InputTooLargeError,
     EnvelopeError,
 )
 
@@ -72,6 +78,11 @@ default_tenants = st.none() | st.text(max_size=70)
 # Valid tenant ids (TENANT_ID_PATTERN without anchors: `$` would allow a trailing newline).
 tenant_ids = st.from_regex(TENANT_ID_PATTERN.strip("^$"), fullmatch=True)
 transport_ids = st.none() | st.text(max_size=300)
+# Valid message ids: 1-255 characters, no control characters (MESSAGE_ID_PATTERN).
+_id_chars = st.characters(blacklist_categories=("Cc", "Cs"))
+message_ids = st.text(_id_chars, min_size=1, max_size=40) | st.text(
+    _id_chars, min_size=250, max_size=255
+)
 
 
 def _parse(data: Any, tenant: str | None, transport_id: str | None) -> Message | None:
@@ -136,7 +147,7 @@ def test_envelope_shaped_objects_parse_or_raise_envelope_error(
 
 
 @PROPS
-@given(json_objects, tenant_ids, st.text(min_size=1, max_size=255))
+@given(json_objects, tenant_ids, message_ids)
 def test_foreign_objects_become_the_payload(obj: dict[str, Any], tenant: str, tid: str) -> None:
     # GIVEN a JSON object that is not an envelope, with a default tenant
     obj.pop("apix", None)
@@ -164,7 +175,7 @@ entities = st.none() | st.builds(
 )
 messages = st.builds(
     Message,
-    message_id=st.text(min_size=1, max_size=40) | st.text(min_size=250, max_size=255),
+    message_id=message_ids,
     correlation_id=st.text(max_size=60),
     tenant_id=tenant_ids,
     type=st.sampled_from(list(MessageType)),
