@@ -176,7 +176,8 @@ def escape(text: str) -> str:
 
 def fail(message: str) -> typer.Exit:
     """Print ``error: message`` in red on stderr; the caller raises the returned exit (code 2)."""
-    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    # soft_wrap: one line, whatever the width (scripts grep it; terminals wrap it anyway).
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 

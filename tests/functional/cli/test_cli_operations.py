@@ -142,7 +142,9 @@ def test_dlq_list_counts_filters_delete_purge_and_replay_force(apix, write_app) 
     everything = apix("dlq", "list", "--all", "--json")
     by_tenant = json.loads(apix("dlq", "list", "--tenant", "t2", "--json").output)
     by_code = json.loads(apix("dlq", "list", "--code", "NOPE", "--json").output)
-    recent = json.loads(apix("dlq", "list", "--since", "1h", "--processor", "sink", "--json").output)
+    recent = json.loads(
+        apix("dlq", "list", "--since", "1h", "--processor", "sink", "--json").output
+    )
     future = json.loads(apix("dlq", "list", "--since", "2999-01-01T00:00:00", "--json").output)
     bad_since = apix("dlq", "list", "--since", "yesterday")
 
@@ -152,9 +154,7 @@ def test_dlq_list_counts_filters_delete_purge_and_replay_force(apix, write_app) 
     doc = json.loads(everything.output)
     assert doc["total"] == 4 and doc["shown"] == 4
     assert {d["error_code"] for d in doc["dead_letters"]} == {"VALIDATION_ERROR"}
-    assert by_tenant["total"] == 2 and {d["tenant_id"] for d in by_tenant["dead_letters"]} == {
-        "t2"
-    }
+    assert by_tenant["total"] == 2 and {d["tenant_id"] for d in by_tenant["dead_letters"]} == {"t2"}
     assert by_code["total"] == 0
     assert recent["total"] == 4
     assert future["total"] == 0
