@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 
 from apix_core import http
 from apix_core.config import Settings
+from apix_core.constants import FAST_RETRY_MAX_SECONDS
 from apix_core.errors import ApixError, ConfigurationError, MissingTenantError
 from apix_core.hashing import deterministic_id
 from apix_core.http import HttpResponse
@@ -210,9 +212,19 @@ class App:
     def _make_handler(self, spec: ProcessorSpec) -> ProcessorHandler:
         if spec.config.max_attempts is None:
             spec.config.max_attempts = self.settings.max_attempts
-        return ProcessorHandler(
+        fast = self.settings.fast_retries
+        if fast:
+            # A copy: the registered spec keeps its production backoff.
+            from apix_core.processing.outcomes import fast_backoff
+
+            backoff = fast_backoff(spec.config.backoff, FAST_RETRY_MAX_SECONDS)
+            spec = replace(spec, config=replace(spec.config, backoff=backoff))
+        handler = ProcessorHandler(
             spec, store=self.store, transport=self.transport, default_tenant=self.settings.tenant_id
         )
+        if fast:
+            handler.retry = replace(handler.retry, cap=FAST_RETRY_MAX_SECONDS)
+        return handler
 
     def handler(self, name: str) -> ProcessorHandler:
         if not self._started:
@@ -240,6 +252,23 @@ class App:
         :class:`~apix_core.errors.JsonTooDeepError` (``MAX_JSON_DEPTH``),
         :class:`~apix_core.errors.MessageTooLargeError`."""
         await self.start()
+        [out] = self._outgoing(queue, [payload], tenant_id, message_id, metadata)
+        await self._producer().send(queue, out)
+        return out.message_id
+
+    def _producer(self) -> Producer:
+        assert self.transport is not None, "the app is started"
+        return self.transport
+
+    def _outgoing(
+        self,
+        queue: str,
+        payloads: Sequence[dict[str, Any]],
+        tenant_id: str | None,
+        message_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[OutgoingMessage]:
+        """Envelopes for ``send``/``send_many``, each checked (typed errors only) and sized."""
         tenant = tenant_id or self.settings.tenant_id
         if not tenant:
             raise MissingTenantError("send needs tenant_id= (or APIX_TENANT_ID)")
@@ -249,21 +278,45 @@ class App:
             )
         from apix_core.observability.tracing import inject_trace_context, tracing_enabled
 
-        msg = build_message(
-            message_id=message_id or str(uuid.uuid4()),
-            tenant_id=tenant,
-            payload=payload,
-            metadata=metadata or {},
-            # Link the pipeline to the caller's trace when an SDK is active.
-            trace_context=inject_trace_context() if tracing_enabled() else {},
-        )
-        assert self.transport is not None
-        body = msg.to_json()
-        self.transport.check_size(queue, body)
-        await self.transport.send(
-            queue, OutgoingMessage(msg.message_id, body, 0.0, {"tenant_id": tenant})
-        )
-        return msg.message_id
+        # Link the pipeline to the caller's trace when an SDK is active.
+        trace = inject_trace_context() if tracing_enabled() else {}
+        producer = self._producer()
+        out: list[OutgoingMessage] = []
+        for payload in payloads:
+            msg = build_message(
+                message_id=message_id or str(uuid.uuid4()),
+                tenant_id=tenant,
+                payload=payload,
+                metadata=metadata or {},
+                trace_context=dict(trace),
+            )
+            body = msg.to_json()
+            producer.check_size(queue, body)
+            out.append(OutgoingMessage(msg.message_id, body, 0.0, {"tenant_id": tenant}))
+        return out
+
+    #: Messages per ``send_batch`` call (one transaction on the local transport) in
+    #: :meth:`send_many`.
+    SEND_MANY_BATCH = 500
+
+    async def send_many(
+        self,
+        queue: str,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        tenant_id: str | None = None,
+    ) -> list[str]:
+        """Put many messages on a queue, one ``send_batch`` (one transaction on the local
+        transport) per :attr:`SEND_MANY_BATCH` messages; returns their ids in order.
+
+        Every message is built and size-checked before the first is sent, so a bad payload
+        sends nothing."""
+        await self.start()
+        outgoing = self._outgoing(queue, payloads, tenant_id)
+        step = self.SEND_MANY_BATCH
+        for start in range(0, len(outgoing), step):
+            await self._producer().send_batch(queue, outgoing[start : start + step])
+        return [m.message_id for m in outgoing]
 
     def timer_message(self, spec: ProcessorSpec, fire_time: datetime) -> Message:
         """The message of one schedule tick; its id derives from the tick, so a re-fire dedups."""

@@ -75,6 +75,8 @@ class Settings:
     visibility_timeout: float = c.DEFAULT_VISIBILITY_TIMEOUT
     local_max_message_bytes: int = c.DEFAULT_LOCAL_MAX_MESSAGE_BYTES
     db_timeout: float = c.DEFAULT_DB_TIMEOUT
+    #: Development mode: retry delays capped at ``FAST_RETRY_MAX_SECONDS`` (``APIX_FAST_RETRIES``).
+    fast_retries: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -105,6 +107,7 @@ class Settings:
                 c.LOCAL_MAX_MESSAGE_BYTES_ENV, c.DEFAULT_LOCAL_MAX_MESSAGE_BYTES, int
             ),
             "db_timeout": _env_num(c.DB_TIMEOUT_ENV, c.DEFAULT_DB_TIMEOUT),
+            "fast_retries": bool(_env_bool(c.FAST_RETRIES_ENV)),
         }
         names = {f.name for f in fields(cls)}
         for key, value in overrides.items():

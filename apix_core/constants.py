@@ -29,6 +29,9 @@ VISIBILITY_TIMEOUT_ENV = "APIX_VISIBILITY_TIMEOUT"
 LOCAL_MAX_MESSAGE_BYTES_ENV = "APIX_LOCAL_MAX_MESSAGE_BYTES"
 #: Seconds to wait for a database connection or lock before failing with a clear error.
 DB_TIMEOUT_ENV = "APIX_DB_TIMEOUT"
+#: Development mode for retries (``apix run --fast-retries``): in-invocation backoff and
+#: redelivery delays are capped at :data:`FAST_RETRY_MAX_SECONDS`. Never for production.
+FAST_RETRIES_ENV = "APIX_FAST_RETRIES"
 
 DEFAULT_HOME = ".apix"
 DEFAULT_DATABASE_FILE = "apix.db"
@@ -39,6 +42,8 @@ DEFAULT_BATCH_SIZE = 100
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_LOCAL_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_DB_TIMEOUT = 10.0
+#: The longest retry delay (in-invocation backoff or redelivery) with fast retries on.
+FAST_RETRY_MAX_SECONDS = 0.1
 
 #: Deepest JSON nesting apix parses on any input path (queue bodies, HTTP bodies, ``App.send``
 #: payloads): a top-level object is depth 1, the envelope's payload depth 2. Deeper input is a

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from apix_core.store.database import Database
     from apix_core.store.repositories import Store
-    from apix_core.transport.base import DeadLetterAdmin, Producer
+    from apix_core.transport.base import DeadLetterAdmin, Producer, QueueAdmin
 
 T = TypeVar("T")
 
@@ -112,6 +112,10 @@ LogLevel = Annotated[
 TenantOpt = Annotated[
     str | None, typer.Option("--tenant", "-t", help=f"Tenant (default: {TENANT_ID_ENV}).")
 ]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout (shapes: docs/cli.md)."),
+]
 AppOpt = Annotated[
     str | None,
     typer.Option(
@@ -133,6 +137,36 @@ def console(stderr: bool = False) -> Console:
     return out
 
 
+def print_json(document: Any) -> None:
+    """``document`` as one JSON document on stdout (datetimes as ISO 8601)."""
+
+    def default(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return iso_time(value)
+        return str(value)
+
+    typer.echo(json.dumps(document, indent=2, default=default))
+
+
+def iso_time(value: datetime | float | None) -> str | None:
+    """A timestamp (datetime or epoch seconds) as ISO 8601 in UTC, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, UTC)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def body_json(body: str) -> Any:
+    """A message body as JSON when it parses, else the text."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
 def escape(text: str) -> str:
     """``text`` with rich markup escaped (ids, queue names and messages are data, not markup)."""
     from rich.markup import escape as rich_escape
@@ -142,7 +176,8 @@ def escape(text: str) -> str:
 
 def fail(message: str) -> typer.Exit:
     """Print ``error: message`` in red on stderr; the caller raises the returned exit (code 2)."""
-    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    # soft_wrap: one line, whatever the width (scripts grep it; terminals wrap it anyway).
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(EXIT_ERROR)
 
 
@@ -155,8 +190,38 @@ def handle_errors(func: Callable[..., T]) -> Callable[..., T]:
             return func(*args, **kwargs)
         except ApixError as exc:
             raise fail(str(exc)) from None
+        except Exception as exc:
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            raise fail(message) from None
 
     return wrapper
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """One line for an error the user caused (bad input, missing extra, database setup), or
+    None for a bug, whose traceback must show.
+
+    The typed errors of the store (``apix_core.store.database``) cover the usual paths; this
+    catches what escapes them: pydantic validation of a value the user typed, a driver that is
+    not installed, PostgreSQL's "database/role does not exist"."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "asyncpg":
+        return "PostgreSQL needs the asyncpg driver: pip install 'apix-core[postgres]'"
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(exc, pydantic.ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        return f"invalid input: {problems}"
+    if "sqlalchemy" in sys.modules:
+        from apix_core.store.database import explain_database_error
+
+        found = explain_database_error(exc)
+        if found is not None:
+            return str(found)
+    return None
 
 
 def arun(coro: Coroutine[Any, Any, T]) -> T:
@@ -195,6 +260,10 @@ def configure_logging(level: str | None) -> None:
 def resolve_tenant(given: str | None) -> str:
     """``--tenant``, else ``APIX_TENANT_ID``, else a :class:`ConfigurationError`."""
     if given:
+        from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
+
+        if not is_valid_tenant_id(given):
+            raise ConfigurationError(f"tenant id {given!r} (--tenant) must be {TENANT_ID_RULE}")
         return given
     found = Settings.from_env().tenant_id
     if not found:
@@ -286,6 +355,17 @@ def dead_letter_admin(transport: Producer) -> DeadLetterAdmin:
     if not isinstance(transport, DeadLetterAdmin):
         raise UnsupportedOperationError(
             f"the {transport.name!r} transport cannot list or replay dead letters"
+        )
+    return transport
+
+
+def queue_admin(transport: Producer) -> QueueAdmin:
+    """``transport`` as a queue admin (depths, queue names), or a clear error."""
+    from apix_core.transport.base import QueueAdmin
+
+    if not isinstance(transport, QueueAdmin):
+        raise UnsupportedOperationError(
+            f"the {transport.name!r} transport cannot list its queues or their depth"
         )
     return transport
 

@@ -35,6 +35,8 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "errors": "apix_core.cli.errors",
     "entities": "apix_core.cli.entities",
     "dlq": "apix_core.cli.dlq",
+    "queues": "apix_core.cli.queues",
+    "serve": "apix_core.cli.serve",
     "db": "apix_core.cli.db",
 }
 

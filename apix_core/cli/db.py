@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -34,13 +35,14 @@ def _db_urls() -> list[str]:
 
 async def _each_database(
     action: Callable[[Database], Awaitable[str | None]],
+    urls: list[str] | None = None,
 ) -> list[tuple[str, str | None]]:
     """Run ``action`` on the store and, when it is another database, the queue database."""
     from apix_core.store.database import Database
 
     timeout = Settings.from_env().db_timeout
     out: list[tuple[str, str | None]] = []
-    for url in _db_urls():
+    for url in _db_urls() if urls is None else urls:
         db = Database(url, timeout=timeout)
         try:
             out.append((db.safe_url, await action(db)))
@@ -70,8 +72,32 @@ def db_upgrade(
 def db_current() -> None:
     """Print the schema revision of the store (and of the queue database)."""
     out = console()
-    for url, rev in arun(_each_database(lambda db: db.current_revision())):
+    # A read-only command: a SQLite file that does not exist is reported, never created.
+    present: list[str] = []
+    for url in _db_urls():
+        missing = missing_sqlite_file(url)
+        if missing is not None:
+            out.print(f"no database at {escape(str(missing))} (`apix db upgrade` creates it)")
+        else:
+            present.append(url)
+    if not present:
+        return
+    for url, rev in arun(_each_database(lambda db: db.current_revision(), present)):
         out.print(f"{escape(url)}: {rev or '[yellow]none (run `apix db upgrade`)[/]'}")
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ``url`` when it does not exist (else None: it exists, or the
+    database is in memory or not SQLite)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    if path.startswith("file:"):
+        return None
+    return None if Path(path).exists() else Path(path)
 
 
 @db_cli.command("prune", cls=ApixCommand)

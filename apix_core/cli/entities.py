@@ -9,6 +9,7 @@ import typer
 
 from apix_core.cli._common import (
     ApixCommand,
+    JsonOpt,
     TenantOpt,
     arun,
     command_group,
@@ -16,6 +17,7 @@ from apix_core.cli._common import (
     escape,
     fmt_time,
     handle_errors,
+    print_json,
     resolve_tenant,
     store,
 )
@@ -34,6 +36,7 @@ def entities_list(
         str | None, typer.Option("--state", help="Only entities in this state.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+    as_json: JsonOpt = False,
 ) -> None:
     """List entities, most recently updated first."""
     from rich.table import Table
@@ -51,6 +54,16 @@ def entities_list(
                 return rows, await opened.entities.count()
 
     rows, total = arun(go())
+    if as_json:
+        print_json(
+            {
+                "tenant": tenant_id,
+                "total": total,
+                "shown": len(rows),
+                "entities": [_entity_doc(e) for e in rows],
+            }
+        )
+        return
     table = Table(title=f"entities of {tenant_id} ({len(rows)} of {total})", title_justify="left")
     for col in ("id", "type", "source", "external id", "version", "state", "updated"):
         table.add_column(col, no_wrap=col in ("id", "updated"))
@@ -72,6 +85,7 @@ def entities_list(
 def entities_show(
     entity_id: Annotated[str, typer.Argument(help="Entity id (from `apix entities list`).")],
     tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show an entity's metadata, versions and state transitions."""
     from rich.table import Table
@@ -89,6 +103,34 @@ def entities_show(
                 return entity, versions, transitions
 
     entity, versions, transitions = arun(go())
+    if as_json:
+        print_json(
+            {
+                "entity": _entity_doc(entity),
+                "versions": [
+                    {
+                        "version": v.version,
+                        "content_hash": v.content_hash,
+                        "processor": v.processor,
+                        "message_id": v.message_id,
+                        "created_at": v.created_at,
+                    }
+                    for v in versions
+                ],
+                "transitions": [
+                    {
+                        "from_state": t.from_state,
+                        "to_state": t.to_state,
+                        "reason": t.reason,
+                        "processor": t.processor,
+                        "message_id": t.message_id,
+                        "created_at": t.created_at,
+                    }
+                    for t in transitions
+                ],
+            }
+        )
+        return
     out = console()
     out.print(f"[bold]entity[/] {entity.id}")
     for label, value in (
@@ -129,6 +171,22 @@ def entities_show(
             fmt_time(t.created_at),
         )
     out.print(tt)
+
+
+def _entity_doc(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "tenant_id": e.tenant_id,
+        "canonical_type": e.canonical_type,
+        "source": e.source,
+        "external_id": e.external_id,
+        "version": e.version,
+        "state": e.state,
+        "content_hash": e.content_hash,
+        "attributes": e.attributes,
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
+    }
 
 
 def register(app: typer.Typer) -> None:

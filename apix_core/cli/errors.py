@@ -9,13 +9,16 @@ import typer
 
 from apix_core.cli._common import (
     ApixCommand,
+    JsonOpt,
     TenantOpt,
     arun,
     console,
     escape,
     fmt_time,
     handle_errors,
+    iso_time,
     parse_duration,
+    print_json,
     resolve_tenant,
     store,
 )
@@ -31,6 +34,7 @@ def errors(
     window: Annotated[
         str, typer.Option("--window", help="Aggregation window (5m, 1h, 1d).")
     ] = "1h",
+    as_json: JsonOpt = False,
 ) -> None:
     """Processing errors aggregated by time window, processor and error code."""
     from rich.table import Table
@@ -47,6 +51,28 @@ def errors(
                 return await opened.errors.summarize(since=since_dt, window_seconds=window_s)
 
     rows = arun(go())
+    if as_json:
+        print_json(
+            {
+                "tenant": tenant_id,
+                "since": iso_time(since_dt),
+                "window_seconds": window_s,
+                "total": sum(r.count for r in rows),
+                "groups": [
+                    {
+                        "window_start": r.window_start,
+                        "processor": r.processor,
+                        "error_code": r.error_code,
+                        "category": r.category,
+                        "count": r.count,
+                        "dead_lettered": r.final,
+                        "last_message": r.last_message,
+                    }
+                    for r in rows
+                ],
+            }
+        )
+        return
     table = Table(
         title=f"processing errors of {tenant_id} since {fmt_time(since_dt)} (window {window})",
         title_justify="left",

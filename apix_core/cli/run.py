@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,8 +18,11 @@ from apix_core.cli._common import (
     arun,
     configure_logging,
     console,
+    escape,
     handle_errors,
 )
+from apix_core.cli.serve import FastRetries
+from apix_core.constants import FAST_RETRIES_ENV
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -54,13 +59,39 @@ def _progress_table(app: App, stats: RunStats) -> Table:
     return table
 
 
-def _summary(stats: RunStats, elapsed: float, drained: bool) -> str:
+@dataclass
+class RunEnd:
+    """How a run ended: the stats, how long it took, why it stopped, and the queues that hold
+    messages no processor of the app consumes."""
+
+    stats: RunStats
+    elapsed: float
+    interrupted: bool = False
+    stranded: dict[str, int] = field(default_factory=dict)
+
+
+def _summary(
+    stats: RunStats,
+    elapsed: float,
+    drained: bool,
+    *,
+    interrupted: bool = False,
+    max_seconds: float | None = None,
+) -> str:
     duplicates = sum(s.duplicates for s in stats.queues.values())
     retried = sum(s.retried for s in stats.queues.values())
     left = sum(d.total for d in stats.depths.values())
     dead = stats.dead_lettered
     dead_txt = f"[yellow]{dead} dead-lettered[/]" if dead else "0 dead-lettered"
-    state = "drained" if drained else f"stopped with {left} message(s) still queued"
+    queued = f"{left} message(s) still queued"
+    if interrupted:
+        state = f"interrupted ({queued})"
+    elif max_seconds is not None and elapsed >= max_seconds:
+        state = f"stopped after --max-seconds {max_seconds:g} ({queued})"
+    elif drained:
+        state = "drained"
+    else:
+        state = f"stopped ({queued})"
     return (
         f"[bold]{state}[/] in {elapsed:.1f}s: [green]{stats.completed} completed[/], "
         f"{duplicates} duplicates, {retried} retried, {dead_txt}, "
@@ -75,7 +106,7 @@ async def _run_app(
     max_seconds: float | None,
     schedules: bool,
     console: Console,
-) -> tuple[RunStats, float]:
+) -> RunEnd:
     import asyncio
 
     from rich.live import Live
@@ -99,10 +130,17 @@ async def _run_app(
     )
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        runner.stop()
+
     # Ctrl-C / SIGTERM stop the runner gracefully: in-flight batches settle before exit.
     for sig in (signal.SIGINT, signal.SIGTERM):
         with suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, runner.stop)
+            loop.add_signal_handler(sig, interrupt)
             installed.append(sig)
     started = time.monotonic()
     try:
@@ -111,11 +149,30 @@ async def _run_app(
                 stats = await runner.run()
         else:
             stats = await runner.run()
+        elapsed = time.monotonic() - started
+        stranded = await stranded_queues(app)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await app.close()
-    return stats, time.monotonic() - started
+    return RunEnd(stats, elapsed, interrupted, stranded)
+
+
+async def stranded_queues(app: App) -> dict[str, int]:
+    """Queues of the app's transport that hold messages no processor of ``app`` consumes
+    (name → messages), when the transport can list its queues (:class:`QueueAdmin`)."""
+    from apix_core.transport.base import QueueAdmin
+
+    transport = app.transport
+    if not isinstance(transport, QueueAdmin):
+        return {}
+    found: dict[str, int] = {}
+    for queue in await transport.queues():
+        if app.consumer_of(queue) is None:
+            total = (await transport.depth(queue)).total
+            if total:
+                found[queue] = total
+    return found
 
 
 def _run_command(
@@ -126,25 +183,38 @@ def _run_command(
     schedules: bool,
     strict: bool,
     log_level: str | None,
+    fast_retries: bool = False,
 ) -> None:
     from apix_core.cli.loader import load_app
 
+    if fast_retries:
+        # Read by Settings when the app starts (an App built with its own settings too).
+        os.environ[FAST_RETRIES_ENV] = "true"
     configure_logging(log_level)
     app = load_app(target)
     out = console()
-    stats, elapsed = arun(
+    end = arun(
         _run_app(app, forever=forever, max_seconds=max_seconds, schedules=schedules, console=out)
     )
+    stats = end.stats
     drained = all(d.total == 0 for d in stats.depths.values())
     if not out.is_terminal:
         out.print(_progress_table(app, stats))
-    out.print(_summary(stats, elapsed, drained))
+    out.print(
+        _summary(stats, end.elapsed, drained, interrupted=end.interrupted, max_seconds=max_seconds)
+    )
     if stats.dead_lettered:
         out.print(
             f"[yellow]{stats.dead_lettered} message(s) dead-lettered: "
             "inspect with `apix dlq list`, replay with `apix dlq replay`[/]"
         )
-    if strict and (stats.dead_lettered or not drained):
+    for queue, count in sorted(end.stranded.items()):
+        out.print(
+            f"[yellow]{count} message(s) on queue {escape(queue)}, which no processor of "
+            f"{escape(app.name)} consumes: inspect with `apix queues peek {escape(queue)}`, "
+            f"drop with `apix queues purge {escape(queue)}`[/]"
+        )
+    if strict and (stats.dead_lettered or not drained or end.stranded):
         raise typer.Exit(1)
 
 
@@ -165,8 +235,12 @@ def run(
     ] = True,
     strict: Annotated[
         bool,
-        typer.Option("--strict", help="Exit 1 if anything was dead-lettered or left queued."),
+        typer.Option(
+            "--strict",
+            help="Exit 1 if anything was dead-lettered or left queued (unconsumed queues too).",
+        ),
     ] = False,
+    fast_retries: FastRetries = False,
     log_level: LogLevel = None,
 ) -> None:
     """Run an app until its queues drain (each schedule fires once at start)."""
@@ -177,6 +251,7 @@ def run(
         schedules=schedules,
         strict=strict,
         log_level=log_level,
+        fast_retries=fast_retries,
     )
 
 
@@ -187,6 +262,7 @@ def worker(
     schedules: Annotated[
         bool, typer.Option("--schedules/--no-schedules", help="Fire schedules on their cron times.")
     ] = True,
+    fast_retries: FastRetries = False,
     log_level: LogLevel = None,
 ) -> None:
     """Run an app forever (several workers may share PostgreSQL queues)."""
@@ -197,6 +273,7 @@ def worker(
         schedules=schedules,
         strict=False,
         log_level=log_level,
+        fast_retries=fast_retries,
     )
 
 

@@ -18,6 +18,7 @@ from apix_core.transport.base import DeadLetterInfo
 
 if TYPE_CHECKING:
     from apix_core.message import Message
+    from apix_core.processor import BackoffPolicy
     from apix_core.result import ProcessingResult
     from apix_core.transport.base import ReceivedMessage
 
@@ -57,13 +58,18 @@ class RetryPolicy:
     max_attempts: int
     #: First redelivery delay; doubles per attempt up to :data:`MAX_REDELIVERY_SECONDS`.
     redelivery_seconds: float
+    #: Upper bound on every delay, ``retry_after`` included (fast retries in development).
+    cap: float | None = None
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
-            return max(0.0, retry_after)  # the other side's wish; adapters cap what they must
-        return float(
-            min(self.redelivery_seconds * (2 ** max(0, attempt - 1)), MAX_REDELIVERY_SECONDS)
-        )
+            # The other side's wish; adapters cap what they must.
+            wanted = max(0.0, retry_after)
+        else:
+            wanted = float(
+                min(self.redelivery_seconds * (2 ** max(0, attempt - 1)), MAX_REDELIVERY_SECONDS)
+            )
+        return wanted if self.cap is None else min(wanted, self.cap)
 
     def outcome(
         self,
@@ -93,6 +99,20 @@ class RetryPolicy:
                 retryable=False,
             )
         return Outcome(OutcomeKind.DEAD_LETTER, delivery, message, error=info)
+
+
+def fast_backoff(backoff: BackoffPolicy, cap: float) -> BackoffPolicy:
+    """``backoff`` with every delay at most ``cap`` seconds (development mode, never the
+    default): one bad message then costs a fraction of a second, not the production backoff."""
+    from dataclasses import replace
+
+    return replace(
+        backoff,
+        initial_seconds=min(backoff.initial_seconds, cap / 4),
+        max_seconds=min(backoff.max_seconds, cap),
+        redelivery_seconds=min(backoff.redelivery_seconds, cap),
+        budget_seconds=min(backoff.budget_seconds, cap * max(1, backoff.max_retries)),
+    )
 
 
 def dead_letter_info(outcome: Outcome, processor: str | None) -> DeadLetterInfo:

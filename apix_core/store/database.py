@@ -133,7 +133,14 @@ class Database:
         self._janitor: asyncio.Task[None] | None = None
 
     def _create_engine(self) -> AsyncEngine:
-        engine = create_async_engine(self.url, **self._options)
+        try:
+            engine = create_async_engine(self.url, **self._options)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "asyncpg":
+                raise
+            raise ConfigurationError(
+                f"{self.safe_url} needs the asyncpg driver: pip install 'apix-core[postgres]'"
+            ) from None
         if self.dialect == "sqlite":
             _install_sqlite_hooks(engine, self.timeout)
         elif not self._options.get("pool_pre_ping"):
@@ -180,6 +187,15 @@ class Database:
             # asyncio.timeout, not wait_for: no Task (and loop turns) per checkout.
             async with asyncio.timeout(self.timeout * 2):
                 await conn.start()
+        except sa.exc.DBAPIError as exc:
+            explained = explain_database_error(exc, self.url)
+            if explained is not None:
+                raise explained from exc
+            if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+                raise
+            raise DatabaseUnavailableError(
+                f"cannot reach the database {self.safe_url}: {exc}"
+            ) from exc
         except (OSError, TimeoutError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise DatabaseUnavailableError(
                 f"cannot reach the database {self.safe_url}: {exc}"
@@ -393,6 +409,52 @@ class Database:
         # Connections made on another (closed) loop can only be dropped, not closed.
         await self.engine.dispose(close=self._loop is None or self._loop is loop)
         self._loop = None
+
+
+def _sqlstate(exc: BaseException) -> tuple[str, str] | None:
+    """The PostgreSQL SQLSTATE and message somewhere in ``exc``'s chain (asyncpg's error sits
+    under SQLAlchemy's and its adapter's), or None."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str):
+            return state, str(e)
+        todo.extend([e.__cause__, e.__context__, getattr(e, "orig", None)])
+    return None
+
+
+def explain_database_error(exc: BaseException, url: str | None = None) -> ConfigurationError | None:
+    """A :class:`ConfigurationError` saying what to do when PostgreSQL refused a connection
+    because the database or the role does not exist (or the password is wrong), else None."""
+    found = _sqlstate(exc)
+    if found is None:
+        return None
+    state, text = found
+    parsed = make_url(url) if url else None
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}" if parsed else "the server"
+    opts = f"-h {parsed.host or 'localhost'} -p {parsed.port or 5432}" if parsed else ""
+    if state == "3D000":  # invalid_catalog_name
+        name = parsed.database if parsed and parsed.database else "?"
+        return ConfigurationError(
+            f'database "{name}" does not exist on {where}: create it with '
+            f'`createdb {opts} -U postgres {name}` (or CREATE DATABASE "{name}";), '
+            "then run `apix db upgrade`"
+        )
+    if state == "28000" and "role" in text:  # invalid_authorization_specification
+        role = parsed.username if parsed and parsed.username else "?"
+        return ConfigurationError(
+            f'role "{role}" does not exist on {where}: create it with '
+            f'`createuser {opts} -U postgres --login {role}` (or CREATE ROLE "{role}" LOGIN;)'
+        )
+    if state == "28P01":  # invalid_password
+        role = parsed.username if parsed and parsed.username else "?"
+        return ConfigurationError(f'password authentication failed for role "{role}" on {where}')
+    return None
 
 
 async def _discard(conn: AsyncConnection, raw: Any) -> None:

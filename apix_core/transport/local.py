@@ -16,6 +16,7 @@ import uuid
 import weakref
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -264,14 +265,105 @@ class LocalTransport(QueueTransport):
                 await conn.execute(sa.delete(_qm).where(_qm.c.id == row_id, _qm.c.receipt == token))
 
     async def list_dead_letters(
-        self, queue: str | None = None, limit: int = 50
+        self,
+        queue: str | None = None,
+        limit: int | None = 50,
+        *,
+        processor: str | None = None,
+        tenant_id: str | None = None,
+        error_code: str | None = None,
+        since: datetime | None = None,
+        offset: int = 0,
     ) -> list[DeadLetterRecord]:
-        stmt = sa.select(_dl).order_by(_dl.c.id.desc()).limit(limit)
-        if queue:
-            stmt = stmt.where(_dl.c.queue == queue)
+        """Dead letters matching every filter given, newest first (``limit=None``: all)."""
+        stmt = sa.select(_dl).order_by(_dl.c.id.desc()).offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        stmt = stmt.where(*_dl_filters(queue, processor, tenant_id, error_code, since))
         async with self.db.transaction(write=False, maintenance=True) as conn:
             rows = (await conn.execute(stmt)).all()
         return [_record(r) for r in rows]
+
+    async def count_dead_letters(
+        self,
+        queue: str | None = None,
+        *,
+        processor: str | None = None,
+        tenant_id: str | None = None,
+        error_code: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """How many dead letters match the filters (those of :meth:`list_dead_letters`)."""
+        stmt = sa.select(sa.func.count()).select_from(_dl)
+        stmt = stmt.where(*_dl_filters(queue, processor, tenant_id, error_code, since))
+        async with self.db.transaction(write=False, maintenance=True) as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+    async def delete_dead_letter(self, dead_letter_id: str) -> None:
+        """Delete one dead letter (:class:`DeadLetterNotFoundError` when there is none)."""
+        async with self.db.transaction(maintenance=True) as conn:
+            result = await conn.execute(sa.delete(_dl).where(_dl.c.id == _dl_id(dead_letter_id)))
+        if not result.rowcount:
+            raise DeadLetterNotFoundError(f"no dead letter with id {dead_letter_id}")
+
+    async def purge_dead_letters(
+        self,
+        queue: str | None = None,
+        *,
+        processor: str | None = None,
+        tenant_id: str | None = None,
+        error_code: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Delete the dead letters matching the filters; returns how many."""
+        stmt = sa.delete(_dl).where(*_dl_filters(queue, processor, tenant_id, error_code, since))
+        async with self.db.transaction(maintenance=True) as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount or 0)
+
+    async def peek(self, queue: str, limit: int = 10) -> list[QueuedMessage]:
+        """The oldest messages of ``queue`` (in receive order), without receiving them."""
+        stmt = (
+            sa.select(
+                _qm.c.id,
+                _qm.c.message_id,
+                _qm.c.body,
+                _qm.c.attributes,
+                _qm.c.enqueued_at,
+                _qm.c.visible_at,
+                _qm.c.receive_count,
+                _qm.c.receipt,
+            )
+            .where(_qm.c.queue == queue)
+            .order_by(_qm.c.visible_at, _qm.c.id)
+            .limit(limit)
+        )
+        async with self.db.transaction(write=False) as conn:
+            rows = (await conn.execute(stmt)).all()
+        now = time.time()
+        return [
+            QueuedMessage(
+                queue=queue,
+                message_id=r.message_id,
+                body=r.body,
+                attributes=_attributes(r.attributes),
+                enqueued_at=r.enqueued_at,
+                visible_at=r.visible_at,
+                receive_count=r.receive_count,
+                state=(
+                    "visible"
+                    if r.visible_at <= now
+                    else ("in flight" if r.receipt is not None else "delayed")
+                ),
+            )
+            for r in rows
+        ]
+
+    async def purge(self, queue: str) -> int:
+        """Delete every message of ``queue`` (in flight ones too); returns how many."""
+        async with self.db.transaction() as conn:
+            result = await conn.execute(sa.delete(_qm).where(_qm.c.queue == queue))
+        return int(result.rowcount or 0)
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
         async with self.db.transaction(write=False, maintenance=True) as conn:
@@ -352,6 +444,42 @@ def _received(
         attributes=attributes,
         enqueued_at=enqueued_at,
     )
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A message waiting in a local queue, as :meth:`LocalTransport.peek` shows it."""
+
+    queue: str
+    message_id: str
+    body: str
+    attributes: dict[str, str]
+    enqueued_at: float
+    visible_at: float
+    receive_count: int
+    #: ``visible``, ``in flight`` (received, not settled) or ``delayed``.
+    state: str
+
+
+def _dl_filters(
+    queue: str | None,
+    processor: str | None,
+    tenant_id: str | None,
+    error_code: str | None,
+    since: datetime | None,
+) -> list[sa.ColumnElement[bool]]:
+    found: list[sa.ColumnElement[bool]] = []
+    if queue:
+        found.append(_dl.c.queue == queue)
+    if processor:
+        found.append(_dl.c.processor == processor)
+    if tenant_id:
+        found.append(_dl.c.tenant_id == tenant_id)
+    if error_code:
+        found.append(_dl.c.error_code == error_code)
+    if since is not None:
+        found.append(_dl.c.created_at >= since)
+    return found
 
 
 def _attributes(raw: Any) -> dict[str, str]:

@@ -122,8 +122,19 @@ def test_help_has_no_bool_placeholders_or_braced_arguments() -> None:
     assert "{" not in text
     assert "apix run [OPTIONS] APP" in pages[1]
     assert "apix dlq replay [OPTIONS] [DEAD_LETTER_ID]" in pages[2]
-    assert "apix send [OPTIONS] QUEUE PAYLOAD" in pages[4]
-    for name in ("run", "worker", "send", "graph", "errors", "entities", "dlq", "db"):
+    assert "apix send [OPTIONS] QUEUE [PAYLOAD]" in pages[4]
+    for name in (
+        "run",
+        "worker",
+        "serve",
+        "send",
+        "queues",
+        "graph",
+        "errors",
+        "entities",
+        "dlq",
+        "db",
+    ):
         assert f" {name} " in pages[0]
 
 
