@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -59,6 +60,31 @@ def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Ca
 
 #: Compact JSON with ``str`` for anything else (datetimes, decimals), ASCII only.
 dump_json = compact_encoder()
+
+
+def derive_message_id(
+    tenant_id: str,
+    transport_message_id: str | None,
+    body: str | bytes | bytearray | dict[str, Any],
+) -> str:
+    """The id of a message whose body carries none (a foreign body, or an envelope without one).
+
+    A redelivery must get the same id, or exactly-once fails: the transport's message id
+    (SQS ``messageId``, Storage Queue ``id``, Service Bus ``message_id``, the local queue's id —
+    all stable across redeliveries) when there is one, else a SHA-256 of the body. The tenant is
+    part of the derivation, so two tenants' deliveries never share an id.
+    """
+    from apix_core.hashing import deterministic_id  # hashing imports this module
+
+    if transport_message_id:
+        return deterministic_id("transport", tenant_id, transport_message_id)
+    if isinstance(body, dict):
+        raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    elif isinstance(body, str):
+        raw = body.encode("utf-8", "surrogatepass")
+    else:
+        raw = bytes(body)
+    return deterministic_id("body", tenant_id, hashlib.sha256(raw).hexdigest())
 
 
 class MessageType(StrEnum):
@@ -163,6 +189,12 @@ class Message(BaseModel):
                 # share their layout, so swapping the class and dropping the version is cheap.
                 # Plain __dict__ writes: validated assignment costs more than the parse.
                 fields = fast.__dict__
+                if "message_id" not in fast.__pydantic_fields_set__:
+                    # The default factory drew a random id: derive a stable one instead.
+                    derived = derive_message_id(fast.tenant_id, transport_message_id, data)
+                    if fields["correlation_id"] == fields["message_id"]:  # defaulted to it
+                        fields["correlation_id"] = derived
+                    fields["message_id"] = derived
                 del fields[ENVELOPE_KEY]
                 fields["attempt"] = attempt
                 fields_set = fast.__pydantic_fields_set__
@@ -172,7 +204,7 @@ class Message(BaseModel):
                 return fast
         obj = _decode(data)
         if ENVELOPE_KEY not in obj:
-            return cls._from_foreign(obj, default_tenant, transport_message_id, attempt)
+            return cls._from_foreign(obj, data, default_tenant, transport_message_id, attempt)
         version = obj[ENVELOPE_KEY]
         if type(version) is not int or version not in SUPPORTED_ENVELOPE_VERSIONS:
             raise UnsupportedEnvelopeVersionError(
@@ -186,6 +218,8 @@ class Message(BaseModel):
                     "message carries no tenant_id and no default tenant is set"
                 )
             fields["tenant_id"] = default_tenant
+        if not fields.get("message_id") and isinstance(fields["tenant_id"], str):
+            fields["message_id"] = derive_message_id(fields["tenant_id"], transport_message_id, data)
         fields["attempt"] = attempt
         return _validate(fields)
 
@@ -193,6 +227,7 @@ class Message(BaseModel):
     def _from_foreign(
         cls,
         obj: dict[str, Any],
+        data: str | bytes | bytearray | dict[str, Any],
         default_tenant: str | None,
         transport_message_id: str | None,
         attempt: int,
@@ -202,9 +237,12 @@ class Message(BaseModel):
                 "foreign message has no tenant: set the 'tenant_id' message attribute "
                 "or APIX_TENANT_ID"
             )
-        fields: dict[str, Any] = {"tenant_id": default_tenant, "payload": obj, "attempt": attempt}
-        if transport_message_id:
-            fields["message_id"] = transport_message_id
+        fields: dict[str, Any] = {
+            "tenant_id": default_tenant,
+            "payload": obj,
+            "attempt": attempt,
+            "message_id": derive_message_id(default_tenant, transport_message_id, data),
+        }
         return _validate(fields)
 
     @classmethod
