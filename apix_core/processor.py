@@ -265,7 +265,9 @@ def build_spec(
 
 
 def _check_cron(name: str, expression: str) -> None:
-    from croniter import croniter
+    from apix_core.schedule import Schedule, ScheduleError
 
-    if not croniter.is_valid(expression):
-        raise ConfigurationError(f"processor {name!r}: invalid cron expression {expression!r}")
+    try:
+        Schedule.parse(expression)  # imports croniter, lazily
+    except ScheduleError as exc:
+        raise ScheduleError(f"processor {name!r}: {exc}") from None
