@@ -8,9 +8,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from apix_core.errors import PermanentError, ProcessorContextError, TopologyError
+from apix_core.errors import (
+    OutputSerializationError,
+    PermanentError,
+    ProcessorContextError,
+    TopologyError,
+)
 from apix_core.hashing import content_hash, entity_id_for
-from apix_core.message import EntityReference, Message
+from apix_core.message import EntityReference, Message, dump_json
 from apix_core.outputs import OutputHandler, QueueOutputHandler
 from apix_core.store.types import (
     CANONICAL_TYPE_LENGTH,
@@ -28,6 +33,14 @@ from apix_core.store.types import (
 if TYPE_CHECKING:
     from apix_core.store.repositories import Store
     from apix_core.store.state import StateEntry, StateStore
+
+
+def _json_checked(encode: Any, value: Any, root: str) -> str:
+    """``encode(value)``, with the path of a value that has no JSON form inside ``root``."""
+    try:
+        return str(encode(value))
+    except OutputSerializationError as exc:
+        raise exc.under(root) from None
 
 
 class EntityAccess(Protocol):
@@ -189,8 +202,9 @@ class ProcessorContext:
     ) -> str:
         """Record the metadata of an entity (its content hash, never its content); returns its id.
 
-        ``attributes`` are stored as JSON (values JSON cannot hold, such as datetimes, as their
-        ``str()``): pass identifiers and flags, not content. A value too long for its column
+        ``attributes`` are stored as JSON by the outputs' rule (``apix_core.message.json_default``:
+        datetimes as ISO 8601...; a value with no JSON form raises ``OutputSerializationError``):
+        pass identifiers and flags, not content. A value too long for its column
         raises :class:`~apix_core.errors.PermanentError` here, failing this message only.
         """
         if self.store is None:
@@ -209,13 +223,16 @@ class ProcessorContext:
         if state is not None:
             _check_length("state", STATE_LENGTH, state)
         entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)
+        if attributes:
+            # Stored with the batch: a value with no JSON form must fail this message, now.
+            _json_checked(dump_json, attributes, "attributes")
         self.writes.entities.append(
             PendingEntity(
                 id=entity_id,
                 external_id=external_id,
                 canonical_type=canonical_type,
                 source=source,
-                content_hash=content_hash(data),
+                content_hash=_json_checked(content_hash, data, "data"),
                 attributes=attributes,
                 state=state,
                 processor=self.processor_name,

@@ -90,6 +90,29 @@ class PermanentError(ProcessingError):
     retryable = False
 
 
+class OutputSerializationError(PermanentError):
+    """A value in an output (payload, metadata, entity attribute) has no JSON form.
+
+    ``path`` names it (``payload.items[2].price``); the message is dead-lettered at once.
+    """
+
+    code = "UNSERIALIZABLE_OUTPUT"
+
+    def __init__(self, message: str, path: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+    @classmethod
+    def at(cls, path: str, reason: str) -> OutputSerializationError:
+        return cls(f"output value at {path or '<root>'} has no JSON form: {reason}", path, reason)
+
+    def under(self, root: str) -> OutputSerializationError:
+        """The same error with its path inside ``root`` (``items[2]`` → ``payload.items[2]``)."""
+        sep = "" if not self.path or self.path.startswith("[") else "."
+        return OutputSerializationError.at(f"{root}{sep}{self.path}", self.reason)
+
+
 class TransientError(ProcessingError):
     """A temporary failure: retried with backoff in-invocation, then redelivered.
 
@@ -312,6 +335,7 @@ __all__ = [
     "FileOutputError",
     "InvalidFilePatternError",
     "InvalidTenantError",
+    "OutputSerializationError",
     "MalformedMessageError",
     "MessageTooLargeError",
     "MissingTenantError",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from enum import Enum, StrEnum
 from typing import Any
 
 import pydantic
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from apix_core.constants import ENVELOPE_KEY, ENVELOPE_VERSION
@@ -19,6 +22,7 @@ from apix_core.errors import (
     InvalidTenantError,
     MalformedMessageError,
     MissingTenantError,
+    OutputSerializationError,
     PayloadValidationError,
     UnsupportedEnvelopeVersionError,
 )
@@ -27,38 +31,126 @@ from apix_core.tenancy import TENANT_ID_PATTERN
 SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
 
 
+def json_default(value: Any) -> Any:
+    """The JSON form of a value ``json`` cannot write itself — apix's one rule, as pydantic's.
+
+    ``datetime``/``date``/``time`` → ISO 8601 (``isoformat()``); ``Decimal`` → a number when that
+    is exact (an integer, or a float that reads back as the same decimal: ``9.50`` → ``9.5``),
+    else a string (``Decimal("0.10000000000000000001")`` stays exact as text); ``UUID`` → its string; enums → their value; pydantic models →
+    ``model_dump(mode="json")``; dataclasses → a dict of their fields; ``bytes`` → UTF-8 text
+    (as pydantic), invalid UTF-8 is an error; sets → sorted lists (unsortable: an error); other
+    types pydantic knows (``timedelta``, ``Path``, IP addresses...) as pydantic writes them.
+    Anything else raises ``TypeError``. The result may itself need this hook (nested values).
+    """
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        if value == value.to_integral_value():
+            return int(value)
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError("bytes that are not UTF-8 have no JSON form") from None
+    if isinstance(value, set | frozenset):
+        try:
+            return sorted(value)
+        except TypeError:
+            raise TypeError("a set of values that cannot be sorted has no stable order") from None
+    try:
+        return pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError:
+        raise TypeError(f"{type(value).__name__} has no JSON form") from None
+
+
 def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Callable[[Any], str]:
-    """A compact JSON encoder (``str()`` of anything JSON cannot hold) built once.
+    """A compact JSON encoder built once; non-JSON values go through :func:`json_default`.
 
     ``json.dumps`` with non-default arguments builds a ``JSONEncoder`` per call, and
     ``JSONEncoder.encode`` builds its C encoder per call: about a microsecond each time, on
-    every message. Circular structures raise ``RecursionError`` (no reference tracking).
+    every message. Plain JSON data never reaches the ``default`` hook, so its text is exactly
+    ``json.dumps``'s. A value with no JSON form raises :class:`OutputSerializationError` naming
+    its path. Circular structures raise ``RecursionError`` (no reference tracking).
     """
     encoder = json.encoder
     c_make_encoder = getattr(encoder, "c_make_encoder", None)  # private to the json package
     if c_make_encoder is None:  # no C accelerator (PyPy...): the standard way
-        return json.JSONEncoder(
-            separators=(",", ":"), default=str, ensure_ascii=ensure_ascii, sort_keys=sort_keys
+        encode_plain = json.JSONEncoder(
+            separators=(",", ":"),
+            default=json_default,
+            ensure_ascii=ensure_ascii,
+            sort_keys=sort_keys,
         ).encode
-    make = c_make_encoder(
-        None,
-        str,
-        encoder.encode_basestring_ascii if ensure_ascii else encoder.encode_basestring,
-        None,
-        ":",
-        ",",
-        sort_keys,
-        False,
-        True,
-    )
+    else:
+        make = c_make_encoder(
+            None,
+            json_default,
+            encoder.encode_basestring_ascii if ensure_ascii else encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            sort_keys,
+            False,
+            True,
+        )
+
+        def encode_plain(value: Any) -> str:
+            return "".join(make(value, 0))
 
     def encode(value: Any) -> str:
-        return "".join(make(value, 0))
+        try:
+            return encode_plain(value)
+        except (TypeError, ValueError) as exc:
+            raise unserializable(value, exc) from None
 
     return encode
 
 
-#: Compact JSON with ``str`` for anything else (datetimes, decimals), ASCII only.
+def unserializable(value: Any, exc: Exception, root: str = "") -> OutputSerializationError:
+    """The error for ``value`` that failed to encode: the path of the first culprit in it."""
+    found = _find_unserializable(value, root)
+    path, reason = found if found is not None else (root, str(exc))
+    return OutputSerializationError.at(path, reason)
+
+
+def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
+    """Walk ``value`` (only after a failure) to the first value with no JSON form."""
+    if value is None or isinstance(value, str | int | float):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key is not None and not isinstance(key, str | int | float):
+                return path, f"key {key!r} is a {type(key).__name__}, not a string"
+            found = _find_unserializable(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_unserializable(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    try:
+        converted = json_default(value)
+    except TypeError as exc:
+        return path, f"{type(value).__name__}: {exc}"
+    return _find_unserializable(converted, path)
+
+
+#: Compact JSON, ASCII only; non-JSON values by :func:`json_default`.
 dump_json = compact_encoder()
 
 

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from apix_core.errors import InvalidFilePatternError, UnsafeFilePathError
+from apix_core.errors import (
+    InvalidFilePatternError,
+    OutputSerializationError,
+    UnsafeFilePathError,
+)
 from apix_core.message import dump_json
 from apix_core.outputs.base import (
     OutboxRow,
@@ -54,7 +58,7 @@ class FileOutput(OutputKind):
             seq,
             self.name,
             handler.destination,
-            dump_json(payload),
+            _payload_json(payload),
             0.0,
             rc.created_at,
             dict(handler.config),
@@ -67,6 +71,13 @@ class FileOutput(OutputKind):
     async def dispatch(self, rows: Sequence[OutboxRow], producer: Producer | None) -> None:
         for row in rows:
             write_file(row)
+
+
+def _payload_json(payload: Any) -> str:
+    try:
+        return dump_json(payload)
+    except OutputSerializationError as exc:
+        raise exc.under("payload") from None
 
 
 #: The placeholders a ``file_pattern`` may use (plain ``{name}``: no conversion or format spec).
