@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
@@ -33,6 +34,37 @@ from apix_core.store.types import (
 if TYPE_CHECKING:
     from apix_core.store.repositories import Store
     from apix_core.store.state import StateEntry, StateStore
+
+
+class EntityId(str):
+    """An entity id that is also awaitable: ``ctx.persist_entity(...)`` and
+    ``await ctx.persist_entity(...)`` both give the id (a plain ``str`` once awaited)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, str]:
+        return str(self)
+        yield  # a generator that finishes at once: nothing to wait for
+
+
+class Done:
+    """The result of ``ctx.transition`` / ``ctx.send``: None-like, and awaitable (to None), so
+    ``async def`` processors may ``await`` them as they would any context call."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return None
+        yield
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "Done"
+
+
+DONE = Done()
 
 
 def _json_checked(encode: Any, value: Any, root: str) -> str:
@@ -199,8 +231,11 @@ class ProcessorContext:
         *,
         state: str | None = None,
         **attributes: Any,
-    ) -> str:
+    ) -> EntityId:
         """Record the metadata of an entity (its content hash, never its content); returns its id.
+
+        The id is an :class:`EntityId`: a ``str`` that ``async def`` processors may also
+        ``await`` (``entity_id = await ctx.persist_entity(...)``).
 
         ``attributes`` are stored as JSON by the outputs' rule (``apix_core.message.json_default``:
         datetimes as ISO 8601...; a value with no JSON form raises ``OutputSerializationError``):
@@ -239,10 +274,12 @@ class ProcessorContext:
                 message_id=self.message.message_id,
             )
         )
-        return entity_id
+        return EntityId(entity_id)
 
-    def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> None:
-        """Move an entity to ``to_state`` (recorded with the message's transaction)."""
+    def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> Done:
+        """Move an entity to ``to_state`` (recorded with the message's transaction).
+
+        Returns :data:`DONE` (falsy; ``await ctx.transition(...)`` works too)."""
         _check_length("to_state", STATE_LENGTH, to_state)
         self.writes.transitions.append(
             PendingTransition(
@@ -253,6 +290,7 @@ class ProcessorContext:
                 self.message.message_id,
             )
         )
+        return DONE
 
     async def aget_entity(self, entity_id: str) -> Entity:
         """The entity's current metadata, including this call's own pending writes."""
@@ -294,8 +332,10 @@ class ProcessorContext:
         entity: EntityReference | None = None,
         metadata: dict[str, Any] | None = None,
         delay_seconds: float = 0.0,
-    ) -> None:
-        """Send ``payload`` to ``queue`` (one of ``produces``) when the processor succeeds."""
+    ) -> Done:
+        """Send ``payload`` to ``queue`` (one of ``produces``) when the processor succeeds.
+
+        Returns :data:`DONE` (falsy; ``await ctx.send(...)`` works too)."""
         if queue not in self.produces:
             raise TopologyError(
                 f"processor {self.processor_name!r} may send to {list(self.produces)}, "
@@ -310,3 +350,4 @@ class ProcessorContext:
                 delay_seconds=delay_seconds,
             )
         )
+        return DONE
