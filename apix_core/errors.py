@@ -8,7 +8,9 @@ errors and dead letters) and a ``retryable`` flag that drives the retry policy:
 * :class:`TransientError` (category ``transient``): retried in-invocation with backoff, then
   redelivered; ``retry_after`` (seconds) asks for a precise redelivery delay (a 429's
   ``Retry-After``).
-* anything else a processor raises is ``unexpected``: redelivered until ``max_attempts``.
+* anything else a processor raises is ``unexpected``: redelivered until ``max_attempts`` —
+  except programming errors (:data:`PROGRAMMING_ERRORS`: ``TypeError``, ``AttributeError``,
+  ``NameError``...), dead-lettered at once as ``PROCESSOR_BUG`` unless ``can_retry`` allows.
 
 ``ValidationError`` is the old name of :class:`PermanentError` (it clashed with pydantic's);
 importing it still works and warns.
@@ -262,6 +264,27 @@ class ErrorInfo:
 # asyncio.TimeoutError is TimeoutError since Python 3.11 (and importing asyncio costs ~20 ms).
 _TRANSIENT_BUILTINS = (ConnectionError, TimeoutError)
 
+#: Builtin exceptions that mean a bug in the processor's code: retrying the same input runs the
+#: same bug again, so they are not retried unless the processor's ``can_retry`` says so.
+#: (``UnboundLocalError`` is a ``NameError``, ``ModuleNotFoundError`` an ``ImportError``.)
+#: ``KeyError``/``IndexError``/``ValueError`` are left out: they as often come from the data
+#: (an external system's reply) as from the code.
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    AssertionError,
+    ZeroDivisionError,
+    ImportError,
+    SyntaxError,
+    NotImplementedError,
+)
+
+
+def is_programming_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of :data:`PROGRAMMING_ERRORS` (a bug, not a circumstance)."""
+    return isinstance(exc, PROGRAMMING_ERRORS)
+
 
 def _is_transient_database_error(exc: BaseException) -> bool:
     # Only a driver's or SQLAlchemy's exception can be one: the store module (and SQLAlchemy)
@@ -295,11 +318,15 @@ def classify(exc: BaseException, processor: ProcessorInterface | None = None) ->
             return ErrorInfo(exc.code, ErrorCategory.VALIDATION, message, retryable=False)
         retry_after = getattr(exc, "retry_after", None)
         return ErrorInfo(exc.code, ErrorCategory.TRANSIENT, message, True, retry_after)
-    retryable = True
+    bug = isinstance(exc, PROGRAMMING_ERRORS)
+    retryable = not bug
     if processor is not None and isinstance(exc, Exception):
+        # The default ``can_retry`` refuses programming errors; an override decides.
         retryable = bool(processor.can_retry(exc))
     if isinstance(exc, _TRANSIENT_BUILTINS) or _is_transient_database_error(exc):
         return ErrorInfo("TRANSIENT_ERROR", ErrorCategory.TRANSIENT, message, retryable)
+    if bug and not retryable:
+        return ErrorInfo("PROCESSOR_BUG", ErrorCategory.UNEXPECTED, message, retryable=False)
     return ErrorInfo(
         "UNEXPECTED_ERROR" if retryable else "NON_RETRYABLE_ERROR",
         ErrorCategory.UNEXPECTED,
@@ -336,6 +363,7 @@ __all__ = [
     "InvalidFilePatternError",
     "InvalidTenantError",
     "OutputSerializationError",
+    "PROGRAMMING_ERRORS",
     "MalformedMessageError",
     "MessageTooLargeError",
     "MissingTenantError",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from apix_core.errors import ConfigurationError
+from apix_core.errors import ConfigurationError, is_programming_error
 from apix_core.message import Message
 from apix_core.result import ProcessingResult
 
@@ -78,8 +78,13 @@ class ProcessorInterface:
         return {"name": type(self).__name__, "version": "1.0.0"}
 
     def can_retry(self, error: Exception) -> bool:
-        """Whether an exception that is not an apix error may be retried."""
-        return True
+        """Whether an exception that is not an apix error may be retried.
+
+        By default everything but a programming error (``TypeError``, ``AttributeError``,
+        ``NameError``... — :data:`apix_core.errors.PROGRAMMING_ERRORS`): retrying a bug on the
+        same input fails the same way, so it is dead-lettered at once as ``PROCESSOR_BUG``.
+        """
+        return not is_programming_error(error)
 
 
 def _positional_arity(func: Callable[..., Any]) -> int | None:
