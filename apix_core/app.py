@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from apix_core import http
 from apix_core.config import Settings
+from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import ConfigurationError, MissingTenantError
 from apix_core.hashing import deterministic_id
 from apix_core.http import HttpResponse
@@ -249,7 +250,7 @@ class App:
         body = msg.to_json()
         self.transport.check_size(queue, body)
         await self.transport.send(
-            queue, OutgoingMessage(msg.message_id, body, 0.0, {"tenant_id": tenant})
+            queue, OutgoingMessage(msg.message_id, body, 0.0, {TENANT_ATTRIBUTE: tenant})
         )
         return msg.message_id
 

@@ -351,6 +351,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PROGRAMMING_ERRORS",
     "ApixError",
     "ConfigurationError",
     "DatabaseUnavailableError",
@@ -362,11 +363,10 @@ __all__ = [
     "FileOutputError",
     "InvalidFilePatternError",
     "InvalidTenantError",
-    "OutputSerializationError",
-    "PROGRAMMING_ERRORS",
     "MalformedMessageError",
     "MessageTooLargeError",
     "MissingTenantError",
+    "OutputSerializationError",
     "PayloadValidationError",
     "PermanentError",
     "ProcessingError",

@@ -34,12 +34,15 @@ SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
 def json_default(value: Any) -> Any:
     """The JSON form of a value ``json`` cannot write itself — apix's one rule, as pydantic's.
 
-    ``datetime``/``date``/``time`` → ISO 8601 (``isoformat()``); ``Decimal`` → a number when that
-    is exact (an integer, or a float that reads back as the same decimal: ``9.50`` → ``9.5``),
-    else a string (``Decimal("0.10000000000000000001")`` stays exact as text); ``UUID`` → its string; enums → their value; pydantic models →
-    ``model_dump(mode="json")``; dataclasses → a dict of their fields; ``bytes`` → UTF-8 text
-    (as pydantic), invalid UTF-8 is an error; sets → sorted lists (unsortable: an error); other
-    types pydantic knows (``timedelta``, ``Path``, IP addresses...) as pydantic writes them.
+    * ``datetime``/``date``/``time`` → ISO 8601 (``isoformat()``);
+    * ``Decimal`` → a number when that is exact (an integer, or a float that reads back as the
+      same decimal: ``9.50`` → ``9.5``), else a string (no digit is lost);
+    * ``UUID`` → its string; enums → their value; pydantic models → ``model_dump(mode="json")``;
+      dataclasses → a dict of their fields;
+    * ``bytes`` → UTF-8 text (as pydantic); invalid UTF-8 is an error;
+    * sets → sorted lists (unsortable: an error, as there is no stable order);
+    * other types pydantic knows (``timedelta``, ``Path``, IP addresses...) as pydantic does.
+
     Anything else raises ``TypeError``. The result may itself need this hook (nested values).
     """
     if isinstance(value, datetime | date | time):
@@ -86,6 +89,7 @@ def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Ca
     """
     encoder = json.encoder
     c_make_encoder = getattr(encoder, "c_make_encoder", None)  # private to the json package
+    encode_plain: Callable[[Any], str]
     if c_make_encoder is None:  # no C accelerator (PyPy...): the standard way
         encode_plain = json.JSONEncoder(
             separators=(",", ":"),
@@ -106,8 +110,10 @@ def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Ca
             True,
         )
 
-        def encode_plain(value: Any) -> str:
+        def encode_c(value: Any) -> str:
             return "".join(make(value, 0))
+
+        encode_plain = encode_c
 
     def encode(value: Any) -> str:
         try:
@@ -229,6 +235,12 @@ class Message(BaseModel):
     created_at: datetime = Field(default_factory=_now)
     trace_context: dict[str, str] = Field(default_factory=dict)
 
+    @pydantic.field_validator("type", mode="before")
+    @classmethod
+    def _type_case_insensitive(cls, value: Any) -> Any:
+        # The seeds write "QUEUE"; the enum's values are lower case.
+        return value.lower() if isinstance(value, str) else value
+
     def model_post_init(self, __context: Any) -> None:
         if not self.correlation_id:
             self.correlation_id = self.message_id
@@ -311,7 +323,9 @@ class Message(BaseModel):
                 )
             fields["tenant_id"] = default_tenant
         if not fields.get("message_id") and isinstance(fields["tenant_id"], str):
-            fields["message_id"] = derive_message_id(fields["tenant_id"], transport_message_id, data)
+            fields["message_id"] = derive_message_id(
+                fields["tenant_id"], transport_message_id, data
+            )
         fields["attempt"] = attempt
         return _validate(fields)
 

@@ -238,7 +238,9 @@ class Invoker:
         with_traceback = info.category is ErrorCategory.UNEXPECTED and ctx.message.attempt <= 1
         self.log.warning(
             "processor failed" if info.code != "PROCESSOR_BUG" else "processor bug",
-            exc_info=(type(exc), exc, user_traceback(exc.__traceback__)) if with_traceback else None,
+            exc_info=(type(exc), exc, user_traceback(exc.__traceback__))
+            if with_traceback
+            else None,
             extra={
                 "error_code": info.code,
                 "error_category": info.category.value,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import ErrorInfo
 from apix_core.transport.base import DeadLetterInfo
 
@@ -104,5 +105,5 @@ def dead_letter_info(outcome: Outcome, processor: str | None) -> DeadLetterInfo:
         processor=processor,
         tenant_id=outcome.message.tenant_id
         if outcome.message
-        else outcome.delivery.attributes.get("tenant_id"),
+        else outcome.delivery.attributes.get(TENANT_ATTRIBUTE),
     )

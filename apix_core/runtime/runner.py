@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apix_core.app import App
+from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import FileOutputError
 from apix_core.outbox import Dispatcher, stale_rows
 from apix_core.runtime.worker import QueueStats, QueueWorker
@@ -203,6 +204,6 @@ class LocalRunner:
         assert self.app.transport is not None
         await self.app.transport.send(
             schedule_queue(spec),
-            OutgoingMessage(msg.message_id, msg.to_json(), 0.0, {"tenant_id": msg.tenant_id}),
+            OutgoingMessage(msg.message_id, msg.to_json(), 0.0, {TENANT_ATTRIBUTE: msg.tenant_id}),
         )
         self.stats.schedule_ticks += 1

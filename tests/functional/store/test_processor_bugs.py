@@ -75,9 +75,7 @@ async def test_other_errors_and_a_lenient_can_retry_are_still_retried(
     async with TestApp(build(), database_url=database_url) as t:
         # WHEN an ordinary failure, and a bug in a processor whose can_retry says yes, occur
         with caplog.at_level(logging.WARNING, logger="apix"):
-            ordinary = [
-                await t.deliver("o", {}, message_id="m-o", attempt=n) for n in (1, 2, 3)
-            ]
+            ordinary = [await t.deliver("o", {}, message_id="m-o", attempt=n) for n in (1, 2, 3)]
             lenient = await t.deliver("l", {"qty": 1})
 
         # THEN both are released for redelivery

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,7 +146,7 @@ async def test_forever_mode_reads_six_fields_seconds_first(make_app: Any) -> Non
     assert 1 <= stats.schedule_ticks <= 2
     times = [datetime.fromisoformat(t) for t in fired]
     assert all(t.second % 2 == 0 and t.microsecond == 0 for t in times)
-    assert all((b - a).total_seconds() == 2 for a, b in zip(times, times[1:], strict=False))
+    assert all((b - a).total_seconds() == 2 for a, b in itertools.pairwise(times))
 
 
 def test_registration_rejects_a_bad_schedule_naming_the_processor() -> None:
