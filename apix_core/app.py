@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from apix_core import http
 from apix_core.config import Settings
-from apix_core.constants import FAST_RETRY_MAX_SECONDS
+from apix_core.constants import FAST_RETRY_MAX_SECONDS, TENANT_ATTRIBUTE
 from apix_core.errors import ApixError, ConfigurationError, MissingTenantError
 from apix_core.hashing import deterministic_id
 from apix_core.http import HttpResponse
@@ -292,7 +292,7 @@ class App:
             )
             body = msg.to_json()
             producer.check_size(queue, body)
-            out.append(OutgoingMessage(msg.message_id, body, 0.0, {"tenant_id": tenant}))
+            out.append(OutgoingMessage(msg.message_id, body, 0.0, {TENANT_ATTRIBUTE: tenant}))
         return out
 
     #: Messages per ``send_batch`` call (one transaction on the local transport) in

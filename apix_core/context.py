@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from apix_core.errors import PermanentError, ProcessorContextError, TopologyError
+from apix_core.errors import (
+    OutputSerializationError,
+    PermanentError,
+    ProcessorContextError,
+    TopologyError,
+)
 from apix_core.hashing import content_hash, entity_id_for
-from apix_core.message import EntityReference, Message
+from apix_core.message import EntityReference, Message, dump_json
 from apix_core.outputs import OutputHandler, QueueOutputHandler
 from apix_core.store.types import (
     CANONICAL_TYPE_LENGTH,
@@ -28,6 +34,45 @@ from apix_core.store.types import (
 if TYPE_CHECKING:
     from apix_core.store.repositories import Store
     from apix_core.store.state import StateEntry, StateStore
+
+
+class EntityId(str):
+    """An entity id that is also awaitable: ``ctx.persist_entity(...)`` and
+    ``await ctx.persist_entity(...)`` both give the id (a plain ``str`` once awaited)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, str]:
+        return str(self)
+        yield  # a generator that finishes at once: nothing to wait for
+
+
+class Done:
+    """The result of ``ctx.transition`` / ``ctx.send``: None-like, and awaitable (to None), so
+    ``async def`` processors may ``await`` them as they would any context call."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return None
+        yield
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "Done"
+
+
+DONE = Done()
+
+
+def _json_checked(encode: Any, value: Any, root: str) -> str:
+    """``encode(value)``, with the path of a value that has no JSON form inside ``root``."""
+    try:
+        return str(encode(value))
+    except OutputSerializationError as exc:
+        raise exc.under(root) from None
 
 
 class EntityAccess(Protocol):
@@ -186,11 +231,15 @@ class ProcessorContext:
         *,
         state: str | None = None,
         **attributes: Any,
-    ) -> str:
+    ) -> EntityId:
         """Record the metadata of an entity (its content hash, never its content); returns its id.
 
-        ``attributes`` are stored as JSON (values JSON cannot hold, such as datetimes, as their
-        ``str()``): pass identifiers and flags, not content. A value too long for its column
+        The id is an :class:`EntityId`: a ``str`` that ``async def`` processors may also
+        ``await`` (``entity_id = await ctx.persist_entity(...)``).
+
+        ``attributes`` are stored as JSON by the outputs' rule (``apix_core.message.json_default``:
+        datetimes as ISO 8601...; a value with no JSON form raises ``OutputSerializationError``):
+        pass identifiers and flags, not content. A value too long for its column
         raises :class:`~apix_core.errors.PermanentError` here, failing this message only.
         """
         if self.store is None:
@@ -209,23 +258,28 @@ class ProcessorContext:
         if state is not None:
             _check_length("state", STATE_LENGTH, state)
         entity_id = entity_id_for(self.tenant_id, canonical_type, source, external_id)
+        if attributes:
+            # Stored with the batch: a value with no JSON form must fail this message, now.
+            _json_checked(dump_json, attributes, "attributes")
         self.writes.entities.append(
             PendingEntity(
                 id=entity_id,
                 external_id=external_id,
                 canonical_type=canonical_type,
                 source=source,
-                content_hash=content_hash(data),
+                content_hash=_json_checked(content_hash, data, "data"),
                 attributes=attributes,
                 state=state,
                 processor=self.processor_name,
                 message_id=self.message.message_id,
             )
         )
-        return entity_id
+        return EntityId(entity_id)
 
-    def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> None:
-        """Move an entity to ``to_state`` (recorded with the message's transaction)."""
+    def transition(self, entity_id: str, to_state: str, reason: str | None = None) -> Done:
+        """Move an entity to ``to_state`` (recorded with the message's transaction).
+
+        Returns :data:`DONE` (falsy; ``await ctx.transition(...)`` works too)."""
         _check_length("to_state", STATE_LENGTH, to_state)
         self.writes.transitions.append(
             PendingTransition(
@@ -236,6 +290,7 @@ class ProcessorContext:
                 self.message.message_id,
             )
         )
+        return DONE
 
     async def aget_entity(self, entity_id: str) -> Entity:
         """The entity's current metadata, including this call's own pending writes."""
@@ -277,8 +332,10 @@ class ProcessorContext:
         entity: EntityReference | None = None,
         metadata: dict[str, Any] | None = None,
         delay_seconds: float = 0.0,
-    ) -> None:
-        """Send ``payload`` to ``queue`` (one of ``produces``) when the processor succeeds."""
+    ) -> Done:
+        """Send ``payload`` to ``queue`` (one of ``produces``) when the processor succeeds.
+
+        Returns :data:`DONE` (falsy; ``await ctx.send(...)`` works too)."""
         if queue not in self.produces:
             raise TopologyError(
                 f"processor {self.processor_name!r} may send to {list(self.produces)}, "
@@ -293,3 +350,4 @@ class ProcessorContext:
                 delay_seconds=delay_seconds,
             )
         )
+        return DONE

@@ -8,7 +8,9 @@ errors and dead letters) and a ``retryable`` flag that drives the retry policy:
 * :class:`TransientError` (category ``transient``): retried in-invocation with backoff, then
   redelivered; ``retry_after`` (seconds) asks for a precise redelivery delay (a 429's
   ``Retry-After``).
-* anything else a processor raises is ``unexpected``: redelivered until ``max_attempts``.
+* anything else a processor raises is ``unexpected``: redelivered until ``max_attempts`` —
+  except programming errors (:data:`PROGRAMMING_ERRORS`: ``TypeError``, ``AttributeError``,
+  ``NameError``...), dead-lettered at once as ``PROCESSOR_BUG`` unless ``can_retry`` allows.
 
 ``ValidationError`` is the old name of :class:`PermanentError` (it clashed with pydantic's);
 importing it still works and warns.
@@ -92,6 +94,29 @@ class PermanentError(ProcessingError):
 
     code = "VALIDATION_ERROR"
     retryable = False
+
+
+class OutputSerializationError(PermanentError):
+    """A value in an output (payload, metadata, entity attribute) has no JSON form.
+
+    ``path`` names it (``payload.items[2].price``); the message is dead-lettered at once.
+    """
+
+    code = "UNSERIALIZABLE_OUTPUT"
+
+    def __init__(self, message: str, path: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+
+    @classmethod
+    def at(cls, path: str, reason: str) -> OutputSerializationError:
+        return cls(f"output value at {path or '<root>'} has no JSON form: {reason}", path, reason)
+
+    def under(self, root: str) -> OutputSerializationError:
+        """The same error with its path inside ``root`` (``items[2]`` → ``payload.items[2]``)."""
+        sep = "" if not self.path or self.path.startswith("[") else "."
+        return OutputSerializationError.at(f"{root}{sep}{self.path}", self.reason)
 
 
 class TransientError(ProcessingError):
@@ -262,6 +287,27 @@ class ErrorInfo:
 # asyncio.TimeoutError is TimeoutError since Python 3.11 (and importing asyncio costs ~20 ms).
 _TRANSIENT_BUILTINS = (ConnectionError, TimeoutError)
 
+#: Builtin exceptions that mean a bug in the processor's code: retrying the same input runs the
+#: same bug again, so they are not retried unless the processor's ``can_retry`` says so.
+#: (``UnboundLocalError`` is a ``NameError``, ``ModuleNotFoundError`` an ``ImportError``.)
+#: ``KeyError``/``IndexError``/``ValueError`` are left out: they as often come from the data
+#: (an external system's reply) as from the code.
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    AssertionError,
+    ZeroDivisionError,
+    ImportError,
+    SyntaxError,
+    NotImplementedError,
+)
+
+
+def is_programming_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of :data:`PROGRAMMING_ERRORS` (a bug, not a circumstance)."""
+    return isinstance(exc, PROGRAMMING_ERRORS)
+
 
 def _is_transient_database_error(exc: BaseException) -> bool:
     # Only a driver's or SQLAlchemy's exception can be one: the store module (and SQLAlchemy)
@@ -295,11 +341,15 @@ def classify(exc: BaseException, processor: ProcessorInterface | None = None) ->
             return ErrorInfo(exc.code, ErrorCategory.VALIDATION, message, retryable=False)
         retry_after = getattr(exc, "retry_after", None)
         return ErrorInfo(exc.code, ErrorCategory.TRANSIENT, message, True, retry_after)
-    retryable = True
+    bug = isinstance(exc, PROGRAMMING_ERRORS)
+    retryable = not bug
     if processor is not None and isinstance(exc, Exception):
+        # The default ``can_retry`` refuses programming errors; an override decides.
         retryable = bool(processor.can_retry(exc))
     if isinstance(exc, _TRANSIENT_BUILTINS) or _is_transient_database_error(exc):
         return ErrorInfo("TRANSIENT_ERROR", ErrorCategory.TRANSIENT, message, retryable)
+    if bug and not retryable:
+        return ErrorInfo("PROCESSOR_BUG", ErrorCategory.UNEXPECTED, message, retryable=False)
     return ErrorInfo(
         "UNEXPECTED_ERROR" if retryable else "NON_RETRYABLE_ERROR",
         ErrorCategory.UNEXPECTED,
@@ -397,6 +447,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PROGRAMMING_ERRORS",
     "ApixError",
     "ConfigurationError",
     "DatabaseUnavailableError",
@@ -414,6 +465,7 @@ __all__ = [
     "MalformedMessageError",
     "MessageTooLargeError",
     "MissingTenantError",
+    "OutputSerializationError",
     "PayloadValidationError",
     "PermanentError",
     "ProcessingError",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from enum import Enum, StrEnum
 from typing import Any
 
 import pydantic
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from apix_core.constants import (
@@ -27,6 +31,7 @@ from apix_core.errors import (
     JsonTooDeepError,
     MalformedMessageError,
     MissingTenantError,
+    OutputSerializationError,
     PayloadValidationError,
     UnsupportedEnvelopeVersionError,
 )
@@ -77,39 +82,161 @@ def check_json_depth(value: Any, what: str = "body") -> None:
         raise JsonTooDeepError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
 
 
+def json_default(value: Any) -> Any:
+    """The JSON form of a value ``json`` cannot write itself — apix's one rule, as pydantic's.
+
+    * ``datetime``/``date``/``time`` → ISO 8601 (``isoformat()``);
+    * ``Decimal`` → a number when that is exact (an integer, or a float that reads back as the
+      same decimal: ``9.50`` → ``9.5``), else a string (no digit is lost);
+    * ``UUID`` → its string; enums → their value; pydantic models → ``model_dump(mode="json")``;
+      dataclasses → a dict of their fields;
+    * ``bytes`` → UTF-8 text (as pydantic); invalid UTF-8 is an error;
+    * sets → sorted lists (unsortable: an error, as there is no stable order);
+    * other types pydantic knows (``timedelta``, ``Path``, IP addresses...) as pydantic does.
+
+    Anything else raises ``TypeError``. The result may itself need this hook (nested values).
+    """
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return str(value)
+        if value == value.to_integral_value():
+            return int(value)
+        as_float = float(value)
+        return as_float if Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError("bytes that are not UTF-8 have no JSON form") from None
+    if isinstance(value, set | frozenset):
+        try:
+            return sorted(value)
+        except TypeError:
+            raise TypeError("a set of values that cannot be sorted has no stable order") from None
+    try:
+        return pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError:
+        raise TypeError(f"{type(value).__name__} has no JSON form") from None
+
+
 def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Callable[[Any], str]:
-    """A compact JSON encoder (``str()`` of anything JSON cannot hold) built once.
+    """A compact JSON encoder built once; non-JSON values go through :func:`json_default`.
 
     ``json.dumps`` with non-default arguments builds a ``JSONEncoder`` per call, and
     ``JSONEncoder.encode`` builds its C encoder per call: about a microsecond each time, on
-    every message. Circular structures raise ``RecursionError`` (no reference tracking).
+    every message. Plain JSON data never reaches the ``default`` hook, so its text is exactly
+    ``json.dumps``'s. A value with no JSON form raises :class:`OutputSerializationError` naming
+    its path. Circular structures raise ``RecursionError`` (no reference tracking).
     """
     encoder = json.encoder
     c_make_encoder = getattr(encoder, "c_make_encoder", None)  # private to the json package
+    encode_plain: Callable[[Any], str]
     if c_make_encoder is None:  # no C accelerator (PyPy...): the standard way
-        return json.JSONEncoder(
-            separators=(",", ":"), default=str, ensure_ascii=ensure_ascii, sort_keys=sort_keys
+        encode_plain = json.JSONEncoder(
+            separators=(",", ":"),
+            default=json_default,
+            ensure_ascii=ensure_ascii,
+            sort_keys=sort_keys,
         ).encode
-    make = c_make_encoder(
-        None,
-        str,
-        encoder.encode_basestring_ascii if ensure_ascii else encoder.encode_basestring,
-        None,
-        ":",
-        ",",
-        sort_keys,
-        False,
-        True,
-    )
+    else:
+        make = c_make_encoder(
+            None,
+            json_default,
+            encoder.encode_basestring_ascii if ensure_ascii else encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            sort_keys,
+            False,
+            True,
+        )
+
+        def encode_c(value: Any) -> str:
+            return "".join(make(value, 0))
+
+        encode_plain = encode_c
 
     def encode(value: Any) -> str:
-        return "".join(make(value, 0))
+        try:
+            return encode_plain(value)
+        except (TypeError, ValueError) as exc:
+            raise unserializable(value, exc) from None
 
     return encode
 
 
-#: Compact JSON with ``str`` for anything else (datetimes, decimals), ASCII only.
+def unserializable(value: Any, exc: Exception, root: str = "") -> OutputSerializationError:
+    """The error for ``value`` that failed to encode: the path of the first culprit in it."""
+    found = _find_unserializable(value, root)
+    path, reason = found if found is not None else (root, str(exc))
+    return OutputSerializationError.at(path, reason)
+
+
+def _find_unserializable(value: Any, path: str) -> tuple[str, str] | None:
+    """Walk ``value`` (only after a failure) to the first value with no JSON form."""
+    if value is None or isinstance(value, str | int | float):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key is not None and not isinstance(key, str | int | float):
+                return path, f"key {key!r} is a {type(key).__name__}, not a string"
+            found = _find_unserializable(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_unserializable(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    try:
+        converted = json_default(value)
+    except TypeError as exc:
+        return path, f"{type(value).__name__}: {exc}"
+    return _find_unserializable(converted, path)
+
+
+#: Compact JSON, ASCII only; non-JSON values by :func:`json_default`.
 dump_json = compact_encoder()
+
+
+def derive_message_id(
+    tenant_id: str,
+    transport_message_id: str | None,
+    body: str | bytes | bytearray | dict[str, Any],
+) -> str:
+    """The id of a message whose body carries none (a foreign body, or an envelope without one).
+
+    A redelivery must get the same id, or exactly-once fails: the transport's message id
+    (SQS ``messageId``, Storage Queue ``id``, Service Bus ``message_id``, the local queue's id —
+    all stable across redeliveries) when there is one, else a SHA-256 of the body. The tenant is
+    part of the derivation, so two tenants' deliveries never share an id.
+    """
+    from apix_core.hashing import deterministic_id  # hashing imports this module
+
+    # Untrusted attributes may be anything: the tenant is validated after this, its text form
+    # is enough here.
+    tenant_id = str(tenant_id)
+    if transport_message_id:
+        return deterministic_id("transport", tenant_id, str(transport_message_id))
+    if isinstance(body, dict):
+        raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+    elif isinstance(body, str):
+        raw = body.encode("utf-8", "surrogatepass")
+    else:
+        raw = bytes(body)
+    return deterministic_id("body", tenant_id, hashlib.sha256(raw).hexdigest())
 
 
 class MessageType(StrEnum):
@@ -166,6 +293,12 @@ class Message(BaseModel):
     attempt: int = Field(default=1, ge=1)
     created_at: datetime = Field(default_factory=_now)
     trace_context: dict[str, str] = Field(default_factory=dict)
+
+    @pydantic.field_validator("type", mode="before")
+    @classmethod
+    def _type_case_insensitive(cls, value: Any) -> Any:
+        # The seeds write "QUEUE"; the enum's values are lower case.
+        return value.lower() if isinstance(value, str) else value
 
     def model_post_init(self, __context: Any) -> None:
         if not self.correlation_id:
@@ -224,6 +357,12 @@ class Message(BaseModel):
                 # share their layout, so swapping the class and dropping the version is cheap.
                 # Plain __dict__ writes: validated assignment costs more than the parse.
                 fields = fast.__dict__
+                if "message_id" not in fast.__pydantic_fields_set__:
+                    # The default factory drew a random id: derive a stable one instead.
+                    derived = derive_message_id(fast.tenant_id, transport_message_id, data)
+                    if fields["correlation_id"] == fields["message_id"]:  # defaulted to it
+                        fields["correlation_id"] = derived
+                    fields["message_id"] = derived
                 del fields[ENVELOPE_KEY]
                 fields["attempt"] = attempt
                 fields_set = fast.__pydantic_fields_set__
@@ -237,7 +376,7 @@ class Message(BaseModel):
         obj = _decode(data)
         check_json_depth(obj)
         if ENVELOPE_KEY not in obj:
-            return cls._from_foreign(obj, default_tenant, transport_message_id, attempt)
+            return cls._from_foreign(obj, data, default_tenant, transport_message_id, attempt)
         version = obj[ENVELOPE_KEY]
         if type(version) is not int or version not in SUPPORTED_ENVELOPE_VERSIONS:
             raise UnsupportedEnvelopeVersionError(
@@ -251,6 +390,10 @@ class Message(BaseModel):
                     "message carries no tenant_id and no default tenant is set"
                 )
             fields["tenant_id"] = default_tenant
+        if not fields.get("message_id") and isinstance(fields["tenant_id"], str):
+            fields["message_id"] = derive_message_id(
+                fields["tenant_id"], transport_message_id, data
+            )
         fields["attempt"] = attempt
         return _validate(fields)
 
@@ -258,6 +401,7 @@ class Message(BaseModel):
     def _from_foreign(
         cls,
         obj: dict[str, Any],
+        data: str | bytes | bytearray | dict[str, Any],
         default_tenant: str | None,
         transport_message_id: str | None,
         attempt: int,
@@ -267,9 +411,12 @@ class Message(BaseModel):
                 "foreign message has no tenant: set the 'tenant_id' message attribute "
                 "or APIX_TENANT_ID"
             )
-        fields: dict[str, Any] = {"tenant_id": default_tenant, "payload": obj, "attempt": attempt}
-        if transport_message_id:
-            fields["message_id"] = transport_message_id
+        fields: dict[str, Any] = {
+            "tenant_id": default_tenant,
+            "payload": obj,
+            "attempt": attempt,
+            "message_id": derive_message_id(default_tenant, transport_message_id, data),
+        }
         return _validate(fields)
 
     @classmethod

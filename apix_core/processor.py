@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from apix_core.errors import ConfigurationError
+from apix_core.errors import ConfigurationError, is_programming_error
 from apix_core.message import Message
 from apix_core.result import ProcessingResult
 
@@ -78,8 +80,13 @@ class ProcessorInterface:
         return {"name": type(self).__name__, "version": "1.0.0"}
 
     def can_retry(self, error: Exception) -> bool:
-        """Whether an exception that is not an apix error may be retried."""
-        return True
+        """Whether an exception that is not an apix error may be retried.
+
+        By default everything but a programming error (``TypeError``, ``AttributeError``,
+        ``NameError``... — :data:`apix_core.errors.PROGRAMMING_ERRORS`): retrying a bug on the
+        same input fails the same way, so it is dead-lettered at once as ``PROCESSOR_BUG``.
+        """
+        return not is_programming_error(error)
 
 
 def _positional_arity(func: Callable[..., Any]) -> int | None:
@@ -173,17 +180,60 @@ def is_async_processor(processor: ProcessorInterface) -> bool:
     return inspect.iscoroutinefunction(processor.process)
 
 
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: A path segment: RFC 3986 ``pchar``s, or one ``{name}`` parameter.
+_SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+|\{[A-Za-z_][A-Za-z0-9_]*\}")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def check_name(kind: str, value: object, processor: str | None = None) -> str:
+    """A processor or queue name: 1-100 of ``[A-Za-z0-9_.-]``, not starting with ``.``, no
+    ``..`` (names end up in file names, URLs and SQL). Raises :class:`ConfigurationError`."""
+    where = f"processor {processor!r}: " if processor else ""
+    if (
+        not isinstance(value, str)
+        or not _NAME.fullmatch(value)
+        or value.startswith(".")
+        or ".." in value
+    ):
+        raise ConfigurationError(
+            f"{where}{kind} name {value!r} must be 1-100 of [A-Za-z0-9_.-], "
+            "not starting with '.' and without '..'"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class HttpRoute:
     method: str
     path: str
 
     @classmethod
-    def parse(cls, route: str) -> HttpRoute:
-        parts = route.split(None, 1)
-        if len(parts) == 1:
-            return cls("POST", _path(parts[0]))
-        return cls(parts[0].upper(), _path(parts[1]))
+    def parse(cls, route: str, processor: str | None = None) -> HttpRoute:
+        """``"METHOD /path"`` (or ``"/path"`` for POST); raises :class:`ConfigurationError`."""
+        where = f"processor {processor!r}: " if processor else ""
+        parts = route.split(None, 1) if isinstance(route, str) else []
+        if not parts:
+            raise ConfigurationError(f"{where}route {route!r} must be 'METHOD /path'")
+        method, path = ("POST", parts[0]) if len(parts) == 1 else (parts[0].upper(), parts[1])
+        if method not in HTTP_METHODS:
+            raise ConfigurationError(
+                f"{where}route {route!r}: method {method!r} is not one of "
+                f"{', '.join(sorted(HTTP_METHODS))}"
+            )
+        path = _path(path.strip())
+        segments = path[1:].split("/")
+        if segments and segments[-1] == "":
+            segments.pop()  # "/" and a trailing slash
+        params = [s for s in segments if s.startswith("{")]
+        bad = [s for s in segments if not _SEGMENT.fullmatch(s) or s in (".", "..")]
+        if bad or len(params) != len(set(params)):
+            raise ConfigurationError(
+                f"{where}route {route!r}: the path must be '/'-separated segments of letters, "
+                "digits and -._~!$&'()*+,;=:@% or '{name}' parameters (each name once)"
+                + (f"; bad segment {bad[0]!r}" if bad else "")
+            )
+        return cls(method, path)
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -227,6 +277,7 @@ def build_spec(
     payload: type[BaseModel] | None,
     options: dict[str, Any],
 ) -> ProcessorSpec:
+    check_name("processor", name)
     triggers = [t for t in (consumes, schedule, route) if t]
     if len(triggers) != 1:
         raise ConfigurationError(
@@ -237,9 +288,16 @@ def build_spec(
     if isinstance(produces, str):
         produces = (produces,)
     produced = tuple(produces or ())
+    if consumes:
+        check_name("queue", consumes, name)
+    for queue in produced:
+        check_name("queue", queue, name)
+    http_route = HttpRoute.parse(route, name) if route else None
     if consumes and consumes in produced:
         raise ConfigurationError(f"processor {name!r} consumes and produces {consumes!r}: a loop")
-    cfg = config or ProcessorConfig()
+    # A copy: one ProcessorConfig object given to two processors must not be shared (the
+    # second would rename the first and set its options).
+    cfg = copy.deepcopy(config) if config is not None else ProcessorConfig()
     for key, value in options.items():
         if not hasattr(cfg, key):
             raise ConfigurationError(f"unknown processor option {key!r} for {name!r}")
@@ -258,14 +316,16 @@ def build_spec(
         config=cfg,
         consumes=consumes,
         schedule=schedule,
-        route=HttpRoute.parse(route) if route else None,
+        route=http_route,
         produces=produced,
         payload_model=payload,
     )
 
 
 def _check_cron(name: str, expression: str) -> None:
-    from croniter import croniter
+    from apix_core.schedule import Schedule, ScheduleError
 
-    if not croniter.is_valid(expression):
-        raise ConfigurationError(f"processor {name!r}: invalid cron expression {expression!r}")
+    try:
+        Schedule.parse(expression)  # imports croniter, lazily
+    except ScheduleError as exc:
+        raise ScheduleError(f"processor {name!r}: {exc}") from None

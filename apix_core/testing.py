@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from apix_core.app import App
 from apix_core.config import Settings, default_queue_url
+from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import ConfigurationError
 from apix_core.http import HttpResponse
 from apix_core.message import Message
@@ -364,7 +365,7 @@ class TestApp:
         for message_id, body, attributes in rows:
             message = Message.create_from_queue_data(
                 body,
-                default_tenant=(attributes or {}).get("tenant_id") or self.tenant_id,
+                default_tenant=(attributes or {}).get(TENANT_ATTRIBUTE) or self.tenant_id,
                 transport_message_id=message_id,
             )
             if message.tenant_id == self.tenant_id:
@@ -436,7 +437,7 @@ class TestApp:
             message_id=message.message_id,
             body=message.to_json(),
             receive_count=message.attempt,
-            attributes={"tenant_id": message.tenant_id, **(attributes or {})},
+            attributes={TENANT_ATTRIBUTE: message.tenant_id, **(attributes or {})},
         )
 
     async def _run(self, queue: str, deliveries: list[ReceivedMessage]) -> list[Outcome]:

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qs, urlsplit
 
+from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import (
     ApixError,
     ConfigurationError,
@@ -82,7 +83,6 @@ DEFAULT_SCAN_LIMIT = 1000
 
 MESSAGE_ID_ATTRIBUTE = "apix_message_id"
 GROUP_ATTRIBUTE = "group_id"
-TENANT_ATTRIBUTE = "tenant_id"
 #: Attributes beyond SQS's ten per message travel packed in this one, as a JSON object.
 PACKED_ATTRIBUTE = "apix_attributes"
 ERROR_CODE_ATTRIBUTE = "apix_error_code"

@@ -24,6 +24,7 @@ from apix_core.cli._common import (
     queue_admin,
     transport,
 )
+from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import UnsupportedOperationError
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def queues_peek(
             m.state,
             str(m.receive_count),
             fmt_time(_utc(m.enqueued_at)),
-            escape(str(tenant or m.attributes.get("tenant_id") or "-")),
+            escape(str(tenant or m.attributes.get(TENANT_ATTRIBUTE) or "-")),
             escape(m.body.replace("\n", " ")),
         )
     console().print(table)

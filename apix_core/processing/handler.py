@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from apix_core.constants import DEFAULT_MAX_ATTEMPTS
+from apix_core.constants import DEFAULT_MAX_ATTEMPTS, TENANT_ATTRIBUTE
 from apix_core.errors import (
     ApixError,
     EnvelopeError,
@@ -156,7 +156,7 @@ class ProcessorHandler:
         )
 
     def _parse(self, delivery: ReceivedMessage) -> Message:
-        tenant = delivery.attributes.get("tenant_id") or self.default_tenant
+        tenant = delivery.attributes.get(TENANT_ATTRIBUTE) or self.default_tenant
         return Message.create_from_queue_data(
             delivery.body,
             default_tenant=tenant,
@@ -275,7 +275,7 @@ class ProcessorHandler:
             return
         for outcome in rejected:
             assert outcome.error is not None
-            tenant = outcome.delivery.attributes.get("tenant_id") or self.default_tenant
+            tenant = outcome.delivery.attributes.get(TENANT_ATTRIBUTE) or self.default_tenant
             if not tenant or not is_valid_tenant_id(tenant):
                 continue  # the dead letter keeps it; no tenant's error list can
             record = ErrorRecord(
@@ -342,7 +342,7 @@ def _as_delivery(message: Message, spec: ProcessorSpec) -> ReceivedMessage:
         message_id=message.message_id,
         body="",
         receive_count=message.attempt,
-        attributes={"tenant_id": message.tenant_id},
+        attributes={TENANT_ATTRIBUTE: message.tenant_id},
     )
 
 

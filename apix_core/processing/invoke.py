@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -232,9 +234,14 @@ class Invoker:
         else:
             info = classify(exc, self.processor)
             retry_after = info.retry_after
+        # An unexpected error's traceback once per message (its first attempt), trimmed to the
+        # user's frames; later attempts log one line.
+        with_traceback = info.category is ErrorCategory.UNEXPECTED and ctx.message.attempt <= 1
         self.log.warning(
-            "processor failed",
-            exc_info=info.category is ErrorCategory.UNEXPECTED,
+            "processor failed" if info.code != "PROCESSOR_BUG" else "processor bug",
+            exc_info=(type(exc), exc, user_traceback(exc.__traceback__))
+            if with_traceback
+            else None,
             extra={
                 "error_code": info.code,
                 "error_category": info.category.value,
@@ -364,3 +371,23 @@ class Invoker:
             ctx.persist_entity(
                 h.entity.external_id, h.entity.canonical_type, h.entity.source, canonical
             )
+
+
+_APIX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """``tb`` without apix's own frames (the handler, invoker, thread hops): what the user
+    needs to find their bug. All of it when every frame is apix's (a bug of ours)."""
+    frames: list[TracebackType] = []
+    cur = tb
+    while cur is not None:
+        if not os.path.abspath(cur.tb_frame.f_code.co_filename).startswith(_APIX_DIR):
+            frames.append(cur)
+        cur = cur.tb_next
+    if not frames:
+        return tb
+    trimmed: TracebackType | None = None
+    for frame in reversed(frames):
+        trimmed = TracebackType(trimmed, frame.tb_frame, frame.tb_lasti, frame.tb_lineno)
+    return trimmed

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from apix_core.app import App
+from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import FileOutputError
 from apix_core.outbox import Dispatcher, stale_rows
 from apix_core.runtime.worker import QueueStats, QueueWorker
@@ -173,16 +174,15 @@ class LocalRunner:
                 await self._fire(spec, now)
 
     async def _schedules(self) -> None:
-        """Fire each schedule at its cron times, evaluated in UTC, until stopped."""
-        from croniter import croniter
+        """Fire each schedule at its times (``apix_core.schedule``: NCRONTAB seconds first), UTC."""
+        from apix_core.schedule import Schedule
 
         app = self.app
-        specs = [s for s in app.specs.values() if s.schedule]
-        if not specs:
+        parsed = {s.name: Schedule.parse(s.schedule) for s in app.specs.values() if s.schedule}
+        if not parsed:
             return
         now = datetime.now(UTC)
-        iters = {s.name: croniter(s.schedule, now) for s in specs}
-        nexts = {name: it.get_next(datetime) for name, it in iters.items()}
+        nexts = {name: schedule.next_after(now) for name, schedule in parsed.items()}
         while not self._stop.is_set():
             name, when = min(nexts.items(), key=lambda kv: kv[1])
             delay = (when - datetime.now(UTC)).total_seconds()
@@ -193,7 +193,7 @@ class LocalRunner:
                 except TimeoutError:
                     pass
             await self._fire(app.specs[name], when)
-            nexts[name] = iters[name].get_next(datetime)
+            nexts[name] = parsed[name].next_after(when)
 
     async def _fire(self, spec: object, when: datetime) -> None:
         from apix_core.app import schedule_queue
@@ -204,6 +204,6 @@ class LocalRunner:
         assert self.app.transport is not None
         await self.app.transport.send(
             schedule_queue(spec),
-            OutgoingMessage(msg.message_id, msg.to_json(), 0.0, {"tenant_id": msg.tenant_id}),
+            OutgoingMessage(msg.message_id, msg.to_json(), 0.0, {TENANT_ATTRIBUTE: msg.tenant_id}),
         )
         self.stats.schedule_ticks += 1

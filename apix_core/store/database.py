@@ -81,8 +81,8 @@ class Database:
         self.pgbouncer = False
         self.idle_ping_seconds = idle_ping_seconds
         options: dict[str, Any] = dict(engine_options or {})
-        # JSON columns (entity attributes...) take any value: what JSON cannot hold (datetimes,
-        # decimals) is stored as its str(), as everywhere apix writes JSON.
+        # JSON columns (entity attributes...) are written by the outputs' one rule
+        # (``message.json_default``: datetimes as ISO 8601, decimals exact...).
         options.setdefault("json_serializer", dump_json)
         if self.dialect == "sqlite":
             database = parsed.database or ""

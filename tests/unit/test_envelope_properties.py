@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from apix_core.errors import (
     PayloadValidationError,
     UnsupportedEnvelopeVersionError,
 )
+from apix_core.message import derive_message_id
 from apix_core.tenancy import TENANT_ID_PATTERN
 
 DOCUMENTED = (
@@ -155,9 +156,9 @@ def test_foreign_objects_become_the_payload(obj: dict[str, Any], tenant: str, ti
     message = Message.create_from_queue_data(
         json.dumps(obj), default_tenant=tenant, transport_message_id=tid
     )
-    # THEN the whole object is the payload and the transport id is the message id
+    # THEN the whole object is the payload and the message id derives from the transport id
     assert message.payload == obj
-    assert message.message_id == tid
+    assert message.message_id == derive_message_id(tenant, tid, "")
     assert message.tenant_id == tenant
 
 
@@ -276,13 +277,17 @@ def test_fast_and_slow_paths_agree_on_version_and_equality(
     )
 )
 def test_compact_encoders_write_what_json_dumps_writes(value: Any) -> None:
-    # GIVEN any JSON-like value (datetimes included: written as str())
+    # GIVEN any JSON-like value (datetimes included: written as ISO 8601)
     from apix_core.hashing import canonical_json
     from apix_core.message import dump_json
 
+    def iso(v: Any) -> str:
+        assert isinstance(v, datetime)
+        return v.isoformat()
+
     # WHEN the envelope encoder and the content-hash encoder write it
     # THEN the text is json.dumps's with the same options, byte for byte
-    assert dump_json(value) == json.dumps(value, separators=(",", ":"), default=str)
+    assert dump_json(value) == json.dumps(value, separators=(",", ":"), default=iso)
     assert canonical_json(value) == json.dumps(
-        value, separators=(",", ":"), default=str, sort_keys=True, ensure_ascii=False
+        value, separators=(",", ":"), default=iso, sort_keys=True, ensure_ascii=False
     )

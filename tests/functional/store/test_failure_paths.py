@@ -188,7 +188,7 @@ async def test_metadata_too_long_for_its_column_fails_that_message_as_validation
     assert app.store is not None
     with tenant_context(TENANT):
         [entity] = await app.store.entities.list()
-    assert entity.attributes == {"seen_at": str(good.created_at)}
+    assert entity.attributes == {"seen_at": good.created_at.isoformat()}
 
 
 async def test_a_bad_file_pattern_fails_its_message_before_commit(make_app, tmp_path: Path) -> None:

@@ -55,8 +55,10 @@ RAW: list[tuple[str, str | bytes, dict[str, Any], str]] = [
     ("nul-body", b'{"n": 1}\x00\x00tail', {"tenant_id": "acme"}, "MALFORMED_MESSAGE"),
     ("bad-utf8", b'{"n": "\xff\xfe"}', {"tenant_id": "acme"}, "MALFORMED_MESSAGE"),
     ("str-nul", '{"n": 1}\x00', {"tenant_id": "acme"}, "MALFORMED_MESSAGE"),
-    ("id-" + "9" * 300, json.dumps({"n": 1}), {"tenant_id": "acme"}, "INVALID_MESSAGE_ID"),
-    ("id-nul\x00", json.dumps({"n": 1}), {"tenant_id": "acme"}, "INVALID_MESSAGE_ID"),
+    # An envelope's own message id is checked; a foreign body's id derives from the transport's
+    # (any text), so only an envelope can carry an invalid one.
+    ("id-" + "9" * 300, _env(message_id="9" * 300), {}, "INVALID_MESSAGE_ID"),
+    ("id-nul\x00", _env(message_id="id-nul\x00"), {}, "INVALID_MESSAGE_ID"),
     ("attr-int", json.dumps({"n": 1}), {"tenant_id": 7, "other": 1.5}, "INVALID_TENANT"),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,7 +111,7 @@ async def test_drain_mode_schedule_feeds_the_pipeline_once(make_app: Any) -> Non
 
 
 async def test_forever_mode_follows_a_seconds_cron(make_app: Any) -> None:
-    # GIVEN a schedule firing every second (croniter's sixth field is seconds)
+    # GIVEN a schedule firing every second (six fields: NCRONTAB, seconds first)
     app: App = make_app("clock", tenant_id="acme")
     fired: list[str] = []
 
@@ -126,3 +127,34 @@ async def test_forever_mode_follows_a_seconds_cron(make_app: Any) -> None:
     assert len(fired) >= 2
     assert len(set(fired)) == len(fired)
     assert all(t.endswith("+00:00") for t in fired)
+
+
+async def test_forever_mode_reads_six_fields_seconds_first(make_app: Any) -> None:
+    # GIVEN an NCRONTAB schedule firing every two seconds (seconds FIRST; read seconds-last it
+    # would be every second of every even minute)
+    app: App = make_app("ncrontab", tenant_id="acme")
+    fired: list[str] = []
+
+    @app.processor("every-two-seconds", schedule="*/2 * * * * *")
+    async def every_two(message: Message, ctx: ProcessorContext) -> None:
+        fired.append(message.payload["scheduled_time"])
+
+    # WHEN the runner runs "forever" for a bounded time
+    stats = await LocalRunner(app, forever=True, max_seconds=3.3).run()
+
+    # THEN it fired once or twice, on even seconds, two seconds apart
+    assert 1 <= stats.schedule_ticks <= 2
+    times = [datetime.fromisoformat(t) for t in fired]
+    assert all(t.second % 2 == 0 and t.microsecond == 0 for t in times)
+    assert all((b - a).total_seconds() == 2 for a, b in itertools.pairwise(times))
+
+
+def test_registration_rejects_a_bad_schedule_naming_the_processor() -> None:
+    from apix_core.errors import ConfigurationError
+
+    app = App("bad-schedules", tenant_id="acme")
+    with pytest.raises(ConfigurationError, match=r"processor 'tick': schedule '1 2 3' has 3"):
+
+        @app.processor("tick", schedule="1 2 3")
+        def tick(message: Message) -> None:
+            pass

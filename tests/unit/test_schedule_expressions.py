@@ -1,0 +1,117 @@
+"""Schedule expressions: 5 fields = cron, 6 fields = NCRONTAB seconds first; platform forms."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from apix_core.errors import ConfigurationError
+from apix_core.schedule import Schedule, ScheduleError
+
+START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def fire_times(expression: str, count: int, start: datetime = START) -> list[datetime]:
+    schedule = Schedule.parse(expression)
+    times: list[datetime] = []
+    when = start
+    for _ in range(count):
+        when = schedule.next_after(when)
+        times.append(when)
+    return times
+
+
+def test_six_fields_put_seconds_first() -> None:
+    # GIVEN NCRONTAB expressions (seconds first), as Azure Functions and the seeds write them
+    # WHEN their fire times are computed
+    at_30 = fire_times("30 * * * * *", 3)
+    every_5s = fire_times("*/5 * * * * *", 4)
+    every_5m = fire_times("0 */5 * * * *", 3)
+
+    # THEN "30 * * * * *" fires once a minute at second 30, "*/5 * * * * *" every five
+    # seconds, and "0 */5 * * * *" every five minutes
+    assert at_30 == [START + timedelta(minutes=m, seconds=30) for m in range(3)]
+    assert every_5s == [START + timedelta(seconds=5 * i) for i in range(1, 5)]
+    assert every_5m == [START + timedelta(minutes=5 * i) for i in range(1, 4)]
+
+
+def test_five_fields_are_classic_cron_and_aliases_expand() -> None:
+    # GIVEN classic cron and an alias THEN they fire on whole minutes / hours
+    assert fire_times("*/5 * * * *", 2) == [START + timedelta(minutes=5 * i) for i in (1, 2)]
+    assert fire_times("@hourly", 2) == [START + timedelta(hours=h) for h in (1, 2)]
+    assert fire_times("@daily", 1) == [datetime(2024, 5, 2, tzinfo=UTC)]
+    # a naive start is read as UTC
+    assert Schedule.parse("0 3 * * *").next_after(datetime(2024, 5, 1)) == datetime(
+        2024, 5, 1, 3, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "eventbridge", "eventbridge_rate", "ncrontab"),
+    [
+        ("* * * * *", "rate(1 minute)", "rate(1 minute)", "0 * * * * *"),
+        ("*/5 * * * *", "cron(0/5 * * * ? *)", "rate(5 minutes)", "0 */5 * * * *"),
+        ("0 */5 * * * *", "cron(0/5 * * * ? *)", "rate(5 minutes)", "0 */5 * * * *"),
+        ("0 */2 * * *", "cron(0 0/2 * * ? *)", "rate(2 hours)", "0 0 */2 * * *"),
+        ("@hourly", "cron(0 * * * ? *)", "rate(1 hour)", "0 0 * * * *"),
+        ("@daily", "cron(0 0 * * ? *)", "rate(1 day)", "0 0 0 * * *"),
+        ("0 3 * * *", "cron(0 3 * * ? *)", "cron(0 3 * * ? *)", "0 0 3 * * *"),
+        ("30 9 * * 1-5", "cron(30 9 ? * 2-6 *)", "cron(30 9 ? * 2-6 *)", "0 30 9 * * 1-5"),
+        ("0 9 * * MON-FRI", "cron(0 9 ? * 2-6 *)", "cron(0 9 ? * 2-6 *)", "0 0 9 * * MON-FRI"),
+        ("0 0 * * 0,6", "cron(0 0 ? * 1,7 *)", "cron(0 0 ? * 1,7 *)", "0 0 0 * * 0,6"),
+        ("0 0 * * 5-7", "cron(0 0 ? * 1,6-7 *)", "cron(0 0 ? * 1,6-7 *)", "0 0 0 * * 0,5-6"),
+        ("0 0 1 */3 *", "cron(0 0 1 1/3 ? *)", "cron(0 0 1 1/3 ? *)", "0 0 0 1 */3 *"),
+        ("0 0 L * *", "cron(0 0 L * ? *)", "cron(0 0 L * ? *)", None),
+        ("0 0 * * 1#2", "cron(0 0 ? * 2#2 *)", "cron(0 0 ? * 2#2 *)", None),
+        ("*/10 * * * * *", None, None, "*/10 * * * * *"),
+        ("30 0 * * * *", None, None, "30 0 * * * *"),
+        ("0 0 1 * 1", None, None, "0 0 0 1 * 1"),
+    ],
+)
+def test_platform_conversions(
+    expression: str, eventbridge: str | None, eventbridge_rate: str | None, ncrontab: str | None
+) -> None:
+    # GIVEN a parsed schedule
+    schedule = Schedule.parse(expression)
+
+    # THEN each platform gets its own spelling, or a ScheduleError when it has none
+    for expected, convert in (
+        (eventbridge, schedule.to_eventbridge),
+        (eventbridge_rate, lambda: schedule.to_eventbridge(prefer_rate=True)),
+        (ncrontab, schedule.to_ncrontab),
+    ):
+        if expected is None:
+            with pytest.raises(ScheduleError):
+                convert()
+        else:
+            assert convert() == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("", "empty schedule"),
+        ("1 2 3", "has 3 fields: use 5"),
+        ("* * * * * * *", "has 7 fields"),
+        ("61 * * * *", "invalid schedule expression '61 * * * *'"),
+        ("@often", "unknown schedule alias '@often'"),
+        ("H * * * *", "hashed (H)"),
+    ],
+)
+def test_invalid_expressions_are_rejected_clearly(expression: str, message: str) -> None:
+    with pytest.raises(ScheduleError, match=re.escape(message)):
+        Schedule.parse(expression)
+
+
+def test_platform_rejections_say_why() -> None:
+    # seconds: EventBridge has minute resolution
+    with pytest.raises(ScheduleError, match="at most once a minute"):
+        Schedule.parse("*/10 * * * * *").to_eventbridge()
+    # cron's day-of-month OR day-of-week has no EventBridge form
+    with pytest.raises(ScheduleError, match="cannot combine a day of month and a day of week"):
+        Schedule.parse("0 0 1 * 1").to_eventbridge()
+    with pytest.raises(ScheduleError, match="NCRONTAB cannot express day 'L'"):
+        Schedule.parse("0 0 L * *").to_ncrontab()
+    assert issubclass(ScheduleError, ConfigurationError)
