@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,107 @@ async def test_write_transactions_roll_back_on_error(database_url: str) -> None:
             assert (await conn.execute(sa.select(sa.func.count()).select_from(idem))).scalar() == 1
     finally:
         await db.dispose()
+
+
+async def test_sqlite_write_transactions_commit_roll_back_and_nest(
+    backend: str, database_url: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the SQLite writer connection")
+    # GIVEN a migrated SQLite store (write transactions share one connection)
+    db = Database(database_url)
+    idem = metadata.tables["apix_idempotency"]
+
+    def row(mid: str) -> dict[str, Any]:
+        return {"tenant_id": "acme", "processor": "p", "message_id": mid, "status": "completed"}
+
+    async def ids() -> set[str]:
+        async with db.transaction(write=False) as conn:
+            return set((await conn.execute(sa.select(idem.c.message_id))).scalars())
+
+    try:
+        await db.upgrade()
+        # WHEN transactions commit, fail, roll back a savepoint, and are cancelled
+        for mid in ("a", "b"):
+            async with db.transaction() as conn:
+                await conn.execute(sa.insert(idem).values(**row(mid), created_at=sa.func.now()))
+        with pytest.raises(sa.exc.IntegrityError):
+            async with db.transaction() as conn:
+                await conn.execute(sa.insert(idem).values(**row("c"), created_at=sa.func.now()))
+                await conn.execute(sa.insert(idem).values(**row("a"), created_at=sa.func.now()))
+        async with db.transaction() as conn:
+            savepoint = await conn.begin_nested()
+            await conn.execute(sa.insert(idem).values(**row("d"), created_at=sa.func.now()))
+            await savepoint.rollback()
+            await conn.execute(sa.insert(idem).values(**row("e"), created_at=sa.func.now()))
+
+        async def cancelled() -> None:
+            async with db.transaction() as conn:
+                await conn.execute(sa.insert(idem).values(**row("f"), created_at=sa.func.now()))
+                await asyncio.sleep(10)
+
+        task = asyncio.ensure_future(cancelled())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with db.transaction() as conn:
+            await conn.execute(sa.insert(idem).values(**row("g"), created_at=sa.func.now()))
+
+        # THEN exactly the committed writes are there, also for another connection
+        assert await ids() == {"a", "b", "e", "g"}
+        path = Path(make_url(database_url).database or "")
+        with sqlite3.connect(path) as plain:
+            got = {r[0] for r in plain.execute("SELECT message_id FROM apix_idempotency")}
+        assert got == {"a", "b", "e", "g"}
+    finally:
+        await db.dispose()
+
+
+def test_sqlite_writer_waits_for_another_process_lock_and_survives_new_loops(
+    backend: str, database_url: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the SQLite writer connection")
+    # GIVEN a store used from two event loops in turn, and another connection holding the
+    # write lock for a moment
+    db = Database(database_url, timeout=5)
+    idem = metadata.tables["apix_idempotency"]
+    path = Path(make_url(database_url).database or "")
+
+    async def write(mid: str) -> None:
+        async with db.transaction() as conn:
+            await conn.execute(
+                sa.insert(idem).values(
+                    tenant_id="acme",
+                    processor="p",
+                    message_id=mid,
+                    status="completed",
+                    created_at=sa.func.now(),
+                )
+            )
+
+    async def contended() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.2, other.rollback)
+        try:
+            started = time.monotonic()
+            await write("second")
+            waited = time.monotonic() - started
+        finally:
+            other.close()
+        assert waited >= 0.15  # it waited for the lock instead of failing
+
+    try:
+        asyncio.run(db.upgrade())
+        # WHEN one loop writes, then a later loop writes while the lock is held elsewhere
+        asyncio.run(write("first"))
+        asyncio.run(contended())
+    finally:
+        asyncio.run(db.dispose())
+
+    # THEN both writes are committed
+    with sqlite3.connect(path) as plain:
+        got = {r[0] for r in plain.execute("SELECT message_id FROM apix_idempotency")}
+    assert got == {"first", "second"}
