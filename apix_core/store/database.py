@@ -26,6 +26,7 @@ from apix_core.constants import (
 )
 from apix_core.exceptions import ConfigurationError, DatabaseUnavailableError
 from apix_core.message import dump_json
+from apix_core.store.sql import SQLITE_WRITER_KEY
 from apix_core.store.sqlite_inline import retry_busy as _retry_busy
 
 if TYPE_CHECKING:
@@ -221,6 +222,7 @@ class Database:
             idle, self._idle = self._idle, []
             if self._writer is not None:
                 idle.append((self._writer[0], 0.0))
+                self._writer[0].info.pop(SQLITE_WRITER_KEY, None)
                 self._writer = None
             for conn, _ in idle:
                 with contextlib.suppress(Exception):
@@ -298,6 +300,7 @@ class Database:
         finally:
             if not clean:
                 self._writer = None
+                conn.info.pop(SQLITE_WRITER_KEY, None)
                 with contextlib.suppress(Exception):
                     if raw.in_transaction:
                         raw.rollback()
@@ -312,6 +315,7 @@ class Database:
             await conn.close()
             return None
         conn = await conn.execution_options(**{_RAW_TX_OPTION: True, _WRITE_OPTION: True})
+        conn.info[SQLITE_WRITER_KEY] = raw.sqlite_connection
         self._writer = (conn, raw.sqlite_connection)
         if self._janitor is None or self._janitor.done():
             self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
@@ -418,6 +422,7 @@ class Database:
         idle, self._idle = self._idle, []
         if self._writer is not None:
             idle.append((self._writer[0], 0.0))
+            self._writer[0].info.pop(SQLITE_WRITER_KEY, None)
             self._writer = None
         if self._loop is loop:
             for conn, _ in idle:

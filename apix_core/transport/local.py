@@ -25,7 +25,15 @@ from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBIL
 from apix_core.exceptions import DeadLetterNotFoundError, MalformedMessageError
 from apix_core.store.database import Database
 from apix_core.store.models import dead_letters, queue_messages
-from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
+from apix_core.store.sql import (
+    any_of,
+    any_params,
+    insert_ignore,
+    insert_many,
+    param,
+    run_sqlite,
+    sqlite_writer,
+)
 from apix_core.transport.base import (
     DeadLetterInfo,
     DeadLetterRecord,
@@ -169,11 +177,14 @@ class LocalTransport(QueueTransport):
             f"ORDER BY visible_at, id LIMIT {param(d, 5)}{lock}) "
             "RETURNING id, message_id, body, attributes, enqueued_at, receive_count"
         )
+        params = (hidden_until, token, queue, now, max_messages)
         async with self.db.transaction() as conn:
-            result = await conn.exec_driver_sql(
-                sql, (hidden_until, token, queue, now, max_messages)
-            )
-            rows: list[tuple[Any, ...]] = sorted(map(tuple, result.all()), key=lambda r: r[0])
+            raw = sqlite_writer(conn)
+            if raw is not None:
+                found: list[tuple[Any, ...]] = run_sqlite(raw, sql, params).fetchall()
+            else:
+                found = list(map(tuple, (await conn.exec_driver_sql(sql, params)).all()))
+        rows = sorted(found, key=_first)
         return [
             ReceivedMessage(
                 queue=queue,
@@ -196,12 +207,17 @@ class LocalTransport(QueueTransport):
             by_token[token].append(row_id)
         dialect = self.db.dialect
         async with self.db.transaction() as conn:
+            raw = sqlite_writer(conn)
             for token, ids in by_token.items():
-                await conn.exec_driver_sql(
+                sql = (
                     f"DELETE FROM apix_queue_messages WHERE receipt = {param(dialect, 1)} AND "
-                    + any_of(dialect, "id", len(ids), first=2),
-                    (token, *any_params(dialect, ids)),
+                    + any_of(dialect, "id", len(ids), first=2)
                 )
+                params = (token, *any_params(dialect, ids))
+                if raw is not None:
+                    run_sqlite(raw, sql, params)
+                else:
+                    await conn.exec_driver_sql(sql, params)
 
     async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
         row_id, token = _split_receipt(message.receipt)
@@ -300,6 +316,10 @@ class LocalTransport(QueueTransport):
     async def close(self) -> None:
         if self._owns_db:
             await self.db.dispose()
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
 
 
 def _attributes(raw: Any) -> dict[str, str]:

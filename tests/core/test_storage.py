@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 from apix_core.store.database import Database
 from apix_core.store.migrate import alembic_config
 from apix_core.store.models import metadata
+from apix_core.store.sql import insert_many
 
 
 def _head() -> str:
@@ -223,3 +225,37 @@ def test_sqlite_writer_waits_for_another_process_lock_and_survives_new_loops(
     with sqlite3.connect(path) as plain:
         got = {r[0] for r in plain.execute("SELECT message_id FROM apix_idempotency")}
     assert got == {"first", "second"}
+
+
+async def test_hot_path_inserts_fail_with_sqlalchemy_errors_and_roll_back(
+    database_url: str,
+) -> None:
+    # GIVEN a migrated store (on SQLite, insert_many runs on the writer's sqlite3 connection)
+    db = Database(database_url)
+    idem = metadata.tables["apix_idempotency"]
+    columns = ("tenant_id", "processor", "message_id", "status", "created_at")
+    now = datetime.now(UTC)
+    try:
+        await db.upgrade()
+        async with db.transaction(tenant_id="acme") as conn:
+            await insert_many(conn, idem, columns, [("acme", "p", "a", "completed", now)])
+
+        # WHEN a batch repeats a primary key
+        with pytest.raises(sa.exc.IntegrityError):
+            async with db.transaction(tenant_id="acme") as conn:
+                await insert_many(
+                    conn,
+                    idem,
+                    columns,
+                    [("acme", "p", "b", "completed", now), ("acme", "p", "a", "completed", now)],
+                )
+
+        # THEN the error is SQLAlchemy's (what the handler classifies) and nothing of the
+        # batch was written; the datetime column reads back as it was written
+        async with db.transaction(tenant_id="acme", write=False) as conn:
+            rows = (await conn.execute(sa.select(idem.c.message_id, idem.c.created_at))).all()
+    finally:
+        await db.dispose()
+    assert [r.message_id for r in rows] == ["a"]
+    created = rows[0].created_at
+    assert (created if created.tzinfo else created.replace(tzinfo=UTC)) == now
