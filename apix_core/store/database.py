@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from apix_core.store.pg import Pipeline
 
 _WRITE_OPTION = "apix_write"
+#: Page cache of the SQLite writer connection (KiB, an upper bound: pages are allocated as read).
+WRITER_CACHE_KIB = 32768
 #: Execution option of the SQLite writer connection: apix sends BEGIN/COMMIT itself.
 _RAW_TX_OPTION = "apix_raw_tx"
 #: ``conn.info`` key of the names apix prepared on a PostgreSQL connection (store/pg.Pipeline).
@@ -315,6 +317,9 @@ class Database:
             await conn.close()
             return None
         conn = await conn.execution_options(**{_RAW_TX_OPTION: True, _WRITE_OPTION: True})
+        # The writer walks the random-key indexes (idempotency, outbox, entity ids) of every
+        # batch: with the default 2 MiB cache it re-read pages from the WAL (a pread each).
+        raw.sqlite_connection.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         conn.info[SQLITE_WRITER_KEY] = raw.sqlite_connection
         self._writer = (conn, raw.sqlite_connection)
         if self._janitor is None or self._janitor.done():

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
-from apix_core.store.database import Database
+from apix_core.store.database import WRITER_CACHE_KIB, Database
 from apix_core.store.migrate import alembic_config
 from apix_core.store.models import metadata
 from apix_core.store.sql import insert_many
@@ -168,8 +168,13 @@ async def test_sqlite_write_transactions_commit_roll_back_and_nest(
         async with db.transaction() as conn:
             await conn.execute(sa.insert(idem).values(**row("g"), created_at=sa.func.now()))
 
-        # THEN exactly the committed writes are there, also for another connection
+        async with db.transaction() as conn:
+            cache = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar()
+
+        # THEN exactly the committed writes are there, also for another connection; the
+        # writer has its larger page cache
         assert await ids() == {"a", "b", "e", "g"}
+        assert cache == -WRITER_CACHE_KIB
         path = Path(make_url(database_url).database or "")
         with sqlite3.connect(path) as plain:
             got = {r[0] for r in plain.execute("SELECT message_id FROM apix_idempotency")}
