@@ -92,7 +92,7 @@ from apix_core.store.pg import (
     inserted_count,
 )
 from apix_core.store.repositories import Store
-from apix_core.store.sql import any_of, insert_many
+from apix_core.store.sql import any_of, insert_many, run_sqlite, sqlite_writer
 from apix_core.tenancy import is_valid_tenant_id, tenant_context
 from apix_core.transport.base import OutgoingMessage, QueueTransport, ReceivedMessage
 
@@ -577,12 +577,15 @@ class ProcessorHandler:
                 sorted(ids),
             )
             return {r[0] for r in rows}
-        rows = await conn.exec_driver_sql(
+        sql = (
             "SELECT message_id FROM apix_idempotency WHERE tenant_id = ? AND processor = ? AND "
-            + any_of("sqlite", "message_id", len(ids)),
-            (tenant, self.name, *ids),
+            + any_of("sqlite", "message_id", len(ids))
         )
-        existing = {r[0] for r in rows}
+        raw = sqlite_writer(conn)
+        if raw is not None:
+            existing = {r[0] for r in run_sqlite(raw, sql, (tenant, self.name, *ids))}
+        else:
+            existing = {r[0] for r in await conn.exec_driver_sql(sql, (tenant, self.name, *ids))}
         claimed = [mid for mid in ids if mid not in existing]
         await insert_many(
             conn,
