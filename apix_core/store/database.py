@@ -125,6 +125,7 @@ class Database:
         # begin, commit and checkin cost about 140 us of CPU per transaction, more than the
         # statements of a small one. None until the first write transaction of the event loop.
         self._writer: tuple[AsyncConnection, sqlite3.Connection] | None = None
+        self._inline_writer = True  # False with a custom async_creator: SQLAlchemy's way
         # PostgreSQL transactions keep their connection checked out between transactions (most
         # recent last, with the time it came back): SQLAlchemy's checkout and checkin (two
         # greenlet switches, the pool's bookkeeping) were about 40% of the client CPU of an
@@ -287,7 +288,9 @@ class Database:
         that count are the sqlite3 connection's. A transaction that fails returns the writer
         to the pool, which resets SQLAlchemy's state with it.
         """
-        writer = self._writer or await self._open_writer()
+        writer = self._writer
+        if writer is None and self._inline_writer:
+            writer = await self._open_writer()
         if writer is None:  # not an inline connection (a custom async_creator)
             async with self._sqlite_transaction(True) as conn:
                 yield conn
@@ -295,9 +298,9 @@ class Database:
         conn, raw = writer
         clean = False
         try:
-            await _retry_busy(lambda: raw.execute("BEGIN IMMEDIATE"), self.timeout)
+            await _sqlite_call(lambda: raw.execute("BEGIN IMMEDIATE"), self.timeout, "BEGIN")
             yield conn
-            await _retry_busy(raw.commit, self.timeout)
+            await _sqlite_call(raw.commit, self.timeout, "COMMIT")
             clean = True
         finally:
             if not clean:
@@ -315,6 +318,7 @@ class Database:
         raw = (await conn.get_raw_connection()).driver_connection
         if not isinstance(raw, InlineConnection):
             await conn.close()
+            self._inline_writer = False
             return None
         conn = await conn.execution_options(**{_RAW_TX_OPTION: True, _WRITE_OPTION: True})
         # The writer walks the random-key indexes (idempotency, outbox, entity ids) of every
@@ -435,6 +439,16 @@ class Database:
         # Connections made on another (closed) loop can only be dropped, not closed.
         await self.engine.dispose(close=self._loop is None or self._loop is loop)
         self._loop = None
+
+
+async def _sqlite_call(fn: Callable[[], Any], lock_wait: float, sql: str) -> Any:
+    """``fn`` on a sqlite3 connection, retried while another process holds the lock; errors
+    wrapped as SQLAlchemy wraps them (``sa.exc.OperationalError`` for a lock wait that ran
+    out), which is what the handler classifies (store.errors)."""
+    try:
+        return await _retry_busy(fn, lock_wait)
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 async def _discard(conn: AsyncConnection, raw: Any) -> None:

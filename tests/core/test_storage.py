@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from apix_core.store.database import WRITER_CACHE_KIB, Database
+from apix_core.store.errors import is_lock_timeout, is_transient_store_error
 from apix_core.store.migrate import alembic_config
 from apix_core.store.models import metadata
 from apix_core.store.sql import insert_many
@@ -264,3 +265,69 @@ async def test_hot_path_inserts_fail_with_sqlalchemy_errors_and_roll_back(
     assert [r.message_id for r in rows] == ["a"]
     created = rows[0].created_at
     assert (created if created.tzinfo else created.replace(tzinfo=UTC)) == now
+
+
+async def test_sqlite_write_lock_wait_that_runs_out_is_a_transient_store_error(
+    backend: str, database_url: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("the SQLite writer connection")
+    # GIVEN a store with a short lock wait, and another connection holding the write lock
+    db = Database(database_url, timeout=0.2)
+    path = Path(make_url(database_url).database or "")
+    try:
+        await db.upgrade()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            # WHEN a write transaction waits longer than the timeout
+            with pytest.raises(sa.exc.OperationalError) as caught:
+                async with db.transaction():
+                    pass
+        finally:
+            other.rollback()
+            other.close()
+
+        # THEN it fails as SQLAlchemy reports it (a lock timeout, transient), and the next
+        # write transaction works
+        assert is_lock_timeout(caught.value, postgres=False)
+        assert is_transient_store_error(caught.value)
+        async with db.transaction() as conn:
+            await conn.exec_driver_sql("DELETE FROM apix_idempotency")
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_with_a_custom_async_creator_uses_sqlalchemy_transactions(
+    backend: str, database_url: str
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("SQLite engines")
+    import aiosqlite
+
+    path = str(Path(make_url(database_url).database or ""))
+
+    async def creator() -> aiosqlite.Connection:
+        return await aiosqlite.connect(path, timeout=0)
+
+    # GIVEN a store whose connections are aiosqlite's own (no inline writer)
+    db = Database(database_url, engine_options={"async_creator": creator})
+    idem = metadata.tables["apix_idempotency"]
+    columns = ("tenant_id", "processor", "message_id", "status", "created_at")
+    now = datetime.now(UTC)
+    try:
+        await db.upgrade()
+        # WHEN transactions commit and fail
+        async with db.transaction() as conn:
+            await insert_many(conn, idem, columns, [("acme", "p", "a", "completed", now)])
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as conn:
+                await insert_many(conn, idem, columns, [("acme", "p", "b", "completed", now)])
+                raise RuntimeError("boom")
+        async with db.transaction(write=False) as conn:
+            got = set((await conn.execute(sa.select(idem.c.message_id))).scalars())
+    finally:
+        await db.dispose()
+
+    # THEN they behave as with the inline writer
+    assert got == {"a"}
