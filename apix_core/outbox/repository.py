@@ -15,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apix_core.outputs.base import OutboxRow, unpack_body
 from apix_core.store.models import outbox
-from apix_core.store.sql import any_of, any_params, bind_value, insert_many, param
+from apix_core.store.sql import (
+    any_of,
+    any_params,
+    bind_value,
+    insert_many,
+    param,
+    run_sqlite,
+    sqlite_writer,
+)
 
 if TYPE_CHECKING:
     from apix_core.store.database import Database
@@ -91,11 +99,14 @@ async def mark_sent(db: Database, rows: Sequence[OutboxRow]) -> None:
         # scan of the tenant's rows. Ids derive from the tenant, and RLS scopes PostgreSQL.
         async with db.transaction(tenant_id=tenant) as conn:
             sent_at = bind_value(conn.dialect, outbox, "sent_at", now)
-            await conn.exec_driver_sql(
-                f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL WHERE "
-                + any_of(dialect, "id", len(ids), first=2),
-                (sent_at, *any_params(dialect, ids)),
-            )
+            sql = f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL WHERE "
+            sql += any_of(dialect, "id", len(ids), first=2)
+            params = (sent_at, *any_params(dialect, ids))
+            raw = sqlite_writer(conn)
+            if raw is not None:  # SQLite: straight on the writer's sqlite3 connection
+                run_sqlite(raw, sql, params)
+            else:
+                await conn.exec_driver_sql(sql, params)
 
 
 def _from_row(r: sa.Row[Any]) -> OutboxRow:

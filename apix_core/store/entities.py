@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apix_core.store.models import entities, entity_versions, state_transitions
 from apix_core.store.pg import WriteBundle, driver
-from apix_core.store.sql import insert_many
+from apix_core.store.sql import any_of, insert_many, run_sqlite, sqlite_writer
 from apix_core.store.types import (
     INITIAL_STATE,
     EntityWriteBatch,
@@ -62,6 +62,20 @@ async def load_current(
         return {
             r[0]: {"version": r[2], "content_hash": r[3], "state": r[4]}
             for r in rows
+            if r[1] == tenant_id
+        }
+    raw = sqlite_writer(conn)
+    if raw is not None:
+        # SQLAlchemy's expanding IN cost more than the lookup itself on the hot path.
+        found = run_sqlite(
+            raw,
+            "SELECT id, tenant_id, version, content_hash, state FROM apix_entities WHERE "
+            + any_of("sqlite", "id", len(ids)),
+            list(ids),
+        ).fetchall()
+        return {
+            r[0]: {"version": r[2], "content_hash": r[3], "state": r[4]}
+            for r in found
             if r[1] == tenant_id
         }
     stmt = sa.select(

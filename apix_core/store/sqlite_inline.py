@@ -23,7 +23,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return any(m in str(exc) for m in _BUSY_MESSAGES)
 
 
-async def _retry_busy(fn: Callable[[], Any], lock_wait: float) -> Any:
+async def retry_busy(fn: Callable[[], Any], lock_wait: float) -> Any:
     deadline = time.monotonic() + lock_wait
     delay = 0.0005
     while True:
@@ -50,14 +50,14 @@ class InlineCursor:
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> InlineCursor:
         cur = self._cursor
         if parameters is None:
-            await _retry_busy(lambda: cur.execute(sql), self._timeout)
+            await retry_busy(lambda: cur.execute(sql), self._timeout)
         else:
-            await _retry_busy(lambda: cur.execute(sql, parameters), self._timeout)
+            await retry_busy(lambda: cur.execute(sql, parameters), self._timeout)
         return self
 
     async def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> InlineCursor:
         rows = list(seq)
-        await _retry_busy(lambda: self._cursor.executemany(sql, rows), self._timeout)
+        await retry_busy(lambda: self._cursor.executemany(sql, rows), self._timeout)
         return self
 
     async def fetchall(self) -> list[Any]:
@@ -120,6 +120,10 @@ class InlineConnection:
         self._timeout = timeout
 
     @property
+    def sqlite_connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
@@ -130,7 +134,7 @@ class InlineConnection:
         return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
-        await _retry_busy(self._conn.commit, self._timeout)
+        await retry_busy(self._conn.commit, self._timeout)
 
     async def rollback(self) -> None:
         self._conn.rollback()

@@ -49,7 +49,7 @@ from apix_core.store.pg import (
     driver,
     inserted_count,
 )
-from apix_core.store.sql import any_of, insert_many
+from apix_core.store.sql import any_of, insert_many, run_sqlite, sqlite_writer
 from apix_core.store.state import SqlStateStore
 from apix_core.store.types import Entity, EntityWriteBatch, PendingTransition
 
@@ -132,12 +132,16 @@ class SqlUnitOfWork(UnitOfWork):
             )
             self.claimed = {r[0] for r in rows}
             return
-        result = await conn.exec_driver_sql(
+        sql = (
             "SELECT message_id FROM apix_idempotency WHERE tenant_id = ? AND processor = ? AND "
-            + any_of("sqlite", "message_id", len(ids)),
-            (tenant, self.processor, *ids),
+            + any_of("sqlite", "message_id", len(ids))
         )
-        existing = {r[0] for r in result}
+        params = (tenant, self.processor, *ids)
+        raw = sqlite_writer(conn)
+        if raw is not None:  # straight on the writer's sqlite3 connection (no SQLAlchemy hop)
+            existing = {r[0] for r in run_sqlite(raw, sql, params)}
+        else:
+            existing = {r[0] for r in await conn.exec_driver_sql(sql, params)}
         claimed = [mid for mid in ids if mid not in existing]
         await insert_many(
             conn,

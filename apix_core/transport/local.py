@@ -39,7 +39,15 @@ from apix_core.storable import (
 )
 from apix_core.store.database import Database, normalize_url
 from apix_core.store.models import dead_letters, queue_messages
-from apix_core.store.sql import any_of, any_params, insert_ignore, insert_many, param
+from apix_core.store.sql import (
+    any_of,
+    any_params,
+    insert_ignore,
+    insert_many,
+    param,
+    run_sqlite,
+    sqlite_writer,
+)
 from apix_core.transport.base import (
     DeadLetterInfo,
     DeadLetterRecord,
@@ -198,11 +206,14 @@ class LocalTransport(QueueTransport):
             f"ORDER BY visible_at, id LIMIT {param(d, 5)}{lock}) "
             "RETURNING id, message_id, body, attributes, enqueued_at, receive_count"
         )
+        params = (hidden_until, token, queue, now, max_messages)
         async with self.db.transaction() as conn:
-            result = await conn.exec_driver_sql(
-                sql, (hidden_until, token, queue, now, max_messages)
-            )
-            rows: list[tuple[Any, ...]] = sorted(map(tuple, result.all()), key=lambda r: r[0])
+            raw = sqlite_writer(conn)
+            if raw is not None:
+                found: list[tuple[Any, ...]] = run_sqlite(raw, sql, params).fetchall()
+            else:
+                found = list(map(tuple, (await conn.exec_driver_sql(sql, params)).all()))
+        rows = sorted(found, key=_first)
         return [
             _received(queue, f"{row_id}:{token}", message_id, body, attributes, enqueued_at, count)
             for row_id, message_id, body, attributes, enqueued_at, count in rows
@@ -217,12 +228,17 @@ class LocalTransport(QueueTransport):
             by_token[token].append(row_id)
         dialect = self.db.dialect
         async with self.db.transaction() as conn:
+            raw = sqlite_writer(conn)
             for token, ids in by_token.items():
-                await conn.exec_driver_sql(
+                sql = (
                     f"DELETE FROM apix_queue_messages WHERE receipt = {param(dialect, 1)} AND "
-                    + any_of(dialect, "id", len(ids), first=2),
-                    (token, *any_params(dialect, ids)),
+                    + any_of(dialect, "id", len(ids), first=2)
                 )
+                params = (token, *any_params(dialect, ids))
+                if raw is not None:
+                    run_sqlite(raw, sql, params)
+                else:
+                    await conn.exec_driver_sql(sql, params)
 
     async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
         row_id, token = _split_receipt(message.receipt)
@@ -480,6 +496,10 @@ def _dl_filters(
     if since is not None:
         found.append(_dl.c.created_at >= since)
     return found
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
 
 
 def _attributes(raw: Any) -> dict[str, str]:
