@@ -318,7 +318,7 @@ class ProcessorHandler:
         sends: list[OutboxRow] = []
         for it in items:
             inv = await self.invoker.invoke(it.message, None, deadline, traced)
-            if inv.ok:
+            if inv.ok and inv.handlers:
                 try:
                     sends.extend(inv.build_rows(self.name, self.transport))
                 except Exception as exc:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -65,15 +66,16 @@ class Invocation:
     trace_context: dict[str, str] = field(default_factory=dict)
     error: ErrorInfo | None = None
     retry_after: float | None = None
-    #: Outbox rows of the outputs, once a unit of work has built them.
-    rows: list[OutboxRow] = field(default_factory=list)
+    #: Outbox rows of the outputs, once a unit of work has built them (shared empty tuple
+    #: until then: one fewer allocation per message).
+    rows: Sequence[OutboxRow] = ()
 
-    def build_rows(self, processor: str, producer: Producer | None) -> list[OutboxRow]:
+    def build_rows(self, processor: str, producer: Producer | None) -> Sequence[OutboxRow]:
         """The outbox rows of the output handlers (ids derive from the input message).
 
         Raises what an output kind raises for an output that can never be delivered."""
         if not self.handlers:
-            return []
+            return ()
         message = self.ctx.message
         tenant = message.tenant_id
         rc = RowContext(
