@@ -90,7 +90,6 @@ class SqlUnitOfWork(UnitOfWork):
         self.producer = producer
         self.postgres = db.is_postgres
         self.claimed = set()
-        self.access = self
         self.savepoint: AsyncTransaction | None = None
         self.deferred: list[_Kept] = []
         self.kept: list[_Kept] = []
@@ -103,6 +102,12 @@ class SqlUnitOfWork(UnitOfWork):
         self.sends_in_transaction = bool(joins and joins(db))
         #: Queues this transaction enqueued to: their local workers are woken after commit.
         self.enqueued_to: list[str] = []
+
+    @property
+    def access(self) -> SqlUnitOfWork:  # type: ignore[override]
+        # A property, not an attribute holding itself: a self-reference would make every unit
+        # of work cyclic garbage (the collector runs, refcounting no longer frees it).
+        return self
 
     # -- claim ----------------------------------------------------------------------------
     async def claim(self, ids: list[str], pipeline: Pipeline | None) -> None:
@@ -230,6 +235,9 @@ class SqlUnitOfWork(UnitOfWork):
         rows = [r for k in self.kept for r in k.invocation.rows]
         for k in self.kept:
             k.invocation.note_written()
+        # Each kept call's context points back at this unit of work (its EntityAccess): drop
+        # them, so nothing here is cyclic and refcounting frees the batch at once.
+        self.kept = []
         return Completed(rows, self.failed)
 
     async def _write_deferred(self) -> None:
