@@ -98,13 +98,14 @@ async def insert_many(
         return
     params: list[tuple[Any, ...]] = []
     # Rows of one batch share objects (one `now` for every created_at): convert each once.
+    # Empty JSON objects (entity attributes, mostly) are equal whatever their identity.
     memo: dict[tuple[int, int], Any] = {}
     for row in rows:
         values = list(row)
         for i, proc in convert:
             v = values[i]
             if v is not None:
-                key = (i, id(v))
+                key = (i, -1) if type(v) is dict and not v else (i, id(v))
                 if key not in memo:
                     memo[key] = proc(v)
                 values[i] = memo[key]
