@@ -125,3 +125,34 @@ async def sqs(moto_endpoint: str, queue_prefix: str) -> AsyncIterator[SqsTranspo
     )
     yield transport
     await transport.close()
+
+
+# -- Lambda handler tests -------------------------------------------------------------------
+
+
+class LambdaContext:
+    """The shape of the context object AWS passes to a Python handler (the fields apix reads)."""
+
+    def __init__(self, remaining_ms: int = 60_000, function_name: str = "apix-test") -> None:
+        self._deadline = time.monotonic() + remaining_ms / 1000
+        self.aws_request_id = uuid.uuid4().hex
+        self.function_name = function_name
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
+
+
+@pytest.fixture
+def lambda_apps(tmp_path: Path) -> Iterator[list[object]]:
+    """Apps built by a Lambda test, closed on the handler's event loop afterwards."""
+    from apix_core.runtime.invoke import run_sync
+
+    apps: list[object] = []
+    yield apps
+    for app in apps:
+        run_sync(app.close())  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Lambda event shapes (as AWS documents them) turned into apix deliveries and requests."""

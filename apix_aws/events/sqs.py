@@ -1,0 +1,113 @@
+"""SQS batch records → :class:`~apix_core.transport.base.ReceivedMessage`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from apix_aws.errors import MalformedEventError
+from apix_core.transport.base import ReceivedMessage
+
+#: The message attribute carrying apix's own message id (set by ``SqsTransport.send``).
+MESSAGE_ID_ATTRIBUTE = "apix_message_id"
+GROUP_ATTRIBUTE = "group_id"
+
+_log = logging.getLogger("apix.aws")
+
+
+@dataclass(frozen=True, slots=True)
+class SqsRecord:
+    """One usable record: its delivery, the ``messageId`` Lambda knows it by, its FIFO group."""
+
+    delivery: ReceivedMessage
+    item_id: str
+    group: str | None
+
+
+def is_sqs(event: Mapping[str, Any]) -> bool:
+    records = event.get("Records")
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and isinstance(records[0], Mapping)
+        and records[0].get("eventSource") == "aws:sqs"
+    )
+
+
+def is_fifo(event: Mapping[str, Any]) -> bool:
+    for record in event.get("Records") or ():
+        if isinstance(record, Mapping):
+            arn = record.get("eventSourceARN")
+            if isinstance(arn, str):
+                return arn.endswith(".fifo")
+    return False
+
+
+def parse_record(queue: str, record: object) -> SqsRecord:
+    """The delivery of one record; :class:`MalformedEventError` when it has no ``messageId``
+    (it then cannot be reported: an unknown ``itemIdentifier`` fails the whole batch)."""
+    if not isinstance(record, Mapping):
+        raise MalformedEventError(f"SQS record is a {type(record).__name__}, not an object")
+    item_id = record.get("messageId")
+    if not isinstance(item_id, str) or not item_id:
+        raise MalformedEventError("SQS record without a messageId")
+    body = record.get("body")
+    if not isinstance(body, str):
+        # Kept as a delivery: the core rejects the empty body as a malformed message and
+        # dead-letters it, so the record is accounted for.
+        _log.warning(
+            "SQS record without a body",
+            extra={"message_id": item_id, "error_code": MalformedEventError.code},
+        )
+        body = ""
+    system = record.get("attributes")
+    system = system if isinstance(system, Mapping) else {}
+    attributes = _string_attributes(record.get("messageAttributes"))
+    message_id = attributes.pop(MESSAGE_ID_ATTRIBUTE, None) or item_id
+    group = system.get("MessageGroupId")
+    group = group if isinstance(group, str) and group else None
+    if group is not None:
+        attributes.setdefault(GROUP_ATTRIBUTE, group)
+    receipt = record.get("receiptHandle")
+    return SqsRecord(
+        ReceivedMessage(
+            queue=queue,
+            message_id=message_id,
+            body=body,
+            receipt=receipt if isinstance(receipt, str) else "",
+            receive_count=_count(system.get("ApproximateReceiveCount")),
+            attributes=attributes,
+            enqueued_at=_timestamp(system.get("SentTimestamp")),
+        ),
+        item_id,
+        group,
+    )
+
+
+def _string_attributes(raw: object) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, str] = {}
+    for name, value in raw.items():
+        if isinstance(name, str) and isinstance(value, Mapping):
+            text = value.get("stringValue")
+            if isinstance(text, str):  # binary attributes have no apix meaning
+                out[name] = text
+    return out
+
+
+def _count(value: object) -> int:
+    try:
+        count = int(str(value))
+    except ValueError:
+        return 1
+    return count if 1 <= count < 2**31 else 1
+
+
+def _timestamp(value: object) -> float | None:
+    try:
+        return int(str(value)) / 1000
+    except ValueError:
+        return None

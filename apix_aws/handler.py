@@ -1,0 +1,320 @@
+"""``lambda_handler(app, "processor")``: one Lambda function per processor.
+
+The handler recognises its trigger from the event's shape (SQS batch, API Gateway 1.0/2.0 or
+Function URL, EventBridge schedule / Scheduler / custom event, Kinesis or DynamoDB Streams
+batch), builds deliveries and drives the core. One event loop (``run_sync``) and one started
+``App`` per warm container. See docs/aws.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from apix_aws.errors import InvocationRetryError, MalformedEventError, UnsupportedEventError
+from apix_aws.events import apigw, eventbridge, sqs, streams
+from apix_aws.settle import batch_response
+from apix_core.errors import ApixError, redact_error_message
+from apix_core.processing.outcomes import Outcome, OutcomeKind, dead_letter_info
+from apix_core.transport.base import Consumer, ReceivedMessage
+
+if TYPE_CHECKING:
+    from apix_aws.transport.sqs import SqsTransport
+    from apix_core import App
+    from apix_core.processor import ProcessorSpec
+
+_log = logging.getLogger("apix.aws")
+
+#: Seconds kept back from the Lambda's remaining time: settle and answer before the timeout.
+DEADLINE_MARGIN_ENV = "APIX_LAMBDA_DEADLINE_MARGIN_SECONDS"
+DEFAULT_DEADLINE_MARGIN = 2.0
+
+_settle_transports: dict[tuple[str, str], SqsTransport] = {}
+
+Handler = Callable[[dict[str, Any], Any], "dict[str, Any] | None"]
+
+
+def lambda_handler(app: App, processor: str) -> Handler:
+    """The Lambda entry point of ``processor``: ``handler = lambda_handler(app, "normalize")``."""
+    if processor not in app.specs:
+        from apix_core.errors import ConfigurationError
+
+        raise ConfigurationError(f"no processor named {processor!r} in app {app.name!r}")
+    return _LambdaHandler(app, processor)
+
+
+class _LambdaHandler:
+    def __init__(self, app: App, processor: str) -> None:
+        self.app = app
+        self.processor = processor
+
+    @property
+    def spec(self) -> ProcessorSpec:
+        return self.app.specs[self.processor]
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any] | None:
+        # Here, not at module level: apix_core.runtime's package loads the local runner.
+        from apix_core.runtime.invoke import run_sync
+
+        if not isinstance(event, Mapping):
+            self._unsupported(f"event is a {type(event).__name__}, not an object")
+        if sqs.is_sqs(event):
+            return run_sync(self._sqs(event, context))
+        if apigw.is_http(event):
+            if self.spec.route is None:
+                self._unsupported("an HTTP event, but the processor has no route")
+            return run_sync(self._http(event))
+        if eventbridge.is_eventbridge(event):
+            return run_sync(self._eventbridge(event, context))
+        if streams.is_stream(event):
+            if not self.spec.consumes:
+                self._unsupported("a stream batch, but the processor consumes no queue")
+            return run_sync(self._streams(event, context))
+        self._unsupported("an event of no known shape")
+
+    def _unsupported(self, what: str) -> NoReturn:
+        exc = UnsupportedEventError(f"processor {self.processor!r} got {what}")
+        _log.error(str(exc), extra={"processor": self.processor, "error_code": exc.code})
+        raise exc
+
+    # -- shared ----------------------------------------------------------------------------
+    async def _started(self) -> App:
+        await self.app.start()  # once per container: start() is a no-op when started
+        return self.app
+
+    def _deadline(self, context: Any) -> float | None:
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining is None:
+            return None
+        try:
+            seconds = float(remaining()) / 1000
+        except (TypeError, ValueError):
+            return None
+        try:
+            margin = float(os.environ.get(DEADLINE_MARGIN_ENV) or DEFAULT_DEADLINE_MARGIN)
+        except ValueError:
+            margin = DEFAULT_DEADLINE_MARGIN
+        return time.monotonic() + max(0.0, seconds - margin)
+
+    async def _run(
+        self, deliveries: Sequence[ReceivedMessage], deadline: float | None
+    ) -> list[Outcome]:
+        app = await self._started()
+        return await app.handler(self.processor).handle_batch(deliveries, deadline=deadline)
+
+    # -- SQS ------------------------------------------------------------------------------
+    async def _sqs(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        records_raw = event.get("Records") or []
+        queue = self.spec.consumes
+        if not queue:
+            # Never fail an SQS batch: report every record, so the queue's redrive policy
+            # moves them to its dead-letter queue instead of dropping them.
+            exc = UnsupportedEventError(
+                f"processor {self.processor!r} got an SQS batch but consumes no queue"
+            )
+            _log.error(str(exc), extra={"processor": self.processor, "error_code": exc.code})
+            return batch_response(_item_ids(records_raw))
+        records: list[sqs.SqsRecord] = []
+        for raw in records_raw:
+            try:
+                records.append(sqs.parse_record(queue, raw))
+            except MalformedEventError as exc:
+                # Without a messageId it cannot be reported (that fails the whole batch).
+                _log.error(
+                    "unusable SQS record skipped",
+                    extra={"error_code": exc.code, "error": str(exc), "queue": queue},
+                )
+        if not records:
+            return batch_response([])
+        deadline = self._deadline(context)
+        try:
+            if sqs.is_fifo(event):
+                failed = await self._sqs_fifo(queue, records, deadline)
+            else:
+                outcomes = await self._run([r.delivery for r in records], deadline)
+                failed = await self._settler().settle(queue, records, outcomes)
+        except Exception as exc:
+            _log.error(
+                "SQS batch not processed; reporting every record for redelivery",
+                extra={"queue": queue, "error": redact_error_message(exc)},
+            )
+            failed = [r.item_id for r in records]
+        return batch_response(failed)
+
+    async def _sqs_fifo(
+        self, queue: str, records: Sequence[sqs.SqsRecord], deadline: float | None
+    ) -> list[str]:
+        """One record at a time, in order: a group stops at its first failure (that record and
+        every later one of the group are reported, unprocessed); other groups go on."""
+        settler = self._settler()
+        stopped: set[str | None] = set()
+        failed: list[str] = []
+        for record in records:
+            if record.group in stopped:
+                failed.append(record.item_id)
+                continue
+            outcomes = await self._run([record.delivery], deadline)
+            reported = await settler.settle(queue, [record], outcomes)
+            if reported:
+                failed.extend(reported)
+                stopped.add(record.group)
+        return failed
+
+    def _settler(self) -> Any:
+        from apix_aws.settle import SqsSettler
+
+        return SqsSettler(self._settle_transport(), self.processor)
+
+    def _settle_transport(self) -> SqsTransport:
+        from apix_aws.transport.sqs import SqsTransport, from_url
+
+        transport = self.app.transport
+        if isinstance(transport, SqsTransport):
+            return transport
+        url = os.environ.get("APIX_QUEUE_URL") or ""
+        if not url.startswith("sqs://"):
+            url = "sqs://"
+        key = (url, os.environ.get("APIX_SQS_ENDPOINT_URL") or "")
+        cached = _settle_transports.get(key)
+        if cached is None:
+            cached = _settle_transports[key] = from_url(url)
+        return cached
+
+    # -- API Gateway / Function URLs --------------------------------------------------------
+    async def _http(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        app = await self._started()
+        try:
+            request = apigw.parse_request(event, app.settings.tenant_header)
+        except apigw.BadBodyEncoding as exc:
+            return apigw.proxy_response(
+                400,
+                _json({"error": {"code": exc.code, "message": str(exc)}}),
+                {"Content-Type": "application/json"},
+            )
+        response = await app.handle_http(
+            request.method,
+            request.path,
+            headers=request.headers,
+            body=request.body,
+            query=request.query,
+        )
+        return apigw.proxy_response(response.status_code, response.text(), response.headers)
+
+    # -- EventBridge --------------------------------------------------------------------------
+    async def _eventbridge(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        spec = self.spec
+        if eventbridge.is_schedule(event):
+            if not spec.schedule:
+                self._unsupported("a schedule event, but the processor has no schedule")
+            app = await self._started()
+            message = app.timer_message(spec, eventbridge.fire_time(event))
+            outcome = await app.handler(self.processor).handle(
+                message, deadline=self._deadline(context)
+            )
+        else:
+            if not spec.consumes:
+                self._unsupported("an EventBridge event, but the processor consumes no queue")
+            delivery = eventbridge.custom_delivery(spec.consumes or "", event)
+            (outcome,) = await self._run([delivery], self._deadline(context))
+        return self._single(outcome)
+
+    def _single(self, outcome: Outcome) -> dict[str, Any]:
+        """A one-message invocation: RETRY raises (Lambda's async retries run it again);
+        DEAD_LETTER is logged and recorded as a processing error by the core, not raised."""
+        message_id = outcome.message.message_id if outcome.message else None
+        if outcome.kind is OutcomeKind.RETRY:
+            error = outcome.error
+            raise InvocationRetryError(
+                f"{self.processor}: {error.code if error else 'RETRY'}: "
+                f"{error.message if error else 'not processed'}"
+            )
+        if outcome.kind is OutcomeKind.DEAD_LETTER:
+            _log.error(
+                "message failed for good",
+                extra={
+                    "processor": self.processor,
+                    "message_id": message_id,
+                    "error_code": outcome.error.code if outcome.error else None,
+                },
+            )
+        return {"outcome": outcome.kind.value, "message_id": message_id}
+
+    # -- Kinesis / DynamoDB Streams ---------------------------------------------------------
+    async def _streams(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        queue = self.spec.consumes or ""
+        records: list[streams.StreamRecord] = []
+        for raw in event.get("Records") or []:
+            try:
+                records.append(streams.parse_record(queue, raw))
+            except MalformedEventError as exc:
+                # Non-retryable: reporting it would hold the shard forever.
+                _log.error(
+                    "unusable stream record skipped",
+                    extra={"error_code": exc.code, "error": str(exc), "queue": queue},
+                )
+        if not records:
+            return batch_response([])
+        try:
+            outcomes = await self._run([r.delivery for r in records], self._deadline(context))
+        except Exception as exc:
+            _log.error(
+                "stream batch not processed; reporting it from its first record",
+                extra={"queue": queue, "error": redact_error_message(exc)},
+            )
+            return batch_response(_first_per_shard(records, [True] * len(records)))
+        retry = [o.kind is OutcomeKind.RETRY for o in outcomes]
+        for outcome in outcomes:
+            if outcome.kind is OutcomeKind.DEAD_LETTER:
+                await self._stream_dead_letter(queue, outcome)
+        return batch_response(_first_per_shard(records, retry))
+
+    async def _stream_dead_letter(self, queue: str, outcome: Outcome) -> None:
+        """Skipped (never reported: that would hold the shard); recorded as a dead letter on
+        the app's transport when it keeps them, else only as the core's processing error."""
+        info = dead_letter_info(outcome, self.processor)
+        _log.error(
+            "stream record failed for good; skipped",
+            extra={
+                "queue": queue,
+                "message_id": outcome.delivery.message_id,
+                "error_code": info.error_code,
+            },
+        )
+        transport = self.app.transport
+        if isinstance(transport, Consumer):
+            try:
+                await transport.dead_letter(queue, outcome.delivery, info)
+            except Exception as exc:
+                _log.warning(
+                    "could not record the stream record's dead letter",
+                    extra={"queue": queue, "error": redact_error_message(exc)},
+                )
+
+
+def _first_per_shard(records: Sequence[streams.StreamRecord], failed: Sequence[bool]) -> list[str]:
+    first: dict[str, str] = {}
+    for record, bad in zip(records, failed, strict=True):
+        if bad and record.shard not in first:
+            first[record.shard] = record.sequence_number
+    return list(first.values())
+
+
+def _item_ids(records: object) -> list[str]:
+    out: list[str] = []
+    for r in records if isinstance(records, list) else []:
+        item = r.get("messageId") if isinstance(r, Mapping) else None
+        if isinstance(item, str) and item:
+            out.append(item)
+    return out
+
+
+def _json(body: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps(body, separators=(",", ":"))
+
+
+__all__ = ["ApixError", "lambda_handler"]
