@@ -1,0 +1,224 @@
+"""lambda_handler on SQS batches against moto_server: the events are built from messages received
+from moto, in AWS's documented shape; the store is the embedded SQLite."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apix_aws import lambda_handler
+from apix_aws.transport.sqs import SqsTransport
+from apix_core import App, Message, ProcessorContext
+from apix_core.errors import PermanentError, TransientError
+from apix_core.runtime.invoke import run_sync
+
+REGION = "us-east-1"
+Event = Callable[[str], dict[str, Any]]
+
+
+@pytest.fixture
+def env(
+    moto_endpoint: str, queue_prefix: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    monkeypatch.setenv("APIX_TENANT_ID", "acme")
+    monkeypatch.setenv("APIX_SQS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("APIX_QUEUE_URL", f"sqs://?prefix={queue_prefix}&region={REGION}")
+    return {"db": f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}", "prefix": queue_prefix}
+
+
+@pytest.fixture
+def transport(env: dict[str, str], moto_endpoint: str) -> Iterator[SqsTransport]:
+    t = SqsTransport(
+        endpoint_url=moto_endpoint,
+        region=REGION,
+        queue_prefix=env["prefix"],
+        receive_wait_seconds=0,
+    )
+    yield t
+    run_sync(t.close())
+
+
+@pytest.fixture
+def app(env: dict[str, str], lambda_apps: list[object]) -> App:
+    a = App("lambda-sqs", database_url=env["db"])
+    calls: list[dict[str, Any]] = []
+
+    @a.processor("orders", consumes="orders")
+    async def orders(message: Message, ctx: ProcessorContext) -> None:
+        calls.append(message.payload)
+        if message.payload.get("fail") == "retry":
+            raise TransientError("downstream busy")
+        if message.payload.get("fail") == "permanent":
+            raise PermanentError("order is invalid")
+
+    a.calls = calls  # type: ignore[attr-defined]
+    lambda_apps.append(a)
+    return a
+
+
+def _client(transport: SqsTransport) -> Any:
+    return run_sync(transport._get_client())
+
+
+def _send_and_receive(
+    transport: SqsTransport, queue: str, bodies: list[dict[str, Any]], visibility: int = 30
+) -> tuple[str, list[dict[str, Any]]]:
+    """Send the bodies to moto, receive them back; returns the queue ARN and the messages."""
+    client = _client(transport)
+    url = run_sync(transport.queue_url(queue))
+    for body in bodies:
+        client.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+    got: list[dict[str, Any]] = []
+    while len(got) < len(bodies):
+        got += client.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=visibility,
+        ).get("Messages", [])
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return arn["QueueArn"], got
+
+
+def _event(arn: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The SQS event Lambda would deliver for these received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    k: {"stringValue": v["StringValue"], "dataType": v["DataType"]}
+                    for k, v in m.get("MessageAttributes", {}).items()
+                    if "StringValue" in v
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
+def test_success_and_redelivery_is_duplicate(
+    app: App, transport: SqsTransport, lambda_context: Any
+) -> None:
+    # GIVEN two messages received from a queue with a DLQ
+    run_sync(transport.ensure_queue("orders"))
+    arn, messages = _send_and_receive(transport, "orders", [{"n": 1}, {"n": 2}])
+    event = _event(arn, messages)
+    handler = lambda_handler(app, "orders")
+    # WHEN the batch is handled, then the same records are delivered again
+    first = handler(event, lambda_context)
+    second = handler(copy.deepcopy(event), lambda_context)
+    # THEN no record is reported, and each was processed once
+    assert first == {"batchItemFailures": []}
+    assert second == {"batchItemFailures": []}
+    assert sorted(c["n"] for c in app.calls) == [1, 2]  # type: ignore[attr-defined]
+
+
+def test_retryable_failure_is_reported_and_delayed(
+    app: App, transport: SqsTransport, lambda_context: Any
+) -> None:
+    # GIVEN a message whose processing fails retryably, received with visibility 0 (so only
+    # apix's ChangeMessageVisibility can hide it)
+    run_sync(transport.ensure_queue("orders"))
+    arn, messages = _send_and_receive(
+        transport, "orders", [{"n": 1, "fail": "retry"}], visibility=0
+    )
+    # WHEN the handler runs
+    response = lambda_handler(app, "orders")(_event(arn, messages), lambda_context)
+    # THEN it is reported, and invisible for its backoff delay
+    assert response == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    url = run_sync(transport.queue_url("orders"))
+    again = _client(transport).receive_message(QueueUrl=url, WaitTimeSeconds=0)
+    assert again.get("Messages", []) == []
+
+
+def test_permanent_failure_goes_to_the_dlq_unreported(
+    app: App, transport: SqsTransport, lambda_context: Any
+) -> None:
+    # GIVEN a message whose processing fails for good
+    run_sync(transport.ensure_queue("orders"))
+    arn, messages = _send_and_receive(transport, "orders", [{"n": 7, "fail": "permanent"}])
+    # WHEN the handler runs
+    response = lambda_handler(app, "orders")(_event(arn, messages), lambda_context)
+    # THEN it is not reported, and sits in the DLQ with its error
+    assert response == {"batchItemFailures": []}
+    dlq = run_sync(transport.dead_letter_queue_url("orders"))
+    got = _client(transport).receive_message(
+        QueueUrl=dlq, MessageAttributeNames=["All"], WaitTimeSeconds=0
+    )["Messages"]
+    assert json.loads(got[0]["Body"]) == {"n": 7, "fail": "permanent"}
+    assert got[0]["MessageAttributes"]["apix_error_code"]["StringValue"] == "VALIDATION_ERROR"
+
+
+def test_fifo_group_stops_at_its_first_failure(
+    app: App, transport: SqsTransport, load_event: Event, lambda_context: Any
+) -> None:
+    # GIVEN a FIFO batch: group "a" fails at its first record, group "b" succeeds
+    event = load_event("aws_sqs_fifo_batch")
+    template = event["Records"][0]
+    records = []
+    for i, (group, body) in enumerate(
+        [("a", {"n": 1, "fail": "retry"}), ("b", {"n": 2}), ("a", {"n": 3}), ("b", {"n": 4})]
+    ):
+        r = copy.deepcopy(template)
+        r["messageId"] = f"m{i}"
+        r["body"] = json.dumps(body)
+        r["messageAttributes"] = {}
+        r["attributes"]["MessageGroupId"] = group
+        records.append(r)
+    event["Records"] = records
+    # WHEN the handler runs
+    response = lambda_handler(app, "orders")(event, lambda_context)
+    # THEN group a's failed record and its later record are reported; group b went on
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m0"}, {"itemIdentifier": "m2"}]}
+    assert {c["n"] for c in app.calls} == {1, 2, 4}  # type: ignore[attr-defined]
+
+
+def test_garbage_records_never_raise(
+    app: App, transport: SqsTransport, load_event: Event, lambda_context: Any
+) -> None:
+    # GIVEN a batch with records missing fields of the event itself, and a body that is no JSON
+    run_sync(transport.ensure_queue("orders"))
+    arn, messages = _send_and_receive(transport, "orders", [{"n": 1}])
+    event = _event(arn, messages)
+    good = event["Records"][0]
+    no_id = {k: v for k, v in good.items() if k != "messageId"}
+    no_body = {k: v for k, v in good.items() if k != "body"} | {"messageId": "no-body"}
+    text = good | {"messageId": "text", "body": "not json at all"}
+    event["Records"] += [no_id, no_body, text, "garbage", {"eventSource": "aws:sqs"}]
+    # WHEN the handler runs
+    response = lambda_handler(app, "orders")(event, lambda_context)
+    # THEN it answers (no exception), reporting only ids of the batch
+    assert response is not None
+    known = {r.get("messageId") for r in event["Records"] if isinstance(r, dict)}
+    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} <= known - {None}
+    assert {"n": 1} in app.calls  # type: ignore[attr-defined]
+
+
+def test_sqs_batch_to_a_processor_without_queue_is_reported_not_raised(
+    app: App, load_event: Event, lambda_context: Any
+) -> None:
+    # GIVEN an HTTP-only processor WHEN an SQS batch reaches it
+    @app.processor("hook", route="POST /hook")
+    async def hook(message: Message, ctx: ProcessorContext) -> None:
+        return None
+
+    event = load_event("aws_sqs_batch")
+    response = lambda_handler(app, "hook")(event, lambda_context)
+    # THEN every record is reported (the queue's redrive policy takes over), nothing raised
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
+    }
