@@ -179,3 +179,17 @@ def test_unsupported_events_raise_a_typed_error(
         lambda_handler(app, "orders")({"hello": "world"}, lambda_context)
     with pytest.raises(UnsupportedEventError):
         lambda_handler(app, "orders")(load_event("aws_eventbridge_scheduled"), lambda_context)
+
+
+def test_stream_permanent_failure_is_skipped_not_reported(
+    app: App, load_event: Event, lambda_context: Any
+) -> None:
+    # GIVEN a Kinesis batch whose first record is no JSON object and whose data is not base64
+    event = load_event("aws_kinesis_batch")
+    records = event["Records"]
+    records[0]["kinesis"]["data"] = base64.b64encode(b"[1, 2").decode()
+    records[1]["kinesis"]["data"] = "%%% not base64"
+    # WHEN the handler runs
+    response = lambda_handler(app, "ingest")(event, lambda_context)
+    # THEN nothing is reported (a non-retryable record must not hold the shard)
+    assert response == {"batchItemFailures": []}
