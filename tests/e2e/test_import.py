@@ -72,6 +72,7 @@ APP_IMPORT_BUDGET = (
         "apix_core; from apix_core import App, Message, ProcessorContext, ProcessingResult",
         "apix_core.processing, apix_core.topology, apix_core.http, apix_core.outputs",
         "apix_aws.transport.sqs, apix_azure.transport.storage_queue",
+        "apix_aws; from apix_aws import lambda_handler; import apix_core.runtime",
     ],
 )
 def test_app_import_path_stays_lean(module: str) -> None:
