@@ -40,7 +40,7 @@ def three_processor_app(tmp_path: Path) -> App:
 
 
 def functions_by_name(fapp: func.FunctionApp) -> dict[str, Any]:
-    return {f.get_function_name(): f for f in fapp.get_functions()}
+    return {str(f.get_function_name()): f for f in fapp.get_functions()}
 
 
 def bindings(fn: Any) -> dict[str, dict[str, Any]]:
