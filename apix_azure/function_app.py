@@ -51,12 +51,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("apix.azure")
 
 TRIGGER_ENV = "APIX_AZURE_TRIGGER"
-CONNECTION_ENV = "APIX_AZURE_CONNECTION"
-SERVICEBUS_CONNECTION_ENV = "APIX_AZURE_SERVICEBUS_CONNECTION"
+#: Names of the app settings the bindings read their connection from (as the host does).
+STORAGE_SETTING_ENV = "APIX_AZURE_STORAGE_SETTING"
+SERVICEBUS_SETTING_ENV = "APIX_AZURE_SERVICEBUS_SETTING"
 MAX_DEQUEUE_ENV = "APIX_AZURE_MAX_DEQUEUE_COUNT"
 TENANT_CLAIM_ENV = "APIX_TENANT_CLAIM"
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
-DEFAULT_SERVICEBUS_CONNECTION = "ServiceBusConnection"
+DEFAULT_SERVICEBUS_CONNECTION = "AzureWebJobsServiceBus"
 DEFAULT_MAX_DEQUEUE_COUNT = 5  # the host's default maxDequeueCount
 PRINCIPAL_HEADER = "x-ms-client-principal"
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
@@ -134,9 +135,7 @@ class _Runtime:
         if isinstance(self.app.transport, StorageQueueTransport):
             return self.app.transport
         if self._poison is None:
-            self._poison = StorageQueueTransport(
-                connection=os.environ.get(CONNECTION_ENV) or DEFAULT_CONNECTION
-            )
+            self._poison = StorageQueueTransport(connection=storage_setting())
         return self._poison
 
     # -- storage queue -------------------------------------------------------------------
@@ -335,6 +334,34 @@ def _json_response(
     return response
 
 
+def storage_setting() -> str:
+    return os.environ.get(STORAGE_SETTING_ENV, "").strip() or DEFAULT_CONNECTION
+
+
+def servicebus_setting() -> str:
+    return os.environ.get(SERVICEBUS_SETTING_ENV, "").strip() or DEFAULT_SERVICEBUS_CONNECTION
+
+
+def _default_outputs(pipeline: App, trigger: str) -> None:
+    """Outputs go to the trigger's own service unless the app names a queue URL: Storage
+    Queues of the same account (``azure-queue://?connection=<setting>``), or Service Bus."""
+    from apix_core.constants import QUEUE_URL_ENV
+
+    # App keeps its constructor overrides privately; nothing public says "no queue URL given".
+    overrides: dict[str, Any] = pipeline._overrides
+    if (
+        overrides.get("queue_url")
+        or os.environ.get(QUEUE_URL_ENV)
+        or pipeline.transport is not None
+        or pipeline._settings is not None
+    ):
+        return
+    if trigger == "servicebus":
+        overrides["queue_url"] = f"servicebus://?connection={servicebus_setting()}"
+    else:
+        overrides["queue_url"] = f"azure-queue://?connection={storage_setting()}"
+
+
 def _trigger_kind() -> str:
     kind = os.environ.get(TRIGGER_ENV, "storage").strip().lower() or "storage"
     if kind not in ("storage", "servicebus"):
@@ -354,6 +381,7 @@ def function_app(pipeline: App) -> func.FunctionApp:
     fapp.apix_runtime = runtime  # type: ignore[attr-defined]  # tests and tools reach the App
     taken: set[str] = set()
     trigger = _trigger_kind()
+    _default_outputs(pipeline, trigger)
     for spec in pipeline.topology:
         name = function_name(spec.name, taken)
         if spec.consumes:
@@ -362,15 +390,14 @@ def function_app(pipeline: App) -> func.FunctionApp:
                 deco = fapp.service_bus_queue_trigger(
                     arg_name="msg",
                     queue_name=spec.consumes,
-                    connection=os.environ.get(SERVICEBUS_CONNECTION_ENV)
-                    or DEFAULT_SERVICEBUS_CONNECTION,
+                    connection=servicebus_setting(),
                 )
             else:
                 fn = _queue_function(runtime, spec, func)
                 deco = fapp.queue_trigger(
                     arg_name="msg",
                     queue_name=azure_queue_name(spec.consumes),
-                    connection=os.environ.get(CONNECTION_ENV) or DEFAULT_CONNECTION,
+                    connection=storage_setting(),
                 )
         elif spec.schedule:
             fn = _timer_function(runtime, spec, func)

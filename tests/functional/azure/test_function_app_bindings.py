@@ -109,7 +109,7 @@ def test_servicebus_trigger_when_configured(
     # THEN the queue processor is a Service Bus queue trigger on the apix queue name
     msg = bindings(fns["ingest_orders"])["msg"]
     assert msg["type"] == "serviceBusTrigger"
-    assert (msg["queueName"], msg["connection"]) == ("raw.orders", "ServiceBusConnection")
+    assert (msg["queueName"], msg["connection"]) == ("raw.orders", "AzureWebJobsServiceBus")
 
 
 def test_unknown_trigger_setting_is_a_configuration_error(

@@ -273,3 +273,94 @@ async def test_timer_tick_runs_once(deployed: Deployed) -> None:
     [message] = deployed.calls
     scheduled = datetime.fromisoformat(message.payload["scheduled_time"])
     assert (scheduled.month, scheduled.day, scheduled.hour, scheduled.minute) == (1, 1, 0, 0)
+
+
+# -- outputs through Azurite, by default ----------------------------------------------------
+
+
+async def test_outputs_default_to_the_storage_account_and_flow_to_the_next_function(
+    tmp_path: Path, azurite: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an app that names no queue URL, deployed with AzureWebJobsStorage set (Azurite)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    monkeypatch.delenv("APIX_QUEUE_URL", raising=False)
+    app = App("flow", database_url=f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}")
+    seen: list[dict[str, Any]] = []
+
+    @app.processor("api", route="POST /in", produces=[queue_name])
+    async def api(message: Message, ctx: ProcessorContext) -> None:
+        ctx.send(queue_name, {"id": message.payload["id"]})
+
+    @app.processor("stage2", consumes=queue_name)
+    async def stage2(message: Message, ctx: ProcessorContext) -> None:
+        seen.append(message.payload)
+
+    fapp = function_app(app)
+    fns = {str(f.get_function_name()): f.get_user_function() for f in fapp.get_functions()}
+    reader = StorageQueueTransport(azurite)
+    try:
+        # WHEN a request comes in
+        request = func.HttpRequest(
+            "POST", "http://h/api/in", headers={"X-Tenant-Id": "acme"}, body=b'{"id": 7}'
+        )
+        assert (await fns["api"](request)).status_code == 202
+        # THEN its output is a base64 message on the Azure queue, as the host's trigger reads it
+        [delivery] = await reader.receive(queue_name, max_messages=5)
+        # AND the next stage's function, handed that message, processes it
+        await fns["stage2"](queue_message(delivery.body, msg_id=delivery.message_id))
+        assert seen == [{"id": 7}]
+    finally:
+        await reader.close()
+        await app.close()
+
+
+# -- Service Bus -----------------------------------------------------------------------------
+
+
+async def test_servicebus_message_maps_to_a_delivery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.functions.servicebus import ServiceBusMessage
+
+    # GIVEN a Service Bus–triggered app
+    monkeypatch.setenv("APIX_AZURE_TRIGGER", "servicebus")
+    app = App(
+        "sb",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}",
+        queue_url=f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}",
+        tenant_id="acme",
+    )
+    seen: list[Message] = []
+
+    @app.processor("orders", consumes="orders", backoff=NO_RETRIES, max_attempts=3)
+    async def orders(message: Message, ctx: ProcessorContext) -> None:
+        seen.append(message)
+        if message.payload.get("fail"):
+            raise TransientError("down")
+
+    fapp = function_app(app)
+    [fn] = [f.get_user_function() for f in fapp.get_functions()]
+
+    def sb(body: str, delivery_count: int, message_id: str) -> Any:
+        return ServiceBusMessage(  # type: ignore[no-untyped-call]
+            body=body.encode(),
+            message_id=message_id,
+            delivery_count=delivery_count,
+            application_properties={"tenant_id": "acme", "traceparent": "00-abc-def-01"},
+            user_properties={},
+            session_id="s-1",
+            correlation_id="c-1",
+        )
+
+    try:
+        # WHEN a message arrives THEN it is processed with its delivery count as the attempt
+        await fn(sb(envelope({"ok": 1}, "sb-1"), 2, "sb-1"))
+        assert [m.attempt for m in seen] == [2]
+        # AND a retryable failure raises (the host abandons; Service Bus redelivers)
+        with pytest.raises(RetryLater):
+            await fn(sb(envelope({"fail": 1}, "sb-2"), 1, "sb-2"))
+        # AND garbage completes without raising (Service Bus would only redeliver it)
+        await fn(sb("not json", 1, "sb-3"))
+        assert len(seen) == 2
+    finally:
+        await app.close()
