@@ -342,7 +342,7 @@ async def test_servicebus_message_maps_to_a_delivery(
     [fn] = [f.get_user_function() for f in fapp.get_functions()]
 
     def sb(body: str, delivery_count: int, message_id: str) -> Any:
-        return ServiceBusMessage(  # type: ignore[no-untyped-call]
+        return ServiceBusMessage(
             body=body.encode(),
             message_id=message_id,
             delivery_count=delivery_count,
