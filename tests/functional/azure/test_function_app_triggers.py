@@ -183,8 +183,34 @@ async def test_max_dequeue_count_poisons_before_the_host_does(
 
 @pytest.mark.parametrize(
     "body",
-    [b"\xff\xfe\x00garbage", b"", b"not json", b"[1, 2]", b"null", "{" * 5000],
-    ids=["binary", "empty", "text", "array", "null", "deep"],
+    [
+        b"\xff\xfe\x00garbage",
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b"null",
+        "{" * 5000,
+        '"just a string"',
+        b'"\\ud800"',
+        b"\x00" * 64,
+        b"true",
+        b"1.5",
+        b"[" * 40_000,  # deep, and as big as a queue message gets
+    ],
+    ids=[
+        "binary",
+        "empty",
+        "text",
+        "array",
+        "null",
+        "deep",
+        "string",
+        "escaped-surrogate",
+        "nuls",
+        "true",
+        "number",
+        "very-deep-array",
+    ],
 )
 async def test_garbage_is_poisoned_never_raised(
     deployed: Deployed, azurite: str, queue_name: str, body: bytes | str
@@ -235,6 +261,33 @@ async def test_http_bad_json_is_400_without_trace(deployed: Deployed) -> None:
     body = json.loads(response.get_body())
     assert body["error"]
     assert "Traceback" not in response.get_body().decode()
+    assert deployed.calls == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"{}", {"X-Tenant-Id": "bad tenant!"}, 400),
+        (b"{}", {"X-Tenant-Id": "../evil"}, 400),
+        (b"{}", {"X-Tenant-Id": "a" * 500}, 400),
+        (b"[1]", None, 400),
+        (b"null", None, 400),
+        (b"\xff\xfe", None, 400),
+        (b"[" * 10_000, None, 400),
+        (b'{"a": 1', None, 400),
+        (b"{}", {"X-Tenant-Id": "acme", "Idempotency-Key": ""}, 400),
+        (b"{}", {"X-Tenant-Id": "acme", "Idempotency-Key": "k" * 300}, 400),
+        (b" " * (17 * 1024 * 1024), None, 413),
+    ],
+)
+async def test_http_garbage_gets_a_typed_answer(
+    deployed: Deployed, body: bytes, headers: dict[str, str] | None, status: int
+) -> None:
+    # GIVEN a malformed request WHEN it reaches the HTTP function
+    response = await deployed.functions["api"](http_request(body, headers))
+    # THEN a JSON error with the expected status, and no processor run
+    assert response.status_code == status
+    assert json.loads(response.get_body())["error"]
     assert deployed.calls == []
 
 
