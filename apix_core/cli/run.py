@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -142,6 +143,10 @@ async def _run_app(
         with suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, interrupt)
             installed.append(sig)
+    if forever:
+        # A line in the logs of a container (or a test) that the workers are up and that a
+        # signal now stops them gracefully.
+        print(f"apix: {app.name} running; Ctrl-C or SIGTERM stops it", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
         if live is not None:

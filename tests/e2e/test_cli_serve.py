@@ -102,8 +102,9 @@ def test_serve_routes_http_and_runs_workers(tmp_path: Path, cli_env, stop) -> No
         missing, _ = _request(f"{base}/nope", b"{}")
         huge = _declare_huge_body(port)
         out = tmp_path / "orders.jsonl"
-        end = time.monotonic() + 20
-        while not out.exists() and time.monotonic() < end:
+        end = time.monotonic() + 30
+        # The record is complete once its line ends (the file may exist a moment before).
+        while time.monotonic() < end and not (out.exists() and out.read_text().endswith("\n")):
             time.sleep(0.1)
 
         # THEN 202, the worker processed the queued message,

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 
@@ -111,7 +110,10 @@ def test_ctrl_c_says_interrupted(tmp_path: Path, cli_env) -> None:
         text=True,
         env={**os.environ, **cli_env},
     )
-    time.sleep(3)
+    # (once it says its workers are up: a signal before that would hit the interpreter start)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert "running; Ctrl-C or SIGTERM stops it" in first, first
 
     # WHEN it gets Ctrl-C
     proc.send_signal(signal.SIGINT)
