@@ -317,3 +317,39 @@ def test_apix_deploy_aws_help_in_a_subprocess() -> None:
     assert result.returncode == 0, result.stderr
     assert "--config" in result.stdout
     assert "SAM" in result.stdout
+
+
+def test_two_plugins_share_the_deploy_group() -> None:
+    # GIVEN the aws plugin's deploy group and another plugin's deploy group (as an Azure
+    # package would register it), each built on its own Typer as load_plugins does
+    import typer
+
+    from apix_aws.deploy.cli import register
+    from apix_core.cli.app import _commands_of, _merge_groups
+
+    def register_azure(app: typer.Typer) -> None:
+        group = typer.Typer(name="deploy")
+
+        @group.command("azure")
+        def azure() -> None:
+            """Azure."""
+
+        @group.command("aws")
+        def clash() -> None:
+            """A second aws."""
+
+        app.add_typer(group, name="deploy")
+
+    aws_deploy = _commands_of(register)["deploy"]
+    azure_deploy = _commands_of(register_azure)["deploy"]
+    original_aws = aws_deploy.commands["aws"]  # type: ignore[attr-defined]
+
+    # WHEN they are merged
+    merged = _merge_groups(aws_deploy, azure_deploy, "test")
+
+    # THEN deploy has both subcommands, and the first aws command is kept
+    assert merged is True
+    assert sorted(aws_deploy.commands) == ["aws", "azure"]  # type: ignore[attr-defined]
+    assert aws_deploy.commands["aws"] is original_aws  # type: ignore[attr-defined]
+    # AND a plain command is not merged into a group
+    assert _merge_groups(aws_deploy, original_aws, "test") is False
