@@ -55,7 +55,8 @@ def read_config(path: Path) -> dict[str, Any]:
     for key, value in data.items():
         expected = types.get(key, str)
         if not isinstance(value, expected) or isinstance(value, bool):
-            raise DeployError(f"{path}: {key} must be a {expected.__name__}, got {value!r}")
+            kind = "an integer" if expected is int else "a string"
+            raise DeployError(f"{path}: {key} must be {kind}, got {value!r}")
         settings[CONFIG_KEYS[key]] = value
     return settings
 

@@ -353,3 +353,36 @@ def test_two_plugins_share_the_deploy_group() -> None:
     assert aws_deploy.commands["aws"] is original_aws  # type: ignore[attr-defined]
     # AND a plain command is not merged into a group
     assert _merge_groups(aws_deploy, original_aws, "test") is False
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('tenant = "a"\nqueue_size = 3\n', "unknown key(s) queue_size"),
+        ('memory = "big"\n', "memory must be an integer"),
+        ("memory = 64\n", "memory 64 MB: Lambda takes 128-10240"),
+        ('queue_prefix = "a.b"\n', "queue name prefix 'a.b'"),
+        ("tenant = \n", "is not valid TOML"),
+    ],
+)
+def test_a_bad_customer_config_is_one_line_and_exit_2(
+    tmp_path: Path, config: str, message: str
+) -> None:
+    app_path = _write_app(tmp_path)
+    customer = tmp_path / "customer.toml"
+    customer.write_text(config, encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "deploy",
+            "aws",
+            str(app_path),
+            "--config",
+            str(customer),
+            "--out",
+            str(tmp_path / "t.yaml"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
