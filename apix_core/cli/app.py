@@ -69,7 +69,8 @@ def load_plugins(reserved: set[str]) -> dict[str, Command]:
     the entry point) or a callable ``register(app: typer.Typer) -> None`` (every command and
     group it adds to ``app`` becomes a top-level ``apix`` command). An entry point that fails
     to load, or a command whose name is taken (``reserved`` or an earlier plugin), costs a
-    one-line warning on stderr and is skipped.
+    one-line warning on stderr and is skipped — except that groups of the same name from two
+    plugins are merged (:func:`_merge_groups`).
     """
     from importlib.metadata import entry_points
 
@@ -91,11 +92,33 @@ def load_plugins(reserved: set[str]) -> dict[str, Command]:
             _warn(f"{label} failed to load: {type(exc).__name__}: {reason}".rstrip(": "))
             continue
         for name, command in commands.items():
+            if name in found and _merge_groups(found[name], command, label):
+                continue
             if name in reserved or name in found:
                 _warn(f"{label}: command {name!r} is already taken, skipped")
                 continue
             found[name] = command
     return found
+
+
+def _merge_groups(into: Command, extra: Command, label: str) -> bool:
+    """Two plugins' groups of one name share it (``apix deploy aws`` and ``apix deploy
+    azure`` from two packages): ``extra``'s subcommands join ``into``, a taken subcommand name
+    costs a warning. False when either is not a group."""
+    # By capability: typer's vendored click has no public Group class to check against.
+    if not all(isinstance(getattr(g, "commands", None), dict) for g in (into, extra)):
+        return False
+    add = getattr(into, "add_command", None)
+    if not callable(add):
+        return False
+    subcommands: dict[str, Command] = getattr(extra, "commands")  # noqa: B009
+    taken: dict[str, Command] = getattr(into, "commands")  # noqa: B009
+    for sub_name, sub in subcommands.items():
+        if sub_name in taken:
+            _warn(f"{label}: command {into.name} {sub_name!r} is already taken, skipped")
+            continue
+        add(sub, sub_name)
+    return True
 
 
 class ApixRootGroup(ApixGroup):

@@ -1,0 +1,404 @@
+"""An AWS SAM template from an app's topology, read without starting the app.
+
+One ``AWS::Serverless::Function`` per processor (its handler is ``apix_handlers.handler_<name>``,
+a module :func:`handler_module` writes), one SQS queue and dead-letter queue per apix queue
+(``maxReceiveCount`` = the consuming processor's ``max_attempts``, visibility timeout 6 × the
+function timeout), an SQS event source with ``ReportBatchItemFailures``, EventBridge schedules
+converted from apix's cron/NCRONTAB, HTTP API routes, IAM policies scoped to the queues each
+function uses, CloudWatch alarms on every dead-letter queue and every function's errors, and a
+dashboard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from apix_core import constants as c
+from apix_core.errors import ConfigurationError
+from apix_core.schedule import Schedule
+
+if TYPE_CHECKING:
+    from apix_core.app import App
+    from apix_core.processor import ProcessorSpec
+
+#: The module the generated handlers live in (``Handler: apix_handlers.handler_<name>``).
+HANDLER_MODULE = "apix_handlers"
+RUNTIME = "python3.12"
+#: AWS's guidance: a queue's visibility timeout ≥ 6 × the timeout of the function it feeds.
+VISIBILITY_FACTOR = 6
+BATCH_SIZE = 10
+#: SQS caps a visibility timeout at 12 hours.
+MAX_VISIBILITY_SECONDS = 43_200
+
+
+class DeployError(ConfigurationError):
+    """The app or the deployment settings cannot be turned into a template."""
+
+    code = "DEPLOY_ERROR"
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """Per-deployment (per-customer) settings applied to the template."""
+
+    name_prefix: str = ""
+    memory: int = 256
+    timeout: int = 30
+    reserved_concurrency: int | None = None
+    tenant_id: str | None = None
+    #: A Secrets Manager secret (name or ARN) holding the database URL, instead of a parameter.
+    database_secret: str | None = None
+    database_url_parameter: bool = True
+
+    def __post_init__(self) -> None:
+        if not 128 <= self.memory <= 10_240:
+            raise DeployError(f"memory {self.memory} MB: Lambda takes 128-10240")
+        if not 1 <= self.timeout <= 900:
+            raise DeployError(f"timeout {self.timeout} s: Lambda takes 1-900")
+        if self.reserved_concurrency is not None and self.reserved_concurrency < 0:
+            raise DeployError(f"reserved concurrency {self.reserved_concurrency} must be >= 0")
+        if self.name_prefix and not re.fullmatch(r"[A-Za-z0-9_-]+", self.name_prefix):
+            raise DeployError(
+                f"queue name prefix {self.name_prefix!r}: SQS names take letters, digits, '-', '_'"
+            )
+
+
+def logical_id(kind: str, name: str) -> str:
+    """A CloudFormation logical id (alphanumeric): ``orders`` → ``Orders``; a name with other
+    characters gets a hash suffix (``orders-in.fifo`` → ``OrdersInFifo1a2b3c``), so ``a-b`` and
+    ``a.b`` stay apart (``orders``/``Orders`` are refused by :func:`sam_template`)."""
+    words = re.split(r"[^A-Za-z0-9]+", name)
+    camel = "".join(w[:1].upper() + w[1:] for w in words if w)
+    if not re.fullmatch(r"[A-Za-z0-9]+", name, flags=re.ASCII):
+        camel += hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{kind}{camel}"
+
+
+def _check_unique_ids(kind: str, names: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(logical_id("", name), name)
+        if other != name:
+            raise DeployError(
+                f"{kind} names {other!r} and {name!r} differ only in case: CloudFormation "
+                "logical ids would collide"
+            )
+
+
+def sqs_names(queue: str, prefix: str) -> tuple[str, str]:
+    """The SQS names of apix queue ``queue`` and of its dead-letter queue."""
+    name = prefix + queue
+    fifo = name.endswith(".fifo")
+    base = name[: -len(".fifo")] if fifo else name
+    dlq = f"{base}-dlq.fifo" if fifo else f"{base}-dlq"
+    for sqs in (name, dlq):
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", sqs.removesuffix(".fifo")) or len(sqs) > 80:
+            raise DeployError(
+                f"queue {queue!r}: SQS name {sqs!r} must be 1-80 letters, digits, '-' and '_' "
+                "(FIFO queues end in '.fifo')"
+            )
+    return name, dlq
+
+
+def api_path(path: str) -> str:
+    """An apix route path as API Gateway writes it (``{param}`` segments are the same)."""
+    return path if path == "/" else path.rstrip("/")
+
+
+def sam_template(app: App, settings: DeploySettings | None = None) -> dict[str, Any]:
+    """The SAM template of ``app`` (a dict; :func:`dump_template` writes it)."""
+    s = settings or DeploySettings()
+    specs = list(app.topology)
+    if not specs:
+        raise DeployError(f"app {app.name!r} has no processors to deploy")
+    _check_unique_ids("processor", [spec.name for spec in specs])
+    _check_unique_ids("queue", app.topology.queues())
+    resources: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+
+    environment: dict[str, Any] = {
+        c.QUEUE_URL_ENV: f"sqs://?prefix={s.name_prefix}" if s.name_prefix else "sqs://",
+    }
+    if s.database_secret:
+        environment[c.DATABASE_URL_ENV] = (
+            f"{{{{resolve:secretsmanager:{s.database_secret}:SecretString}}}}"
+        )
+    elif s.database_url_parameter:
+        parameters["DatabaseUrl"] = {
+            "Type": "String",
+            "NoEcho": True,
+            "Description": "The apix store (postgresql+asyncpg://user:password@host/db).",
+        }
+        environment[c.DATABASE_URL_ENV] = {"Ref": "DatabaseUrl"}
+    if s.tenant_id:
+        environment[c.TENANT_ID_ENV] = s.tenant_id
+
+    # Queues: every queue the app consumes or produces, each with its dead-letter queue.
+    queue_ids: dict[str, tuple[str, str]] = {}
+    for queue in app.topology.queues():
+        name, dlq_name = sqs_names(queue, s.name_prefix)
+        qid, did = logical_id("Queue", queue), logical_id("DeadLetterQueue", queue)
+        queue_ids[queue] = (qid, did)
+        consumer = app.topology.consumer_of(queue)
+        fifo = name.endswith(".fifo")
+        dlq_props: dict[str, Any] = {"QueueName": dlq_name, "MessageRetentionPeriod": 1_209_600}
+        queue_props: dict[str, Any] = {
+            "QueueName": name,
+            "VisibilityTimeout": min(VISIBILITY_FACTOR * s.timeout, MAX_VISIBILITY_SECONDS),
+            "RedrivePolicy": {
+                "deadLetterTargetArn": {"Fn::GetAtt": [did, "Arn"]},
+                "maxReceiveCount": _max_attempts(app, consumer),
+            },
+        }
+        if fifo:
+            queue_props["FifoQueue"] = True
+            dlq_props["FifoQueue"] = True
+        resources[did] = {"Type": "AWS::SQS::Queue", "Properties": dlq_props}
+        resources[qid] = {"Type": "AWS::SQS::Queue", "Properties": queue_props}
+        resources[logical_id("DeadLetterAlarm", queue)] = {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"Messages of apix queue {queue!r} were dead-lettered.",
+                "Namespace": "AWS/SQS",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [did, "QueueName"]}}],
+                "Statistic": "Maximum",
+                "Period": 300,
+                "EvaluationPeriods": 1,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            },
+        }
+
+    has_api = False
+    for spec in specs:
+        fid = logical_id("Function", spec.name)
+        policies: list[Any] = []
+        events: dict[str, Any] = {}
+        for queue in spec.produces:
+            qid, did = queue_ids[queue]
+            policies.append(
+                {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": [qid, "QueueName"]}}}
+            )
+        # The SQS transport resolves queue URLs by name and reads redrive policies.
+        used = [*spec.produces, *([spec.consumes] if spec.consumes else [])]
+        if used:
+            arns = [{"Fn::GetAtt": [queue_ids[q][0], "Arn"]} for q in used]
+            policies.append(
+                {
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
+                            "Resource": arns,
+                        }
+                    ]
+                }
+            )
+        if spec.consumes:
+            qid, did = queue_ids[spec.consumes]
+            policies.append({"SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": [qid, "QueueName"]}}})
+            # Visibility backoff of retryable failures; permanent failures go to the DLQ now.
+            policies.append(
+                {
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": [
+                                "sqs:ChangeMessageVisibility",
+                                "sqs:ChangeMessageVisibilityBatch",
+                            ],
+                            "Resource": {"Fn::GetAtt": [qid, "Arn"]},
+                        },
+                        {
+                            "Effect": "Allow",
+                            "Action": [
+                                "sqs:SendMessage",
+                                "sqs:GetQueueUrl",
+                                "sqs:GetQueueAttributes",
+                            ],
+                            "Resource": {"Fn::GetAtt": [did, "Arn"]},
+                        },
+                    ]
+                }
+            )
+            events["Queue"] = {
+                "Type": "SQS",
+                "Properties": {
+                    "Queue": {"Fn::GetAtt": [qid, "Arn"]},
+                    "BatchSize": BATCH_SIZE,
+                    "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                },
+            }
+        elif spec.schedule:
+            events["Schedule"] = {
+                "Type": "Schedule",
+                "Properties": {"Schedule": eventbridge_schedule(spec), "Enabled": True},
+            }
+        elif spec.route is not None:
+            has_api = True
+            events["Http"] = {
+                "Type": "HttpApi",
+                "Properties": {"Path": api_path(spec.route.path), "Method": spec.route.method},
+            }
+        props: dict[str, Any] = {
+            "Handler": f"{HANDLER_MODULE}.{handler_name(spec.name)}",
+            "Description": f"apix processor {spec.name!r} of app {app.name!r}",
+            "Environment": {"Variables": dict(environment)},
+            "Policies": policies or ["AWSLambdaBasicExecutionRole"],
+            "Events": events,
+        }
+        if s.reserved_concurrency is not None:
+            props["ReservedConcurrentExecutions"] = s.reserved_concurrency
+        resources[fid] = {"Type": "AWS::Serverless::Function", "Properties": props}
+        resources[logical_id("ErrorAlarm", spec.name)] = {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"apix processor {spec.name!r} raised errors.",
+                "Namespace": "AWS/Lambda",
+                "MetricName": "Errors",
+                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": fid}}],
+                "Statistic": "Sum",
+                "Period": 300,
+                "EvaluationPeriods": 1,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            },
+        }
+    resources["Dashboard"] = _dashboard(app, specs, queue_ids)
+    if has_api:
+        outputs["HttpApiUrl"] = {
+            "Description": "Base URL of the app's HTTP routes",
+            "Value": {
+                "Fn::Sub": "https://${ServerlessHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"
+            },
+        }
+    template: dict[str, Any] = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Description": f"apix app {app.name!r} (generated by apix deploy aws)",
+        "Globals": {
+            "Function": {
+                "Runtime": RUNTIME,
+                "CodeUri": ".",
+                "MemorySize": s.memory,
+                "Timeout": s.timeout,
+            }
+        },
+    }
+    if parameters:
+        template["Parameters"] = parameters
+    template["Resources"] = resources
+    if outputs:
+        template["Outputs"] = outputs
+    return template
+
+
+def handler_name(processor: str) -> str:
+    """The attribute of :data:`HANDLER_MODULE` that serves ``processor``."""
+    return (
+        "handler_"
+        + re.sub(r"\W", "_", processor, flags=re.ASCII)
+        + (
+            ""
+            if re.fullmatch(r"\w+", processor, flags=re.ASCII)
+            else "_" + hashlib.sha256(processor.encode()).hexdigest()[:6]
+        )
+    )
+
+
+def handler_module(app: App, app_module: str, app_attribute: str) -> str:
+    """The source of :data:`HANDLER_MODULE`: one Lambda handler per processor."""
+    lines = [
+        '"""Lambda handlers of the apix app, one per processor (generated by apix deploy aws)."""',
+        "",
+        "from apix_aws.handler import lambda_handler",
+        f"from {app_module} import {app_attribute} as _app",
+        "",
+    ]
+    for spec in app.topology:
+        lines.append(f"{handler_name(spec.name)} = lambda_handler(_app, {spec.name!r})")
+    return "\n".join(lines) + "\n"
+
+
+def eventbridge_schedule(spec: ProcessorSpec) -> str:
+    assert spec.schedule is not None
+    try:
+        return Schedule.parse(spec.schedule).to_eventbridge()
+    except ConfigurationError as exc:
+        raise DeployError(f"processor {spec.name!r} cannot be scheduled on AWS: {exc}") from None
+
+
+def dump_template(template: dict[str, Any]) -> str:
+    """YAML when PyYAML is installed, else JSON (which is YAML too, and CloudFormation's)."""
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ImportError:
+        return json.dumps(template, indent=2) + "\n"
+    text: str = yaml.safe_dump(template, sort_keys=False, default_flow_style=False, width=120)
+    return text
+
+
+def _max_attempts(app: App, consumer: ProcessorSpec | None) -> int:
+    if consumer is not None and consumer.config.max_attempts is not None:
+        return consumer.config.max_attempts
+    return app.settings.max_attempts
+
+
+def _dashboard(
+    app: App, specs: list[ProcessorSpec], queue_ids: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    # DashboardBody is a JSON string; Fn::Sub fills in the generated names.
+    functions = [
+        ["AWS/Lambda", metric, "FunctionName", f"${{{logical_id('Function', spec.name)}}}"]
+        for spec in specs
+        for metric in ("Invocations", "Errors")
+    ]
+    queues = [
+        ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", f"${{{did}.QueueName}}"]
+        for _, did in queue_ids.values()
+    ]
+    widgets: list[dict[str, Any]] = [
+        {
+            "type": "metric",
+            "x": 0,
+            "y": 0,
+            "width": 12,
+            "height": 6,
+            "properties": {
+                "title": "Invocations and errors",
+                "metrics": functions,
+                "region": "${AWS::Region}",
+                "stat": "Sum",
+                "period": 300,
+            },
+        }
+    ]
+    if queues:
+        widgets.append(
+            {
+                "type": "metric",
+                "x": 12,
+                "y": 0,
+                "width": 12,
+                "height": 6,
+                "properties": {
+                    "title": "Dead-lettered messages",
+                    "metrics": queues,
+                    "region": "${AWS::Region}",
+                    "stat": "Maximum",
+                    "period": 300,
+                },
+            }
+        )
+    return {
+        "Type": "AWS::CloudWatch::Dashboard",
+        "Properties": {"DashboardBody": {"Fn::Sub": json.dumps({"widgets": widgets})}},
+    }

@@ -1,0 +1,388 @@
+"""``apix deploy aws``: the SAM template of a 3-processor app (queue, schedule, HTTP), checked
+resource by resource, by cfn-lint and by the SAM translator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from apix_aws.deploy.sam import DeployError, DeploySettings, sam_template
+from apix_core import App
+from apix_core.cli.app import cli
+
+APP_SOURCE = textwrap.dedent(
+    """
+    from apix_core import App
+
+    app = App("shop")
+
+
+    @app.processor(route="POST /orders/{order_id}", produces="orders")
+    def ingest(message, ctx):
+        return message
+
+
+    @app.processor(consumes="orders", produces="clean", max_attempts=3)
+    def normalize(message, ctx):
+        return message
+
+
+    @app.processor(schedule="0 30 2 * * 1-5", produces="clean")
+    def nightly(message, ctx):
+        return None
+    """
+)
+
+
+def _app() -> App:
+    app = App("shop")
+
+    @app.processor(route="POST /orders/{order_id}", produces="orders")
+    def ingest(message: Any, ctx: Any) -> Any:
+        return message
+
+    @app.processor(consumes="orders", produces="clean", max_attempts=3)
+    def normalize(message: Any, ctx: Any) -> Any:
+        return message
+
+    @app.processor(schedule="0 30 2 * * 1-5", produces="clean")
+    def nightly(message: Any, ctx: Any) -> None:
+        return None
+
+    return app
+
+
+def _of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def test_template_has_queues_dead_letter_queues_and_event_sources() -> None:
+    # GIVEN a queue, a schedule and an HTTP processor
+    # WHEN the template is generated with a queue prefix
+    t = sam_template(_app(), DeploySettings(name_prefix="acme-", timeout=20))
+    r = t["Resources"]
+
+    # THEN every queue has a DLQ, redrive after the consumer's max_attempts, 6x visibility
+    assert t["Transform"] == "AWS::Serverless-2016-10-31"
+    assert t["Parameters"]["DatabaseUrl"]["NoEcho"] is True
+    queues = _of_type(t, "AWS::SQS::Queue")
+    assert {q["Properties"]["QueueName"] for q in queues.values()} == {
+        "acme-orders",
+        "acme-orders-dlq",
+        "acme-clean",
+        "acme-clean-dlq",
+    }
+    orders = r["QueueOrders"]["Properties"]
+    assert orders["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueueOrders", "Arn"]},
+        "maxReceiveCount": 3,
+    }
+    assert orders["VisibilityTimeout"] == 120
+    # "clean" has no consumer: the app's default max_attempts
+    assert r["QueueClean"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 5
+
+    # AND the consumer reads its queue with partial batch responses
+    normalize = r["FunctionNormalize"]["Properties"]
+    assert normalize["Handler"] == "apix_handlers.handler_normalize"
+    assert normalize["Events"]["Queue"]["Properties"] == {
+        "Queue": {"Fn::GetAtt": ["QueueOrders", "Arn"]},
+        "BatchSize": 10,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+    }
+    env = normalize["Environment"]["Variables"]
+    assert env["APIX_QUEUE_URL"] == "sqs://?prefix=acme-"
+    assert env["APIX_DATABASE_URL"] == {"Ref": "DatabaseUrl"}
+
+    # AND the 6-field NCRONTAB schedule became an EventBridge cron (Mon-Fri = 2-6)
+    nightly = r["FunctionNightly"]["Properties"]["Events"]["Schedule"]
+    assert nightly == {
+        "Type": "Schedule",
+        "Properties": {"Schedule": "cron(30 2 ? * 2-6 *)", "Enabled": True},
+    }
+    # AND the route is an HTTP API event with its path parameter
+    ingest = r["FunctionIngest"]["Properties"]["Events"]["Http"]
+    assert ingest == {
+        "Type": "HttpApi",
+        "Properties": {"Path": "/orders/{order_id}", "Method": "POST"},
+    }
+
+
+def _queue_refs(policies: list[Any]) -> set[str]:
+    """Logical ids of every queue a function's policies name."""
+    text = json.dumps(policies)
+    return {
+        q
+        for q in ("QueueOrders", "QueueClean", "DeadLetterQueueOrders", "DeadLetterQueueClean")
+        if f'"{q}"' in text
+    }
+
+
+def test_policies_are_scoped_to_the_queues_each_function_uses() -> None:
+    r = sam_template(_app())["Resources"]
+
+    ingest = r["FunctionIngest"]["Properties"]["Policies"]
+    normalize = r["FunctionNormalize"]["Properties"]["Policies"]
+    nightly = r["FunctionNightly"]["Properties"]["Policies"]
+
+    assert _queue_refs(ingest) == {"QueueOrders"}
+    assert {
+        "SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["QueueOrders", "QueueName"]}}
+    } in ingest
+    assert _queue_refs(nightly) == {"QueueClean"}
+    assert _queue_refs(normalize) == {"QueueOrders", "QueueClean", "DeadLetterQueueOrders"}
+    assert {
+        "SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": ["QueueOrders", "QueueName"]}}
+    } in normalize
+    actions = json.dumps(normalize)
+    assert "sqs:ChangeMessageVisibility" in actions
+    # only the consumer may receive, only from its own queue
+    assert "SQSPollerPolicy" not in json.dumps(ingest) + json.dumps(nightly)
+
+
+def test_alarms_on_every_dead_letter_queue_and_function_and_a_dashboard() -> None:
+    t = sam_template(_app())
+    alarms = _of_type(t, "AWS::CloudWatch::Alarm")
+
+    dlq_alarms = {
+        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for a in alarms.values()
+        if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    }
+    assert dlq_alarms == {"DeadLetterQueueOrders", "DeadLetterQueueClean"}
+    error_alarms = {
+        a["Properties"]["Dimensions"][0]["Value"]["Ref"]
+        for a in alarms.values()
+        if a["Properties"]["MetricName"] == "Errors"
+    }
+    assert error_alarms == {"FunctionIngest", "FunctionNormalize", "FunctionNightly"}
+    for alarm in alarms.values():
+        assert alarm["Properties"]["Threshold"] == 0
+        assert alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert len(_of_type(t, "AWS::CloudWatch::Dashboard")) == 1
+
+
+def test_a_schedule_with_seconds_is_refused() -> None:
+    app = App("fast")
+
+    @app.processor(schedule="*/10 * * * * *")
+    def tick(message: Any, ctx: Any) -> None:
+        return None
+
+    with pytest.raises(DeployError, match=r"processor 'tick' cannot be scheduled on AWS.*second"):
+        sam_template(app)
+
+
+def test_customer_settings_are_applied() -> None:
+    t = sam_template(
+        _app(),
+        DeploySettings(
+            name_prefix="cust1-",
+            memory=512,
+            timeout=60,
+            reserved_concurrency=4,
+            tenant_id="cust1",
+            database_secret="cust1/db",
+        ),
+    )
+    g = t["Globals"]["Function"]
+    assert (g["MemorySize"], g["Timeout"]) == (512, 60)
+    assert "Parameters" not in t
+    fn = t["Resources"]["FunctionIngest"]["Properties"]
+    assert fn["ReservedConcurrentExecutions"] == 4
+    env = fn["Environment"]["Variables"]
+    assert env["APIX_TENANT_ID"] == "cust1"
+    assert env["APIX_DATABASE_URL"] == "{{resolve:secretsmanager:cust1/db:SecretString}}"
+    assert t["Resources"]["QueueOrders"]["Properties"]["VisibilityTimeout"] == 360
+
+
+def _write_app(tmp_path: Path) -> Path:
+    code = tmp_path / "src"
+    code.mkdir()
+    (code / "app.py").write_text(APP_SOURCE, encoding="utf-8")
+    return code / "app.py"
+
+
+def _lint(path: Path) -> list[Any]:
+    pytest.importorskip("cfnlint.api")
+    from cfnlint.api import ManualArgs, lint_file
+
+    matches = lint_file(path, config=ManualArgs(regions=["us-east-1"]))
+    return [m for m in matches if m.rule.id.startswith("E")]
+
+
+def test_cli_writes_a_template_that_cfn_lint_and_the_sam_translator_accept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an app file and a customer config
+    app_path = _write_app(tmp_path)
+    config = tmp_path / "customer.toml"
+    config.write_text(
+        'tenant = "acme"\nqueue_prefix = "acme-"\nmemory = 512\n'
+        "timeout = 45\nreserved_concurrency = 2\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "deploy" / "template.yaml"
+
+    # WHEN apix deploy aws runs (the plugin found through its entry point)
+    result = CliRunner().invoke(
+        cli, ["deploy", "aws", str(app_path), "--out", str(out), "--config", str(config)]
+    )
+
+    # THEN the template and the handler module are written, with the customer's settings
+    assert result.exit_code == 0, result.output
+    t = yaml.safe_load(out.read_text(encoding="utf-8"))
+    assert t["Globals"]["Function"]["CodeUri"] == "../src"
+    assert t["Globals"]["Function"]["MemorySize"] == 512
+    assert t["Resources"]["QueueOrders"]["Properties"]["QueueName"] == "acme-orders"
+    env = t["Resources"]["FunctionNightly"]["Properties"]["Environment"]["Variables"]
+    assert env["APIX_TENANT_ID"] == "acme"
+    handlers = (tmp_path / "src" / "apix_handlers.py").read_text(encoding="utf-8")
+    assert "from app import app as _app" in handlers
+    assert 'handler_ingest = lambda_handler(_app, "ingest")' in handlers.replace("'", '"')
+
+    # AND the generated handlers import and build real Lambda handlers
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import apix_handlers; print(callable(apix_handlers.handler_nightly))",
+        ],
+        cwd=tmp_path / "src",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "src")},
+    )
+    assert check.stdout.strip() == "True", check.stderr
+
+    # AND cfn-lint finds no error
+    assert _lint(out) == []
+
+    # AND the SAM translator expands it
+    from samtranslator.translator.transform import transform
+
+    class _Policies:
+        def load(self) -> dict[str, str]:
+            role = "AWSLambdaBasicExecutionRole"
+            return {role: f"arn:aws:iam::aws:policy/service-role/{role}"}
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")  # the translator's pseudo parameters
+    # as `sam package` leaves it: the local code folder uploaded to S3
+    t["Globals"]["Function"]["CodeUri"] = "s3://artifacts/shop.zip"
+    expanded = transform(t, {}, _Policies())
+    kinds = {r["Type"] for r in expanded["Resources"].values()}
+    assert {
+        "AWS::Lambda::Function",
+        "AWS::Lambda::EventSourceMapping",
+        "AWS::ApiGatewayV2::Api",
+        "AWS::Events::Rule",
+        "AWS::IAM::Role",
+    } <= kinds
+    mappings = [
+        r for r in expanded["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert mappings[0]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_cli_refuses_a_seconds_schedule_with_exit_2(tmp_path: Path) -> None:
+    app_path = tmp_path / "fast.py"
+    app_path.write_text(
+        "from apix_core import App\napp = App('fast')\n\n"
+        "@app.processor(schedule='15 * * * * *')\ndef tick(message, ctx):\n    return None\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli, ["deploy", "aws", str(app_path), "--out", str(tmp_path / "t.yaml")]
+    )
+    assert result.exit_code == 2
+    assert "cannot be scheduled on AWS" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "t.yaml").exists()
+
+
+def test_apix_deploy_aws_help_in_a_subprocess() -> None:
+    apix = Path(sys.executable).parent / "apix"
+    result = subprocess.run(
+        [str(apix), "deploy", "aws", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--config" in result.stdout
+    assert "SAM" in result.stdout
+
+
+def test_two_plugins_share_the_deploy_group() -> None:
+    # GIVEN the aws plugin's deploy group and another plugin's deploy group (as an Azure
+    # package would register it), each built on its own Typer as load_plugins does
+    import typer
+
+    from apix_aws.deploy.cli import register
+    from apix_core.cli.app import _commands_of, _merge_groups
+
+    def register_azure(app: typer.Typer) -> None:
+        group = typer.Typer(name="deploy")
+
+        @group.command("azure")
+        def azure() -> None:
+            """Azure."""
+
+        @group.command("aws")
+        def clash() -> None:
+            """A second aws."""
+
+        app.add_typer(group, name="deploy")
+
+    aws_deploy = _commands_of(register)["deploy"]
+    azure_deploy = _commands_of(register_azure)["deploy"]
+    original_aws = aws_deploy.commands["aws"]  # type: ignore[attr-defined]
+
+    # WHEN they are merged
+    merged = _merge_groups(aws_deploy, azure_deploy, "test")
+
+    # THEN deploy has both subcommands, and the first aws command is kept
+    assert merged is True
+    assert sorted(aws_deploy.commands) == ["aws", "azure"]  # type: ignore[attr-defined]
+    assert aws_deploy.commands["aws"] is original_aws  # type: ignore[attr-defined]
+    # AND a plain command is not merged into a group
+    assert _merge_groups(aws_deploy, original_aws, "test") is False
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('tenant = "a"\nqueue_size = 3\n', "unknown key(s) queue_size"),
+        ('memory = "big"\n', "memory must be an integer"),
+        ("memory = 64\n", "memory 64 MB: Lambda takes 128-10240"),
+        ('queue_prefix = "a.b"\n', "queue name prefix 'a.b'"),
+        ("tenant = \n", "is not valid TOML"),
+    ],
+)
+def test_a_bad_customer_config_is_one_line_and_exit_2(
+    tmp_path: Path, config: str, message: str
+) -> None:
+    app_path = _write_app(tmp_path)
+    customer = tmp_path / "customer.toml"
+    customer.write_text(config, encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "deploy",
+            "aws",
+            str(app_path),
+            "--config",
+            str(customer),
+            "--out",
+            str(tmp_path / "t.yaml"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
