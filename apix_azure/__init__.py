@@ -1,12 +1,26 @@
-"""Azure adapter of apix-core: Storage Queue and Service Bus transports.
+"""Azure adapter of apix-core: the Functions app (``function_app``), Storage Queue and Service
+Bus transports, ``apix deploy azure``.
 
-Importing this package loads no Azure SDK: each transport imports its SDK when it is built, so
-listing or registering transports stays cheap on a cold start. The SDKs come with the
-``[azure]`` extra.
+Importing this package loads nothing heavy: ``function_app`` (``apix_azure.functions``) is
+imported on first use, and each transport imports its SDK when it is built, so listing CLI
+plugins or registering transports stays cheap. The SDKs come with the ``[azure]`` extra.
 """
 
-# The module imports no Azure SDK (azure.functions loads when function_app() is called); the
-# function, bound after the submodule, shadows the module as the package attribute.
-from apix_azure.function_app import function_app
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apix_azure.functions import function_app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "function_app":
+        from apix_azure.functions import function_app
+
+        globals()[name] = function_app
+        return function_app
+    raise AttributeError(f"module 'apix_azure' has no attribute {name!r}")
+
 
 __all__ = ["function_app"]

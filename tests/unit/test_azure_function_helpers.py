@@ -1,4 +1,4 @@
-"""Pure helpers of apix_azure.function_app: schedule ticks and App Service principals."""
+"""Pure helpers of apix_azure.functions: schedule ticks and App Service principals."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from apix_azure.function_app import tenant_from_principal, tick_time
+from apix_azure.functions import tenant_from_principal, tick_time
 
 
 def at(h: int, m: int, s: int = 0, us: int = 0) -> datetime:

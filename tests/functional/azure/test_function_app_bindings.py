@@ -12,7 +12,7 @@ import azure.functions as func
 import pytest
 
 from apix_azure import function_app
-from apix_azure.function_app import function_name
+from apix_azure.functions import function_name
 from apix_core import App, Message, ProcessorContext
 
 

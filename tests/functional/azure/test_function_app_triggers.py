@@ -18,7 +18,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from apix_azure import function_app
-from apix_azure.function_app import RetryLater
+from apix_azure.functions import RetryLater
 from apix_azure.transport.storage_queue import StorageQueueTransport
 from apix_core import App, Message, ProcessorContext
 from apix_core.errors import PermanentError, TransientError

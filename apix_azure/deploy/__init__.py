@@ -1,0 +1,1 @@
+"""`apix deploy azure`: an Azure Functions project folder generated from an app."""
