@@ -216,8 +216,15 @@ class SqlUnitOfWork(UnitOfWork):
     # -- successes ------------------------------------------------------------------------
     async def add(self, key: Any, invocation: Invocation) -> None:
         ctx = invocation.ctx
-        if ctx.has_writes and self.savepoint is None:
-            self.deferred.append(_Kept(key, invocation))  # batched with the others: complete()
+        if self.savepoint is None:
+            if ctx.has_writes:
+                # Batched with the others at complete(): one read, one write per table.
+                self.deferred.append(_Kept(key, invocation))
+                return
+            # Nothing to write: its rows now (flushing here would write the deferred batch
+            # early, one message at a time).
+            invocation.rows = invocation.build_rows(self.processor, self.producer)
+            self.kept.append(_Kept(key, invocation))
             return
         try:
             await self.flush(ctx)
@@ -225,9 +232,8 @@ class SqlUnitOfWork(UnitOfWork):
         except BaseException:
             await self.discard()
             raise
-        if self.savepoint is not None:
-            await self.savepoint.commit()
-            self.savepoint = None
+        await self.savepoint.commit()
+        self.savepoint = None
         self.kept.append(_Kept(key, invocation))
 
     async def complete(self) -> Completed:
