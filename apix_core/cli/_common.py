@@ -61,6 +61,12 @@ def _usage_pieces(pieces: list[str]) -> list[str]:
     return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
 
 
+def _tidy_help_option(option: TyperOption | None) -> TyperOption | None:
+    if option is not None:
+        _tidy_params([option])
+    return option
+
+
 class ApixCommand(TyperCommand):
     """A command whose help has no ``<bool>`` on flags and no ``{name}`` in its usage line."""
 
@@ -69,10 +75,7 @@ class ApixCommand(TyperCommand):
         _tidy_params(self.params)
 
     def get_help_option(self, ctx: Context) -> TyperOption | None:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            _tidy_params([option])
-        return option
+        return _tidy_help_option(super().get_help_option(ctx))
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
         return _usage_pieces(super().collect_usage_pieces(ctx))
@@ -86,10 +89,7 @@ class ApixGroup(TyperGroup):
         _tidy_params(self.params)
 
     def get_help_option(self, ctx: Context) -> TyperOption | None:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            _tidy_params([option])
-        return option
+        return _tidy_help_option(super().get_help_option(ctx))
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
         return _usage_pieces(super().collect_usage_pieces(ctx))
