@@ -55,6 +55,9 @@ TRIGGER_ENV = "APIX_AZURE_TRIGGER"
 STORAGE_SETTING_ENV = "APIX_AZURE_STORAGE_SETTING"
 SERVICEBUS_SETTING_ENV = "APIX_AZURE_SERVICEBUS_SETTING"
 MAX_DEQUEUE_ENV = "APIX_AZURE_MAX_DEQUEUE_COUNT"
+#: ``host`` (default): the host settles Service Bus messages; ``apix``: apix does, through the
+#: settlement client of the SDK-type bindings (``azurefunctions-extensions-bindings-servicebus``).
+SERVICEBUS_SETTLEMENT_ENV = "APIX_AZURE_SERVICEBUS_SETTLEMENT"
 TENANT_CLAIM_ENV = "APIX_TENANT_CLAIM"
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 DEFAULT_SERVICEBUS_CONNECTION = "AzureWebJobsServiceBus"
@@ -198,38 +201,55 @@ class _Runtime:
         )
 
     # -- service bus -------------------------------------------------------------------
-    async def on_servicebus_message(self, spec: ProcessorSpec, msg: func.ServiceBusMessage) -> None:
-        """Complete on return, abandon on raise (the host); Service Bus dead-letters after
-        ``MaxDeliveryCount``. A non-retryable failure is logged and completed (its error is in
-        the store's processing errors): the trigger cannot dead-letter it itself."""
+    async def on_servicebus_message(
+        self, spec: ProcessorSpec, msg: Any, actions: Any | None = None
+    ) -> None:
+        """Settle a Service Bus delivery (see docs/azure.md, "Service Bus").
+
+        Without ``actions`` the host settles: it completes on return and abandons on raise, and
+        Service Bus dead-letters after ``MaxDeliveryCount``; a message apix rejects for good is
+        recorded in the store's dead letters and completed. With ``actions`` (the Functions
+        settlement client, ``ServiceBusMessageActions``, or an ``azure.servicebus``
+        ``ServiceBusReceiver``) apix settles itself: complete, abandon, or dead-letter into
+        ``<queue>/$deadletterqueue`` with the error as reason and description."""
         from apix_core.processing.outcomes import OutcomeKind
 
         queue = spec.consumes
         assert queue is not None
-        props = dict(msg.application_properties or {}) | dict(msg.user_properties or {})
-        attributes = {str(k): str(v) for k, v in props.items() if v is not None}
-        if msg.session_id:
-            attributes.setdefault("session_id", str(msg.session_id))
-        if msg.correlation_id:
-            attributes.setdefault("correlation_id", str(msg.correlation_id))
-        count = msg.delivery_count
-        delivery = ReceivedMessage(
-            queue=queue,
-            message_id=str(msg.message_id or ""),
-            body=msg.get_body(),
-            receive_count=count if isinstance(count, int) and count > 0 else 1,
-            attributes=attributes,
-        )
+        from apix_azure.servicebus_settlement import servicebus_delivery, settle_servicebus
+
+        delivery = servicebus_delivery(queue, msg)
         outcome = await self._process(spec, queue, delivery)
+        if actions is not None:
+            verb = await settle_servicebus(actions, msg, outcome)
+            if verb == "deadletter":
+                log.warning("dead-lettered %s from %s in Service Bus", delivery.message_id, queue)
+            return
         if outcome.kind is OutcomeKind.RETRY:
             raise RetryLater(f"{spec.name}: {outcome.error and outcome.error.message}")
         if outcome.kind is OutcomeKind.DEAD_LETTER:
-            log.error(
-                "processor %s rejected %s for good: %s",
-                spec.name,
-                delivery.message_id,
-                outcome.error and outcome.error.message,
-            )
+            await self._record_dead_letter(spec, outcome)
+
+    async def _record_dead_letter(self, spec: ProcessorSpec, outcome: Outcome) -> None:
+        """The store's dead letters hold what the trigger cannot dead-letter itself; without
+        a store (persistence off) the log is the only record."""
+        from apix_core.processing.outcomes import dead_letter_info
+        from apix_core.transport.local import LocalTransport
+
+        info = dead_letter_info(outcome, spec.name)
+        delivery = outcome.delivery
+        store = self.app.store
+        if store is not None:
+            # A failure raises: the host abandons and Service Bus redelivers.
+            await LocalTransport(store.db).dead_letter(delivery.queue, delivery, info)
+        log.error(
+            "processor %s rejected %s for good%s: %s %s",
+            spec.name,
+            delivery.message_id,
+            " (recorded in the store's dead letters)" if store is not None else "",
+            info.error_code,
+            info.error_message[:200],
+        )
 
     # -- timer --------------------------------------------------------------------------
     async def on_timer(self, spec: ProcessorSpec, timer: func.TimerRequest) -> None:
@@ -386,11 +406,14 @@ def function_app(pipeline: App) -> func.FunctionApp:
         name = function_name(spec.name, taken)
         if spec.consumes:
             if trigger == "servicebus":
-                fn = _servicebus_function(runtime, spec, func)
+                settles = _apix_settles_servicebus()
+                fn = _servicebus_function(runtime, spec, func, settles)
                 deco = fapp.service_bus_queue_trigger(
                     arg_name="msg",
                     queue_name=spec.consumes,
                     connection=servicebus_setting(),
+                    # apix settles through the settlement client: the host must not as well.
+                    auto_complete_messages=False if settles else None,
                 )
             else:
                 fn = _queue_function(runtime, spec, func)
@@ -445,12 +468,42 @@ def _http_function(runtime: _Runtime, spec: ProcessorSpec, func: Any) -> Callabl
     return handler
 
 
-def _servicebus_function(runtime: _Runtime, spec: ProcessorSpec, func: Any) -> Callable[..., Any]:
-    async def handler(msg: Any) -> None:
-        await runtime.on_servicebus_message(spec, msg)
+def _apix_settles_servicebus() -> bool:
+    mode = os.environ.get(SERVICEBUS_SETTLEMENT_ENV, "host").strip().lower() or "host"
+    if mode not in ("host", "apix"):
+        raise ConfigurationError(f"{SERVICEBUS_SETTLEMENT_ENV}={mode!r}: use 'host' or 'apix'")
+    return mode == "apix"
 
-    handler.__annotations__ = {"msg": func.ServiceBusMessage, "return": None}
-    return handler
+
+def _servicebus_function(
+    runtime: _Runtime, spec: ProcessorSpec, func: Any, settles: bool
+) -> Callable[..., Any]:
+    if not settles:
+
+        async def handler(msg: Any) -> None:
+            await runtime.on_servicebus_message(spec, msg)
+
+        handler.__annotations__ = {"msg": func.ServiceBusMessage, "return": None}
+        return handler
+    try:
+        from azurefunctions.extensions.bindings import servicebus as sdk_types
+    except ImportError:
+        raise ConfigurationError(
+            f"{SERVICEBUS_SETTLEMENT_ENV}=apix needs the Functions Service Bus SDK-type "
+            "bindings: pip install azurefunctions-extensions-bindings-servicebus "
+            "(and add it to requirements.txt)"
+        ) from None
+
+    # The worker passes the settlement client to the one parameter no binding declares.
+    async def settling(msg: Any, message_actions: Any) -> None:
+        await runtime.on_servicebus_message(spec, msg, message_actions)
+
+    settling.__annotations__ = {
+        "msg": sdk_types.ServiceBusReceivedMessage,
+        "message_actions": sdk_types.ServiceBusMessageActions,
+        "return": None,
+    }
+    return settling
 
 
 __all__ = ["RetryLater", "function_app", "function_name", "tenant_from_principal", "tick_time"]
