@@ -393,6 +393,8 @@ def function_app(pipeline: App) -> func.FunctionApp:
     """An ``azure.functions.FunctionApp`` with one function per processor of ``pipeline``."""
     import azure.functions as func
 
+    from apix_azure.transport._settings import queue_prefix
+    from apix_azure.transport.servicebus import servicebus_queue_name
     from apix_azure.transport.storage_queue import azure_queue_name
     from apix_core.schedule import Schedule
 
@@ -401,6 +403,7 @@ def function_app(pipeline: App) -> func.FunctionApp:
     fapp.apix_runtime = runtime  # type: ignore[attr-defined]  # tests and tools reach the App
     taken: set[str] = set()
     trigger = _trigger_kind()
+    prefix = queue_prefix()  # per customer: the transports read the same app setting
     _default_outputs(pipeline, trigger)
     for spec in pipeline.topology:
         name = function_name(spec.name, taken)
@@ -410,7 +413,7 @@ def function_app(pipeline: App) -> func.FunctionApp:
                 fn = _servicebus_function(runtime, spec, func, settles)
                 deco = fapp.service_bus_queue_trigger(
                     arg_name="msg",
-                    queue_name=spec.consumes,
+                    queue_name=servicebus_queue_name(prefix + spec.consumes),
                     connection=servicebus_setting(),
                     # apix settles through the settlement client: the host must not as well.
                     auto_complete_messages=False if settles else None,
@@ -419,7 +422,7 @@ def function_app(pipeline: App) -> func.FunctionApp:
                 fn = _queue_function(runtime, spec, func)
                 deco = fapp.queue_trigger(
                     arg_name="msg",
-                    queue_name=azure_queue_name(spec.consumes),
+                    queue_name=azure_queue_name(prefix + spec.consumes),
                     connection=storage_setting(),
                 )
         elif spec.schedule:

@@ -39,7 +39,8 @@ def azure(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", help="Per-customer TOML (tenant, database_url, [host], [settings])."
+            "--config",
+            help="Per-customer TOML (tenant, database_url, queue_prefix, [host], [settings]).",
         ),
     ] = None,
     module: Annotated[
@@ -74,6 +75,10 @@ def azure(
     ] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="APIX_TENANT_ID.")] = None,
     queue_url: Annotated[str | None, typer.Option("--queue-url", help="APIX_QUEUE_URL.")] = None,
+    queue_prefix: Annotated[
+        str | None,
+        typer.Option("--queue-prefix", help="APIX_AZURE_QUEUE_PREFIX: before every queue name."),
+    ] = None,
 ) -> None:
     """Generate an Azure Functions project (function_app.py, host.json, requirements.txt,
     local.settings.json.example) for APP into --out."""
@@ -95,6 +100,7 @@ def azure(
         "database_url": database_url,
         "tenant_id": tenant,
         "queue_url": queue_url,
+        "queue_prefix": queue_prefix,
     }
     options = replace(options, **{k: v for k, v in given.items() if v is not None})
     for path in generate(target, out, options):

@@ -9,8 +9,8 @@ Files written into the output folder:
 - ``requirements.txt``: ``apix-core[azure]`` (``[azure,postgres]`` for a PostgreSQL URL);
 - ``local.settings.json.example``: the app settings, with Azurite's development storage.
 
-A per-customer TOML file (:func:`load_customer_config`) overrides tenant, database URL and
-host.json scaling, one output folder per customer.
+A per-customer TOML file (:func:`load_customer_config`) overrides tenant, database URL, queue
+name prefix and host.json scaling, one output folder per customer.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class DeployOptions:
     database_url: str | None = None
     tenant_id: str | None = None
     queue_url: str | None = None
+    queue_prefix: str | None = None
     settings: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -63,6 +64,10 @@ class DeployOptions:
             raise ConfigurationError(
                 f"visibility_timeout {self.visibility_timeout!r}: expected {_TIMESPAN_HELP}"
             )
+        if self.queue_prefix is not None:
+            from apix_azure.transport._settings import queue_prefix
+
+            queue_prefix(self.queue_prefix)
         if self.module is not None and not all(
             part.isidentifier() for part in self.module.split(".")
         ):
@@ -80,10 +85,19 @@ _TOP_KEYS = {
     "tenant_id": "tenant_id",
     "database_url": "database_url",
     "queue_url": "queue_url",
+    "queue_prefix": "queue_prefix",
     "trigger": "trigger",
     "module": "module",
 }
-_STR_FIELDS = {"tenant_id", "database_url", "queue_url", "trigger", "module", "visibility_timeout"}
+_STR_FIELDS = {
+    "tenant_id",
+    "database_url",
+    "queue_url",
+    "queue_prefix",
+    "trigger",
+    "module",
+    "visibility_timeout",
+}
 _HOST_KEYS = {
     "batchSize": "batch_size",
     "maxDequeueCount": "max_dequeue_count",
@@ -94,9 +108,9 @@ _HOST_KEYS = {
 
 def load_customer_config(path: Path, base: DeployOptions | None = None) -> DeployOptions:
     """``base`` overridden by a customer's TOML file: ``tenant``, ``database_url``,
-    ``queue_url``, ``trigger``, ``module``; a ``[host]`` table with host.json names
-    (``batchSize``, ``maxDequeueCount``, ``visibilityTimeout``, ``maxConcurrentCalls``); a
-    ``[settings]`` table of extra app settings (docs/azure.md, "Deploy")."""
+    ``queue_url``, ``queue_prefix``, ``trigger``, ``module``; a ``[host]`` table with host.json
+    names (``batchSize``, ``maxDequeueCount``, ``visibilityTimeout``, ``maxConcurrentCalls``);
+    a ``[settings]`` table of extra app settings (docs/azure.md, "Deploy")."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -115,12 +129,6 @@ def load_customer_config(path: Path, base: DeployOptions | None = None) -> Deplo
                 changes[_HOST_KEYS[host_key]] = host_value
         elif key == "settings" and isinstance(value, dict):
             changes["settings"] = {str(k): str(v) for k, v in value.items()}
-        elif key == "queue_prefix":
-            # Queue names are the processors' own: the transports have no prefix to apply yet.
-            raise ConfigurationError(
-                f"{path}: queue_prefix is not supported yet (give each customer its own "
-                "storage account or Service Bus namespace via queue_url / settings)"
-            )
         else:
             known = ", ".join([*_TOP_KEYS, "[host]", "[settings]"])
             raise ConfigurationError(f"{path}: unknown key {key!r} (known: {known})")
@@ -168,6 +176,7 @@ def requirements(options: DeployOptions) -> str:
 
 def local_settings(pipeline: App, options: DeployOptions) -> dict[str, Any]:
     from apix_azure.functions import MAX_DEQUEUE_ENV, TRIGGER_ENV
+    from apix_azure.transport._settings import QUEUE_PREFIX_ENV
     from apix_core.constants import DATABASE_URL_ENV, QUEUE_URL_ENV, TENANT_ID_ENV
 
     values: dict[str, str] = {
@@ -179,6 +188,8 @@ def local_settings(pipeline: App, options: DeployOptions) -> dict[str, Any]:
         TRIGGER_ENV: options.trigger,
         MAX_DEQUEUE_ENV: str(options.max_dequeue_count or max_dequeue_count(pipeline)),
     }
+    if options.queue_prefix:
+        values[QUEUE_PREFIX_ENV] = options.queue_prefix
     if options.trigger == "servicebus":
         values["AzureWebJobsServiceBus"] = "<Service Bus connection string>"
     values.update(options.settings)

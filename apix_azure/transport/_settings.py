@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
@@ -30,6 +31,25 @@ def resolve_connection_string(
         + " or ".join(repr(s) for s in settings)
         + " (a connection string), or pass one"
     )
+
+
+#: App setting of a per-customer queue name prefix (``apix deploy azure`` writes it); the
+#: transports and ``function_app``'s trigger bindings put it before every apix queue name.
+QUEUE_PREFIX_ENV = "APIX_AZURE_QUEUE_PREFIX"
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+
+
+def queue_prefix(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The queue name prefix: ``explicit`` if given, else the app setting, else none. A prefix
+    is 1-40 letters, digits, ``.``, ``_``, ``-`` starting with a letter or digit."""
+    source = os.environ if env is None else env
+    value = explicit if explicit is not None else source.get(QUEUE_PREFIX_ENV, "").strip()
+    if value and not _PREFIX.fullmatch(value):
+        raise ConfigurationError(
+            f"queue prefix {value!r}: use 1-40 letters, digits, '.', '_' or '-' starting "
+            "with a letter or digit, e.g. 'cust-a-'"
+        )
+    return value
 
 
 def parse_url(url: str, scheme: str, allowed: Sequence[str]) -> dict[str, str]:

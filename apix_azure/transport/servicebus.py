@@ -7,6 +7,8 @@ URL (registry entry point ``servicebus``)::
                                           AzureWebJobsServiceBus (the Functions default)
     servicebus://?connection=MY_SETTING   from the app setting MY_SETTING
     servicebus://?connection=S&max_message_bytes=104857600&max_batch_bytes=1048576   (Premium)
+    servicebus://?prefix=cust-a-&time_to_live=3600   queue name prefix (default: the app setting
+                                          APIX_AZURE_QUEUE_PREFIX); message TTL in seconds
 
 Messages. Each :class:`~apix_core.transport.base.OutgoingMessage` becomes a
 ``ServiceBusMessage`` (:func:`build_message`): ``message_id`` is the apix id (so the queue's
@@ -49,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apix_azure.errors import AzureConnectionError, InvalidQueueNameError
-from apix_azure.transport._settings import parse_url, resolve_connection_string
+from apix_azure.transport._settings import parse_url, queue_prefix, resolve_connection_string
 from apix_core.errors import (
     ConfigurationError,
     MessageTooLargeError,
@@ -200,10 +202,13 @@ class ServiceBusTransport(Producer):
         max_message_bytes: int = STANDARD_MAX_MESSAGE_BYTES,
         max_batch_bytes: int | None = None,
         time_to_live: timedelta | None = None,
+        prefix: str | None = None,
     ) -> None:
         """The connection string comes as for the storage transport: given, else the app
         setting ``connection``, else ``APIX_AZURE_SERVICEBUS_CONNECTION`` or
-        ``AzureWebJobsServiceBus``."""
+        ``AzureWebJobsServiceBus``. ``prefix`` (default ``APIX_AZURE_QUEUE_PREFIX``) goes
+        before every queue name."""
+        self.prefix = queue_prefix(prefix)
         settings = (connection,) if connection else DEFAULT_SETTINGS
         self._conn, self._source = resolve_connection_string(connection_string, settings)
         if max_message_bytes <= 0 or (max_batch_bytes is not None and max_batch_bytes <= 0):
@@ -219,10 +224,21 @@ class ServiceBusTransport(Producer):
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> ServiceBusTransport:
         params = parse_url(
-            url, "servicebus", ("connection", "max_message_bytes", "max_batch_bytes")
+            url,
+            "servicebus",
+            ("connection", "max_message_bytes", "max_batch_bytes", "prefix", "time_to_live"),
         )
-        if "connection" in params:
-            kwargs.setdefault("connection", params["connection"])
+        for key in ("connection", "prefix"):
+            if key in params:
+                kwargs.setdefault(key, params[key])
+        if "time_to_live" in params:
+            try:
+                seconds = float(params["time_to_live"])
+            except ValueError:
+                raise ConfigurationError(f"{url!r}: time_to_live is not a number") from None
+            if not 0 < seconds < float("inf"):
+                raise ConfigurationError(f"{url!r}: time_to_live must be positive seconds")
+            kwargs.setdefault("time_to_live", timedelta(seconds=seconds))
         for key in ("max_message_bytes", "max_batch_bytes"):
             if key in params:
                 try:
@@ -264,7 +280,7 @@ class ServiceBusTransport(Producer):
         self, queue: str, messages: Sequence[OutgoingMessage]
     ) -> list[list[ServiceBusMessage]]:
         """The groups :meth:`send_batch` sends, one ``send_messages`` call each."""
-        name = servicebus_queue_name(queue)
+        name = servicebus_queue_name(self.prefix + queue)
         return plan_batches(
             self.build_messages(messages),
             max_batch_bytes=self.max_batch_bytes,
@@ -276,7 +292,7 @@ class ServiceBusTransport(Producer):
         if not messages:
             return
         groups = self.plan(queue, messages)
-        sender = self._sender(queue)
+        sender = self._sender(self.prefix + queue)
         with _servicebus_errors(f"sending to {queue!r}"):
             for group in groups:
                 if len(group) == 1:

@@ -6,6 +6,8 @@ URL (registry entry point ``azure-queue``)::
                                             APIX_AZURE_STORAGE_CONNECTION, else AzureWebJobsStorage
     azure-queue://?connection=MY_SETTING    connection string from the app setting MY_SETTING
     azure-queue://?connection=S&visibility_timeout=60
+    azure-queue://?prefix=cust-a-           every queue name gets the prefix (per customer);
+                                            default: the app setting APIX_AZURE_QUEUE_PREFIX
 
 A connection string is what the Functions host reads from the setting a binding names
 (``AzureWebJobsStorage`` by default); ``UseDevelopmentStorage=true`` and Azurite's
@@ -30,6 +32,11 @@ must be 3–51 characters of ``a-z0-9-`` starting and ending alphanumeric with n
 63, leaves room for the ``-poison-info`` suffix), and must not end in ``-poison`` or
 ``-poison-info``; anything else raises :class:`~apix_azure.errors.InvalidQueueNameError`. So
 names differing only in case or ``.``/``_``/``-`` share a queue. Queues are created on first use.
+
+Prefix. With a queue name prefix (per-customer deployments sharing one account) the Azure name
+of ``raw.orders`` under ``cust-a-`` is ``cust-a-raw-orders`` (the prefix is mapped like the
+rest), and so are its poison queues; ``list_dead_letters()`` and ``queues()`` only show the
+prefix's queues.
 
 Dead letters. ``dead_letter`` puts the original message text, unchanged, in ``<queue>-poison``
 — the Functions host's own poison queue, so host tooling and poison-queue triggers see what the
@@ -65,7 +72,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from apix_azure.errors import AzureConnectionError, InvalidQueueNameError
-from apix_azure.transport._settings import parse_url, resolve_connection_string
+from apix_azure.transport._settings import parse_url, queue_prefix, resolve_connection_string
 from apix_core.constants import DEFAULT_VISIBILITY_TIMEOUT
 from apix_core.errors import (
     ConfigurationError,
@@ -223,10 +230,12 @@ class StorageQueueTransport(QueueTransport):
         connection: str | None = None,
         visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
         message_ttl: int = -1,
+        prefix: str | None = None,
     ) -> None:
         """``connection_string`` wins; else the app setting ``connection``; else
         ``APIX_AZURE_STORAGE_CONNECTION`` or ``AzureWebJobsStorage``. ``message_ttl`` is in
-        seconds, ``-1`` for never."""
+        seconds, ``-1`` for never. ``prefix`` defaults to ``APIX_AZURE_QUEUE_PREFIX``."""
+        self.prefix = queue_prefix(prefix)
         settings = (connection,) if connection else DEFAULT_SETTINGS
         self._conn, self._source = resolve_connection_string(connection_string, settings)
         _validate_connection_string(self._conn, self._source)
@@ -240,15 +249,20 @@ class StorageQueueTransport(QueueTransport):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> StorageQueueTransport:
-        params = parse_url(url, "azure-queue", ("connection", "visibility_timeout"))
-        if "connection" in params:
-            kwargs.setdefault("connection", params["connection"])
+        params = parse_url(url, "azure-queue", ("connection", "visibility_timeout", "prefix"))
+        for key in ("connection", "prefix"):
+            if key in params:
+                kwargs.setdefault(key, params[key])
         if "visibility_timeout" in params:
             try:
                 kwargs.setdefault("visibility_timeout", float(params["visibility_timeout"]))
             except ValueError:
                 raise ConfigurationError(f"{url!r}: visibility_timeout is not a number") from None
         return cls(**kwargs)
+
+    def azure_name(self, queue: str) -> str:
+        """The Azure queue of an apix queue name, with this transport's prefix."""
+        return azure_queue_name(self.prefix + queue)
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -315,7 +329,7 @@ class StorageQueueTransport(QueueTransport):
     async def send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> None:
         if not messages:
             return
-        azure_name = azure_queue_name(queue)
+        azure_name = self.azure_name(queue)
         for m in messages:  # all checked before any is sent
             self.check_size(queue, m.body)
             if m.delay_seconds > MAX_VISIBILITY_SECONDS:
@@ -337,7 +351,7 @@ class StorageQueueTransport(QueueTransport):
     async def receive(
         self, queue: str, max_messages: int = 10, visibility_timeout: float | None = None
     ) -> list[ReceivedMessage]:
-        client = await self._ensure(azure_queue_name(queue))
+        client = await self._ensure(self.azure_name(queue))
         count = min(PEEK_LIMIT, max(1, max_messages))
         hide = _whole_seconds(
             self.visibility_timeout if visibility_timeout is None else visibility_timeout,
@@ -375,12 +389,12 @@ class StorageQueueTransport(QueueTransport):
     async def ack(self, queue: str, messages: Sequence[ReceivedMessage]) -> None:
         if not messages:
             return
-        client = self._client(azure_queue_name(queue))
+        client = self._client(self.azure_name(queue))
         await asyncio.gather(*(self._delete(client, m.message_id, m.receipt) for m in messages))
 
     async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
         """Visible again after ``delay_seconds`` (whole seconds, at most 7 days)."""
-        client = self._client(azure_queue_name(queue))
+        client = self._client(self.azure_name(queue))
         delay = _whole_seconds(delay_seconds, 0, MAX_VISIBILITY_SECONDS)
         with _azure_errors(f"releasing a message of {client.queue_name!r}"):
             try:
@@ -394,7 +408,7 @@ class StorageQueueTransport(QueueTransport):
     async def dead_letter(self, queue: str, message: ReceivedMessage, info: DeadLetterInfo) -> None:
         """Original text to ``<queue>-poison``, the error to ``<queue>-poison-info``, then
         delete the message from ``queue``."""
-        azure_name = azure_queue_name(queue)
+        azure_name = self.azure_name(queue)
         poison_id = await self._send_text(
             azure_name + POISON_SUFFIX, encode_text(message.body), 0, -1
         )
@@ -499,7 +513,7 @@ class StorageQueueTransport(QueueTransport):
     ) -> list[DeadLetterRecord]:
         """Up to 32 dead letters per poison queue, peeked (see the module docstring)."""
         if queue is not None:
-            sources = [azure_queue_name(queue)]
+            sources = [self.azure_name(queue)]
         else:
             sources = [
                 name.removesuffix(POISON_SUFFIX)
@@ -543,7 +557,7 @@ class StorageQueueTransport(QueueTransport):
         """The approximate count of all messages, as ``visible`` (see the module docstring)."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        client = self._client(azure_queue_name(queue))
+        client = self._client(self.azure_name(queue))
         with _azure_errors(f"reading {client.queue_name!r}"):
             try:
                 props = await client.get_queue_properties()
@@ -552,11 +566,15 @@ class StorageQueueTransport(QueueTransport):
         return QueueDepth(visible=int(props.approximate_message_count or 0), in_flight=0)
 
     async def _queue_names(self) -> list[str]:
+        """The account's queues under this transport's prefix."""
+        start = azure_queue_name(self.prefix + "xxx")[:-3] if self.prefix else ""
         with _azure_errors("listing queues"):
-            return sorted([str(q.name) async for q in self._loop_clients().service.list_queues()])
+            service = self._loop_clients().service
+            names = [str(q.name) async for q in service.list_queues(name_starts_with=start or None)]
+        return sorted(names)
 
     async def queues(self) -> list[str]:
-        """Azure names of the account's queues, without the dead-letter queues."""
+        """Azure names of the account's queues (under the prefix), without dead-letter queues."""
         names = await self._queue_names()
         return [n for n in names if not n.endswith((POISON_SUFFIX, INFO_SUFFIX))]
 

@@ -202,6 +202,25 @@ def test_customer_config_changes_tenant_and_host_json(project: Path, tmp_path: P
     assert set(load_functions(out, project.parent)) == {"ingest", "enrich", "nightly", "orders_api"}
 
 
+@pytest.mark.slow
+def test_customer_queue_prefix_reaches_the_bindings(project: Path, tmp_path: Path) -> None:
+    # GIVEN customer A's deployment file with a queue name prefix
+    config = tmp_path / "customer-a.toml"
+    config.write_text('tenant = "customer-a"\nqueue_prefix = "cust-a-"\n')
+    out = tmp_path / "deployments" / "customer-a" / "azure"
+    # WHEN generated
+    generate(str(project), out, load_customer_config(config, DeployOptions(module="pipeline")))
+    # THEN the prefix is an app setting ...
+    values = json.loads((out / "local.settings.json.example").read_text())["Values"]
+    assert values["APIX_AZURE_QUEUE_PREFIX"] == "cust-a-"
+    # ... and function_app, loaded with the customer's settings, binds the prefixed queues
+    functions = load_functions(out, project.parent, env={"APIX_AZURE_QUEUE_PREFIX": "cust-a-"})
+    queue_names = {
+        name: b["queueName"] for name, bs in functions.items() for b in bs if "queueName" in b
+    }
+    assert queue_names == {"ingest": "cust-a-raw-orders", "enrich": "cust-a-clean-orders"}
+
+
 def test_app_inside_the_output_folder_is_imported_by_its_package_path(tmp_path: Path) -> None:
     # GIVEN the app module inside the project folder, in a package
     package = tmp_path / "proj" / "shop"
@@ -218,7 +237,8 @@ def test_app_inside_the_output_folder_is_imported_by_its_package_path(tmp_path: 
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ('queue_prefix = "a-"\n', "queue_prefix is not supported"),
+        ('queue_prefix = "-a"\n', "queue prefix '-a'"),
+        ("queue_prefix = 3\n", "must be a string"),
         ("colour = 1\n", "unknown key 'colour'"),
         ("[host]\nbatchSize = 64\n", "exceeds Azure's maximum 32"),
         ("[host]\nbatchSize = 0\n", "positive integer"),

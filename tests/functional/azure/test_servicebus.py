@@ -186,3 +186,25 @@ def test_connection_errors_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
         ServiceBusTransport(CONN, max_batch_bytes=0)
     monkeypatch.setenv("AzureWebJobsServiceBus", CONN)
     assert from_url("servicebus://").max_batch_bytes == STANDARD_MAX_MESSAGE_BYTES
+
+
+def test_url_prefix_and_time_to_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a customer's transport URL with a queue prefix and a message TTL
+    monkeypatch.setenv("AzureWebJobsServiceBus", CONN)
+    t = from_url("servicebus://?prefix=cust-a-&time_to_live=600")
+    # THEN the built messages carry the TTL and the queue name is prefixed (and checked so)
+    [[m]] = t.plan("orders", [_out("{}")])
+    assert m.time_to_live == timedelta(minutes=10)
+    assert t.prefix == "cust-a-"
+    with pytest.raises(MessageTooLargeError, match="servicebus:cust-a-orders"):
+        t.plan("orders", [_out("x" * (STANDARD_MAX_MESSAGE_BYTES + 1))])
+    with pytest.raises(InvalidQueueNameError):
+        t.plan("x" * 255, [_out("{}")])  # fits alone, not after the prefix
+    # AND the app setting is the default prefix
+    monkeypatch.setenv("APIX_AZURE_QUEUE_PREFIX", "cust-b-")
+    assert from_url("servicebus://").prefix == "cust-b-"
+    for url in ("servicebus://?time_to_live=0", "servicebus://?time_to_live=soon"):
+        with pytest.raises(ConfigurationError, match="time_to_live"):
+            from_url(url)
+    with pytest.raises(ConfigurationError, match="queue prefix"):
+        from_url("servicebus://?prefix=/x")

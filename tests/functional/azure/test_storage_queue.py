@@ -357,3 +357,40 @@ def test_one_transport_serves_successive_event_loops(azurite: str, queue_name: s
     # WHEN the second loop receives what the first sent THEN its clients are its own
     asyncio.run(send())
     assert asyncio.run(receive()) == ['{"loop": 1}']
+
+
+async def test_queue_prefix_separates_customers_on_one_account(
+    azurite: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN two customers' transports on one account: A by URL, B by the app setting
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    cust_a = from_url("azure-queue://?prefix=cust-a-")
+    monkeypatch.setenv("APIX_AZURE_QUEUE_PREFIX", "cust-b-")
+    cust_b = StorageQueueTransport(azurite)
+    try:
+        assert (cust_a.azure_name(queue_name), cust_b.prefix) == (
+            f"cust-a-{azure_queue_name(queue_name)}",
+            "cust-b-",
+        )
+        # WHEN both send to the same apix queue and A dead-letters its message
+        await cust_a.send(queue_name, _msg('{"who": "a"}'))
+        await cust_b.send(queue_name, _msg('{"who": "b"}'))
+        [a] = await cust_a.receive(queue_name)
+        [b] = await cust_b.receive(queue_name)
+        info = DeadLetterInfo("INVALID_PAYLOAD", "validation", "bad", 1, "orders", "acme")
+        await cust_a.dead_letter(queue_name, a, info)
+        # THEN each sees only its own queue, messages and dead letters
+        assert (a.body, b.body) == ('{"who": "a"}', '{"who": "b"}')
+        assert [q for q in await cust_a.queues() if not q.startswith("cust-a-")] == []
+        assert f"cust-a-{azure_queue_name(queue_name)}" in await cust_a.queues()
+        [record] = await cust_a.list_dead_letters()
+        assert record.id.startswith(f"cust-a-{azure_queue_name(queue_name)}/")
+        assert await cust_b.list_dead_letters() == []
+    finally:
+        await cust_a.close()
+        await cust_b.close()
+
+
+def test_bad_queue_prefix_is_a_configuration_error(azurite: str) -> None:
+    with pytest.raises(ConfigurationError, match="queue prefix"):
+        StorageQueueTransport(azurite, prefix="-bad")
