@@ -45,3 +45,11 @@ def test_transport_entry_points_are_registered() -> None:
     found = {ep.name: ep for ep in entry_points(group="apix.transports")}
     assert found["azure-queue"].load() is storage_queue.from_url
     assert found["servicebus"].load() is servicebus.from_url
+
+
+def test_the_matrix_gets_the_azure_functions_major_of_its_python() -> None:
+    # nox runs the Azure tests on 3.11 (azure-functions 1.x) and 3.13 (2.x needs Python 3.13)
+    import azure.functions
+
+    major = azure.functions.__version__.split(".")[0]
+    assert major == ("2" if sys.version_info >= (3, 13) else "1")
