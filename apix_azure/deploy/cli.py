@@ -75,6 +75,13 @@ def azure(
     ] = None,
     tenant: Annotated[str | None, typer.Option("--tenant", help="APIX_TENANT_ID.")] = None,
     queue_url: Annotated[str | None, typer.Option("--queue-url", help="APIX_QUEUE_URL.")] = None,
+    servicebus_settlement: Annotated[
+        str | None,
+        typer.Option(
+            "--servicebus-settlement",
+            help="host (default) or apix: who settles Service Bus messages.",
+        ),
+    ] = None,
     queue_prefix: Annotated[
         str | None,
         typer.Option("--queue-prefix", help="APIX_AZURE_QUEUE_PREFIX: before every queue name."),
@@ -101,6 +108,7 @@ def azure(
         "tenant_id": tenant,
         "queue_url": queue_url,
         "queue_prefix": queue_prefix,
+        "servicebus_settlement": servicebus_settlement,
     }
     options = replace(options, **{k: v for k, v in given.items() if v is not None})
     for path in generate(target, out, options):

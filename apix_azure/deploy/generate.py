@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 AZURITE_CONNECTION = "UseDevelopmentStorage=true"
 EXTENSION_BUNDLE = {"id": "Microsoft.Azure.Functions.ExtensionBundle", "version": "[4.*, 5.0.0)"}
 TRIGGERS = ("storage", "servicebus")
+SETTLEMENTS = ("host", "apix")
+#: The Functions SDK-type bindings whose settlement client apix settles Service Bus through.
+SERVICEBUS_SDK_TYPES = "azurefunctions-extensions-bindings-servicebus"
 _TIMESPAN_HELP = "a TimeSpan like 00:00:30"
 
 
@@ -45,6 +48,7 @@ class DeployOptions:
     max_dequeue_count: int | None = None
     trigger: str = "storage"
     max_concurrent_calls: int = 16
+    servicebus_settlement: str = "host"
     database_url: str | None = None
     tenant_id: str | None = None
     queue_url: str | None = None
@@ -54,6 +58,10 @@ class DeployOptions:
     def check(self) -> None:
         if self.trigger not in TRIGGERS:
             raise ConfigurationError(f"trigger {self.trigger!r}: use 'storage' or 'servicebus'")
+        if self.servicebus_settlement not in SETTLEMENTS:
+            raise ConfigurationError(
+                f"servicebus_settlement {self.servicebus_settlement!r}: use 'host' or 'apix'"
+            )
         for name in ("batch_size", "max_concurrent_calls", "max_dequeue_count"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):
@@ -87,6 +95,7 @@ _TOP_KEYS = {
     "queue_url": "queue_url",
     "queue_prefix": "queue_prefix",
     "trigger": "trigger",
+    "servicebus_settlement": "servicebus_settlement",
     "module": "module",
 }
 _STR_FIELDS = {
@@ -95,6 +104,7 @@ _STR_FIELDS = {
     "queue_url",
     "queue_prefix",
     "trigger",
+    "servicebus_settlement",
     "module",
     "visibility_timeout",
 }
@@ -160,22 +170,30 @@ def host_json(pipeline: App, options: DeployOptions) -> dict[str, Any]:
     if options.trigger == "servicebus":
         extensions["serviceBus"] = {
             "prefetchCount": 0,
-            # apix settles by returning (complete) or raising (abandon): the host completes.
-            "autoCompleteMessages": True,
+            # Host settlement: return completes, raise abandons. Under apix settlement each
+            # trigger binding turns this off for its function (autoCompleteMessages: false).
+            "autoCompleteMessages": not _apix_settles(options),
             "maxConcurrentCalls": options.max_concurrent_calls,
             "maxAutoLockRenewalDuration": "00:05:00",
         }
     return {"version": "2.0", "extensions": extensions, "extensionBundle": dict(EXTENSION_BUNDLE)}
 
 
+def _apix_settles(options: DeployOptions) -> bool:
+    return options.trigger == "servicebus" and options.servicebus_settlement == "apix"
+
+
 def requirements(options: DeployOptions) -> str:
     url = (options.database_url or "").lower()
     extras = "azure,postgres" if url.startswith("postgres") else "azure"
-    return f"apix-core[{extras}]\n"
+    lines = [f"apix-core[{extras}]"]
+    if _apix_settles(options):
+        lines.append(SERVICEBUS_SDK_TYPES)
+    return "".join(f"{line}\n" for line in lines)
 
 
 def local_settings(pipeline: App, options: DeployOptions) -> dict[str, Any]:
-    from apix_azure.functions import MAX_DEQUEUE_ENV, TRIGGER_ENV
+    from apix_azure.functions import MAX_DEQUEUE_ENV, SERVICEBUS_SETTLEMENT_ENV, TRIGGER_ENV
     from apix_azure.transport._settings import QUEUE_PREFIX_ENV
     from apix_core.constants import DATABASE_URL_ENV, QUEUE_URL_ENV, TENANT_ID_ENV
 
@@ -192,6 +210,7 @@ def local_settings(pipeline: App, options: DeployOptions) -> dict[str, Any]:
         values[QUEUE_PREFIX_ENV] = options.queue_prefix
     if options.trigger == "servicebus":
         values["AzureWebJobsServiceBus"] = "<Service Bus connection string>"
+        values[SERVICEBUS_SETTLEMENT_ENV] = options.servicebus_settlement
     values.update(options.settings)
     return {"IsEncrypted": False, "Values": values}
 

@@ -180,6 +180,28 @@ def test_servicebus_trigger_adds_service_bus_host_settings(project: Path, tmp_pa
 
 
 @pytest.mark.slow
+def test_apix_servicebus_settlement_is_deployed_whole(project: Path, tmp_path: Path) -> None:
+    # WHEN generated for Service Bus with apix settling through the settlement client
+    options = DeployOptions(module="pipeline", trigger="servicebus", servicebus_settlement="apix")
+    generate(str(project), tmp_path, options)
+    # THEN the SDK-type bindings are a requirement, the setting is written, the host does not
+    # auto-complete, and the loaded app's triggers say so too
+    assert (tmp_path / "requirements.txt").read_text().splitlines() == [
+        "apix-core[azure]",
+        "azurefunctions-extensions-bindings-servicebus",
+    ]
+    values = json.loads((tmp_path / "local.settings.json.example").read_text())["Values"]
+    assert values["APIX_AZURE_SERVICEBUS_SETTLEMENT"] == "apix"
+    host = json.loads((tmp_path / "host.json").read_text())
+    assert host["extensions"]["serviceBus"]["autoCompleteMessages"] is False
+    settings = {"APIX_AZURE_TRIGGER": "servicebus", "APIX_AZURE_SERVICEBUS_SETTLEMENT": "apix"}
+    functions = load_functions(tmp_path, project.parent, env=settings)
+    triggers = [b for bs in functions.values() for b in bs if b["type"] == "serviceBusTrigger"]
+    assert len(triggers) == 2
+    assert all(b["autoCompleteMessages"] is False for b in triggers)
+
+
+@pytest.mark.slow
 def test_customer_config_changes_tenant_and_host_json(project: Path, tmp_path: Path) -> None:
     # GIVEN a customer's deployment file
     config = tmp_path / "customer-a.toml"
@@ -246,6 +268,7 @@ def test_app_inside_the_output_folder_is_imported_by_its_package_path(tmp_path: 
         ('[host]\nvisibilityTimeout = "30s"\n', "TimeSpan"),
         ("tenant = 5\n", "must be a string"),
         ('trigger = "eventgrid"\n', "use 'storage' or 'servicebus'"),
+        ('servicebus_settlement = "broker"\n', "use 'host' or 'apix'"),
         ("tenant = \n", "not valid TOML"),
     ],
 )
