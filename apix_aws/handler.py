@@ -118,15 +118,16 @@ class _LambdaHandler:
             _log.error(str(exc), extra={"processor": self.processor, "error_code": exc.code})
             return batch_response(_item_ids(records_raw))
         records: list[sqs.SqsRecord] = []
+        unusable: list[tuple[object, MalformedEventError]] = []
         for raw in records_raw:
             try:
                 records.append(sqs.parse_record(queue, raw))
             except MalformedEventError as exc:
-                # Without a messageId it cannot be reported (that fails the whole batch).
-                _log.error(
-                    "unusable SQS record skipped",
-                    extra={"error_code": exc.code, "error": str(exc), "queue": queue},
-                )
+                # Without a messageId it cannot be reported (that fails the whole batch):
+                # it goes to the dead-letter queue instead, after the batch.
+                unusable.append((raw, exc))
+        if unusable:
+            await self._dead_letter_unusable(queue, unusable)
         if not records:
             return batch_response([])
         deadline = self._deadline(context)
@@ -163,6 +164,34 @@ class _LambdaHandler:
                 stopped.add(record.group)
         return failed
 
+    async def _dead_letter_unusable(
+        self, queue: str, unusable: Sequence[tuple[object, MalformedEventError]]
+    ) -> None:
+        """Records AWS would never send (no ``messageId``, not an object): kept, not lost, in
+        the queue's dead-letter queue with their error; logged when even that fails."""
+        from apix_core.transport.base import DeadLetterInfo
+
+        for raw, exc in unusable:
+            delivery = sqs.unusable_delivery(queue, raw)
+            info = DeadLetterInfo(exc.code, "validation", str(exc), 1, self.processor)
+            try:
+                await self._settle_transport().dead_letter(queue, delivery, info)
+            except Exception as failed:
+                _log.error(
+                    "unusable SQS record could not be dead-lettered; skipped",
+                    extra={
+                        "error_code": exc.code,
+                        "error": str(exc),
+                        "queue": queue,
+                        "dead_letter_error": redact_error_message(failed),
+                    },
+                )
+            else:
+                _log.error(
+                    "unusable SQS record dead-lettered",
+                    extra={"error_code": exc.code, "error": str(exc), "queue": queue},
+                )
+
     def _settler(self) -> Any:
         from apix_aws.settle import SqsSettler
 
@@ -188,10 +217,10 @@ class _LambdaHandler:
         app = await self._started()
         try:
             request = apigw.parse_request(event, app.settings.tenant_header)
-        except apigw.BadBodyEncoding as exc:
+        except MalformedEventError as exc:
             return apigw.proxy_response(
                 400,
-                _json({"error": {"code": exc.code, "message": str(exc)}}),
+                _json({"error": exc.code, "message": str(exc)}),
                 {"Content-Type": "application/json"},
             )
         response = await app.handle_http(

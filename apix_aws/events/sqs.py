@@ -86,6 +86,27 @@ def parse_record(queue: str, record: object) -> SqsRecord:
     )
 
 
+def unusable_delivery(queue: str, record: object) -> ReceivedMessage:
+    """A delivery for a record :func:`parse_record` refused, to dead-letter it: its body (or
+    the whole record as JSON), its receipt handle when it has one, a deterministic id."""
+    import json
+
+    from apix_core.hashing import deterministic_id
+
+    raw = record if isinstance(record, Mapping) else {}
+    body = raw.get("body")
+    if not isinstance(body, str):
+        body = json.dumps(record, default=repr, separators=(",", ":"))
+    receipt = raw.get("receiptHandle")
+    return ReceivedMessage(
+        queue=queue,
+        message_id=deterministic_id("sqs-unusable-record", body, str(receipt)),
+        body=body,
+        receipt=receipt if isinstance(receipt, str) else "",
+        attributes=_string_attributes(raw.get("messageAttributes")),
+    )
+
+
 def _string_attributes(raw: object) -> dict[str, str]:
     if not isinstance(raw, Mapping):
         return {}
