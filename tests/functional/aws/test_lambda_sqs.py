@@ -3,8 +3,10 @@ from moto, in AWS's documented shape; the store is the embedded SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from apix_aws.transport.sqs import SqsTransport
 from apix_core import App, Message, ProcessorContext
 from apix_core.errors import PermanentError, TransientError
 from apix_core.runtime.invoke import run_sync
+
+from .conftest import LambdaContext
 
 REGION = "us-east-1"
 Event = Callable[[str], dict[str, Any]]
@@ -222,3 +226,45 @@ def test_sqs_batch_to_a_processor_without_queue_is_reported_not_raised(
     assert response == {
         "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
     }
+
+
+def test_remaining_time_stops_the_batch_and_reports_the_rest(
+    app: App, transport: SqsTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a processor taking 0.3 s a message, a batch of 6, and a Lambda context with 1.5 s
+    # left of which the handler keeps 0.5 s back: 1 s of work fits
+    ran: list[int] = []
+
+    @app.processor("slow", consumes="slow")
+    async def slow(message: Message, ctx: ProcessorContext) -> None:
+        ran.append(message.payload["n"])
+        await asyncio.sleep(0.3)
+
+    monkeypatch.setenv("APIX_LAMBDA_DEADLINE_MARGIN_SECONDS", "0.5")
+    run_sync(app.start())  # a warm container: the cold start is not what is measured here
+    run_sync(transport.ensure_queue("slow"))
+    arn, messages = _send_and_receive(transport, "slow", [{"n": n} for n in range(6)])
+    messages.sort(key=lambda m: json.loads(m["Body"])["n"])
+    event = _event(arn, messages)
+    handler = lambda_handler(app, "slow")
+
+    # WHEN the handler runs with little time left
+    started = time.monotonic()
+    response = handler(event, LambdaContext(remaining_ms=1500))
+    elapsed = time.monotonic() - started
+
+    # THEN it answered before the timeout, having run the first messages only, and reported
+    # exactly the ones it did not run
+    assert elapsed < 1.5
+    assert 1 <= len(ran) < 6
+    assert ran == list(range(len(ran)))
+    reported = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    assert reported == [m["MessageId"] for m in messages[len(ran) :]]
+
+    # WHEN the reported records are delivered again (their visibility was set to 0) with time
+    again = [m for m in messages if m["MessageId"] in reported]
+    second = handler(_event(arn, again), LambdaContext(remaining_ms=60_000))
+
+    # THEN they run now: every message ran exactly once
+    assert second == {"batchItemFailures": []}
+    assert sorted(ran) == list(range(6))
