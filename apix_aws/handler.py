@@ -50,6 +50,7 @@ class _LambdaHandler:
     def __init__(self, app: App, processor: str) -> None:
         self.app = app
         self.processor = processor
+        self._prepared = False
 
     @property
     def spec(self) -> ProcessorSpec:
@@ -83,7 +84,27 @@ class _LambdaHandler:
     # -- shared ----------------------------------------------------------------------------
     async def _started(self) -> App:
         await self.app.start()  # once per container: start() is a no-op when started
+        if not self._prepared:
+            self._prepared = True
+            await self._prepare()
         return self.app
+
+    async def _prepare(self) -> None:
+        """Cold-start warm-up: resolve the queues this processor sends to (URL and size limit,
+        cached per process), all at once, so the first dispatch waits for none of it. A
+        processor that sends nothing does nothing here (boto3 stays unloaded)."""
+        queues = list(self.spec.produces)
+        prepare = getattr(self.app.transport, "prepare", None)
+        if not queues or prepare is None:
+            return
+        try:
+            await prepare(queues)
+        except Exception as exc:
+            # Not fatal: the first send resolves again and raises its own typed error.
+            _log.warning(
+                "could not resolve the output queues at cold start",
+                extra={"queues": queues, "error": redact_error_message(exc)},
+            )
 
     def _deadline(self, context: Any) -> float | None:
         remaining = getattr(context, "get_remaining_time_in_millis", None)

@@ -268,3 +268,26 @@ def test_remaining_time_stops_the_batch_and_reports_the_rest(
     # THEN they run now: every message ran exactly once
     assert second == {"batchItemFailures": []}
     assert sorted(ran) == list(range(6))
+
+
+def test_cold_start_reads_the_output_queue_size_limit_before_the_first_send(
+    app: App, transport: SqsTransport, lambda_context: Any
+) -> None:
+    # GIVEN a processor sending to a queue whose MaximumMessageSize is 2 KiB (not SQS's 1 MiB)
+    @app.processor("relay", consumes="relay-in", produces="small-out")
+    async def relay(message: Message, ctx: ProcessorContext) -> None:
+        ctx.send("small-out", {"blob": "x" * 3000})
+
+    run_sync(transport.ensure_queue("relay-in"))
+    run_sync(transport.ensure_queue("small-out", max_message_bytes=2048))
+    arn, messages = _send_and_receive(transport, "relay-in", [{"n": 1}])
+
+    # WHEN the first invocation of a fresh container handles it
+    response = lambda_handler(app, "relay")(_event(arn, messages), lambda_context)
+
+    # THEN the limit was known before the send (warm-up at cold start): the oversize output
+    # fails the message for good at once — dead-lettered, not reported, nothing sent
+    assert response == {"batchItemFailures": []}
+    [dead] = run_sync(transport.list_dead_letters("relay-in"))
+    assert dead.error_code == "MESSAGE_TOO_LARGE"
+    assert run_sync(transport.depth("small-out")).total == 0
