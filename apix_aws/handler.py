@@ -51,6 +51,11 @@ class _LambdaHandler:
         self.app = app
         self.processor = processor
         self._prepared = False
+        # sqs:// straight to its factory: no scan of every installed package's entry points
+        # at cold start (the registry's fallback).
+        from apix_core.transport.registry import register_transport
+
+        register_transport("sqs", _sqs_transport)
 
     @property
     def spec(self) -> ProcessorSpec:
@@ -342,6 +347,12 @@ class _LambdaHandler:
                     "could not record the stream record's dead letter",
                     extra={"queue": queue, "error": redact_error_message(exc)},
                 )
+
+
+def _sqs_transport(url: str, **kwargs: Any) -> Any:
+    from apix_aws.transport.sqs import from_url
+
+    return from_url(url, **kwargs)
 
 
 def _first_per_shard(records: Sequence[streams.StreamRecord], failed: Sequence[bool]) -> list[str]:
