@@ -250,3 +250,54 @@ def test_cli_dlq_on_sqs_lists_shows_and_replays_an_apix_dead_letter(
     assert missing.exit_code == 2 and "no dead letter" in missing.output
     [back] = run_sync(sqs.receive("orders", 1))
     assert (back.message_id, back.body) == ("o-1", '{"n":1}')
+
+
+APP = """
+import json
+from pathlib import Path
+
+from apix_core import App, Message, ProcessorContext
+
+app = App("sqs-worker", database_url="sqlite+aiosqlite:///{db}")
+OUT = Path({out!r})
+
+
+@app.processor("relay", consumes="w-in", produces="w-out")
+async def relay(message: Message, ctx: ProcessorContext) -> None:
+    ctx.send("w-out", {{**message.payload, "relayed": True}})
+
+
+@app.processor("sink", consumes="w-out")
+async def sink(message: Message, ctx: ProcessorContext) -> None:
+    with OUT.open("a") as fh:
+        fh.write(json.dumps(message.payload) + "\\n")
+"""
+
+
+def test_apix_run_with_transport_sqs_drains_the_app_s_sqs_queues(
+    env: dict[str, str],
+    sqs: SqsTransport,
+    sqs_client: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN an app module (written for local runs, no SQS in it) and a message on its SQS queue
+    out = tmp_path / "out.jsonl"
+    path = tmp_path / "app.py"
+    path.write_text(APP.format(db=tmp_path / "worker.db", out=str(out)))
+    for queue in ("w-in", "w-out"):
+        run_sync(sqs.ensure_queue(queue))
+    url = run_sync(sqs.queue_url("w-in"))
+    sqs_client.send_message(QueueUrl=url, MessageBody=json.dumps({"order": "W-1"}))
+    monkeypatch.setenv("APIX_QUEUE_URL", "sqlite:///nowhere.db")  # --transport wins
+
+    # WHEN `apix run` drives it with --transport on SQS
+    result = _apix("run", str(path), "--transport", env["url"], "--max-seconds", "60")
+
+    # THEN both stages ran through SQS and the queues are empty
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"order": "W-1", "relayed": True}
+    ]
+    for queue in ("w-in", "w-out"):
+        assert run_sync(sqs.depth(queue)).total == 0, queue
