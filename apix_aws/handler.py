@@ -33,6 +33,7 @@ DEADLINE_MARGIN_ENV = "APIX_LAMBDA_DEADLINE_MARGIN_SECONDS"
 DEFAULT_DEADLINE_MARGIN = 2.0
 
 _settle_transports: dict[tuple[str, str], SqsTransport] = {}
+_NOTHING_TO_SETTLE = frozenset({OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE})
 
 Handler = Callable[[dict[str, Any], Any], "dict[str, Any] | None"]
 
@@ -162,7 +163,10 @@ class _LambdaHandler:
                 failed = await self._sqs_fifo(queue, records, deadline)
             else:
                 outcomes = await self._run([r.delivery for r in records], deadline)
-                failed = await self._settler().settle(queue, records, outcomes)
+                if all(o.kind in _NOTHING_TO_SETTLE for o in outcomes):
+                    failed = []  # the common case: Lambda deletes them all, no SQS call here
+                else:
+                    failed = await self._settler().settle(queue, records, outcomes)
         except Exception as exc:
             _log.error(
                 "SQS batch not processed; reporting every record for redelivery",

@@ -17,7 +17,7 @@ GROUP_ATTRIBUTE = "group_id"
 _log = logging.getLogger("apix.aws")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs several µs a record
 class SqsRecord:
     """One usable record: its delivery, the ``messageId`` Lambda knows it by, its FIFO group."""
 
