@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from apix_aws.errors import InvocationRetryError, MalformedEventError, UnsupportedEventError
 from apix_aws.events import apigw, eventbridge, sqs, streams
 from apix_aws.settle import batch_response
+from apix_core.constants import QUEUE_URL_ENV
 from apix_core.errors import ApixError, redact_error_message
 from apix_core.processing.outcomes import Outcome, OutcomeKind, dead_letter_info
 from apix_core.transport.base import Consumer, ReceivedMessage
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from apix_core.processor import ProcessorSpec
 
 _log = logging.getLogger("apix.aws")
+
+#: Set by the Lambda runtime in every function's environment.
+LAMBDA_FUNCTION_ENV = "AWS_LAMBDA_FUNCTION_NAME"
 
 #: Seconds kept back from the Lambda's remaining time: settle and answer before the timeout.
 DEADLINE_MARGIN_ENV = "APIX_LAMBDA_DEADLINE_MARGIN_SECONDS"
@@ -44,6 +48,10 @@ def lambda_handler(app: App, processor: str) -> Handler:
         from apix_core.errors import ConfigurationError
 
         raise ConfigurationError(f"no processor named {processor!r} in app {app.name!r}")
+    if os.environ.get(LAMBDA_FUNCTION_ENV) and not os.environ.get(QUEUE_URL_ENV):
+        # On Lambda the queues are SQS queues unless configured otherwise (Settings are read
+        # when the app starts, so an App built with its own queue_url keeps it).
+        os.environ[QUEUE_URL_ENV] = "sqs://"
     return _LambdaHandler(app, processor)
 
 

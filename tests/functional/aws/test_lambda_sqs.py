@@ -291,3 +291,25 @@ def test_cold_start_reads_the_output_queue_size_limit_before_the_first_send(
     [dead] = run_sync(transport.list_dead_letters("relay-in"))
     assert dead.error_code == "MESSAGE_TOO_LARGE"
     assert run_sync(transport.depth("small-out")).total == 0
+
+
+def test_on_lambda_the_transport_defaults_to_sqs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lambda_apps: list[object]
+) -> None:
+    # GIVEN the Lambda runtime's environment without APIX_QUEUE_URL, and an app without its own
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-fn")
+    monkeypatch.setenv("APIX_QUEUE_URL", "")  # unset, and restored after the test
+    app = App("on-lambda", database_url=f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}")
+    lambda_apps.append(app)
+
+    @app.processor("orders", consumes="orders")
+    async def orders(message: Message, ctx: ProcessorContext) -> None:
+        return None
+
+    # WHEN its handler is built and the app starts
+    lambda_handler(app, "orders")
+    run_sync(app.start())
+
+    # THEN its transport is SQS (no local queue database on the function's disk)
+    assert isinstance(app.transport, SqsTransport)
+    assert not (tmp_path / "queues.db").exists()
