@@ -64,7 +64,7 @@ class _LambdaHandler:
         # at cold start (the registry's fallback).
         from apix_core.transport.registry import register_transport
 
-        register_transport("sqs", _sqs_transport)
+        register_transport("sqs", _sqs_transport, replace=False)
 
     @property
     def spec(self) -> ProcessorSpec:
