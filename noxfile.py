@@ -118,5 +118,7 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks, compared side by side in one run (see benchmarks/README.md)."""
-    session.install("-e", ".[dev]", "aws-lambda-powertools>=3")
+    # Powertools (and redis-py for its idempotency cache layer) are the AWS benchmarks' anchor:
+    # installed here only, never a dependency of apix.
+    session.install("-e", ".[dev]", "aws-lambda-powertools>=3", "redis>=5")
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from apix_aws.errors import InvocationRetryError, MalformedEventError, UnsupportedEventError
 from apix_aws.events import apigw, eventbridge, sqs, streams
 from apix_aws.settle import batch_response
+from apix_core.constants import QUEUE_URL_ENV
 from apix_core.errors import ApixError, redact_error_message
 from apix_core.processing.outcomes import Outcome, OutcomeKind, dead_letter_info
 from apix_core.transport.base import Consumer, ReceivedMessage
@@ -28,11 +29,15 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("apix.aws")
 
+#: Set by the Lambda runtime in every function's environment.
+LAMBDA_FUNCTION_ENV = "AWS_LAMBDA_FUNCTION_NAME"
+
 #: Seconds kept back from the Lambda's remaining time: settle and answer before the timeout.
 DEADLINE_MARGIN_ENV = "APIX_LAMBDA_DEADLINE_MARGIN_SECONDS"
 DEFAULT_DEADLINE_MARGIN = 2.0
 
 _settle_transports: dict[tuple[str, str], SqsTransport] = {}
+_NOTHING_TO_SETTLE = frozenset({OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE})
 
 Handler = Callable[[dict[str, Any], Any], "dict[str, Any] | None"]
 
@@ -43,6 +48,10 @@ def lambda_handler(app: App, processor: str) -> Handler:
         from apix_core.errors import ConfigurationError
 
         raise ConfigurationError(f"no processor named {processor!r} in app {app.name!r}")
+    if os.environ.get(LAMBDA_FUNCTION_ENV) and not os.environ.get(QUEUE_URL_ENV):
+        # On Lambda the queues are SQS queues unless configured otherwise (Settings are read
+        # when the app starts, so an App built with its own queue_url keeps it).
+        os.environ[QUEUE_URL_ENV] = "sqs://"
     return _LambdaHandler(app, processor)
 
 
@@ -50,6 +59,12 @@ class _LambdaHandler:
     def __init__(self, app: App, processor: str) -> None:
         self.app = app
         self.processor = processor
+        self._prepared = False
+        # sqs:// straight to its factory: no scan of every installed package's entry points
+        # at cold start (the registry's fallback).
+        from apix_core.transport.registry import register_transport
+
+        register_transport("sqs", _sqs_transport, replace=False)
 
     @property
     def spec(self) -> ProcessorSpec:
@@ -83,7 +98,27 @@ class _LambdaHandler:
     # -- shared ----------------------------------------------------------------------------
     async def _started(self) -> App:
         await self.app.start()  # once per container: start() is a no-op when started
+        if not self._prepared:
+            self._prepared = True
+            await self._prepare()
         return self.app
+
+    async def _prepare(self) -> None:
+        """Cold-start warm-up: resolve the queues this processor sends to (URL and size limit,
+        cached per process), all at once, so the first dispatch waits for none of it. A
+        processor that sends nothing does nothing here (boto3 stays unloaded)."""
+        queues = list(self.spec.produces)
+        prepare = getattr(self.app.transport, "prepare", None)
+        if not queues or prepare is None:
+            return
+        try:
+            await prepare(queues)
+        except Exception as exc:
+            # Not fatal: the first send resolves again and raises its own typed error.
+            _log.warning(
+                "could not resolve the output queues at cold start",
+                extra={"queues": queues, "error": redact_error_message(exc)},
+            )
 
     def _deadline(self, context: Any) -> float | None:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
@@ -118,15 +153,16 @@ class _LambdaHandler:
             _log.error(str(exc), extra={"processor": self.processor, "error_code": exc.code})
             return batch_response(_item_ids(records_raw))
         records: list[sqs.SqsRecord] = []
+        unusable: list[tuple[object, MalformedEventError]] = []
         for raw in records_raw:
             try:
                 records.append(sqs.parse_record(queue, raw))
             except MalformedEventError as exc:
-                # Without a messageId it cannot be reported (that fails the whole batch).
-                _log.error(
-                    "unusable SQS record skipped",
-                    extra={"error_code": exc.code, "error": str(exc), "queue": queue},
-                )
+                # Without a messageId it cannot be reported (that fails the whole batch):
+                # it goes to the dead-letter queue instead, after the batch.
+                unusable.append((raw, exc))
+        if unusable:
+            await self._dead_letter_unusable(queue, unusable)
         if not records:
             return batch_response([])
         deadline = self._deadline(context)
@@ -135,7 +171,10 @@ class _LambdaHandler:
                 failed = await self._sqs_fifo(queue, records, deadline)
             else:
                 outcomes = await self._run([r.delivery for r in records], deadline)
-                failed = await self._settler().settle(queue, records, outcomes)
+                if all(o.kind in _NOTHING_TO_SETTLE for o in outcomes):
+                    failed = []  # the common case: Lambda deletes them all, no SQS call here
+                else:
+                    failed = await self._settler().settle(queue, records, outcomes)
         except Exception as exc:
             _log.error(
                 "SQS batch not processed; reporting every record for redelivery",
@@ -163,6 +202,34 @@ class _LambdaHandler:
                 stopped.add(record.group)
         return failed
 
+    async def _dead_letter_unusable(
+        self, queue: str, unusable: Sequence[tuple[object, MalformedEventError]]
+    ) -> None:
+        """Records AWS would never send (no ``messageId``, not an object): kept, not lost, in
+        the queue's dead-letter queue with their error; logged when even that fails."""
+        from apix_core.transport.base import DeadLetterInfo
+
+        for raw, exc in unusable:
+            delivery = sqs.unusable_delivery(queue, raw)
+            info = DeadLetterInfo(exc.code, "validation", str(exc), 1, self.processor)
+            try:
+                await self._settle_transport().dead_letter(queue, delivery, info)
+            except Exception as failed:
+                _log.error(
+                    "unusable SQS record could not be dead-lettered; skipped",
+                    extra={
+                        "error_code": exc.code,
+                        "error": str(exc),
+                        "queue": queue,
+                        "dead_letter_error": redact_error_message(failed),
+                    },
+                )
+            else:
+                _log.error(
+                    "unusable SQS record dead-lettered",
+                    extra={"error_code": exc.code, "error": str(exc), "queue": queue},
+                )
+
     def _settler(self) -> Any:
         from apix_aws.settle import SqsSettler
 
@@ -188,10 +255,10 @@ class _LambdaHandler:
         app = await self._started()
         try:
             request = apigw.parse_request(event, app.settings.tenant_header)
-        except apigw.BadBodyEncoding as exc:
+        except MalformedEventError as exc:
             return apigw.proxy_response(
                 400,
-                _json({"error": {"code": exc.code, "message": str(exc)}}),
+                _json({"error": exc.code, "message": str(exc)}),
                 {"Content-Type": "application/json"},
             )
         response = await app.handle_http(
@@ -292,6 +359,12 @@ class _LambdaHandler:
                     "could not record the stream record's dead letter",
                     extra={"queue": queue, "error": redact_error_message(exc)},
                 )
+
+
+def _sqs_transport(url: str, **kwargs: Any) -> Any:
+    from apix_aws.transport.sqs import from_url
+
+    return from_url(url, **kwargs)
 
 
 def _first_per_shard(records: Sequence[streams.StreamRecord], failed: Sequence[bool]) -> list[str]:

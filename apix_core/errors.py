@@ -135,6 +135,13 @@ class TransientError(ProcessingError):
         self.retry_after = retry_after
 
 
+class DeadlineExceededError(TransientError):
+    """The invocation's deadline (e.g. a Lambda's remaining time) came before this message was
+    started: it was not run, and is left for redelivery."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
 class DatabaseUnavailableError(TransientError):
     """The metadata store could not be reached within the configured timeout."""
 
@@ -452,6 +459,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailableError",
     "DeadLetterNotFoundError",
+    "DeadlineExceededError",
     "EntityNotFoundError",
     "EnvelopeError",
     "ErrorCategory",

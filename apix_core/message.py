@@ -43,6 +43,10 @@ SUPPORTED_ENVELOPE_VERSIONS = frozenset({ENVELOPE_VERSION})
 MESSAGE_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
+_ENVELOPE_TEXT = f'"{ENVELOPE_KEY}"'
+_ENVELOPE_BYTES = _ENVELOPE_TEXT.encode()
+
+
 def json_too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether ``value`` (parsed JSON: dicts and lists) nests deeper than ``limit``; a top-level
     object is depth 1. Iterative: a 10,000-deep value costs no recursion."""
@@ -346,8 +350,13 @@ class Message(BaseModel):
                 raise MalformedMessageError(f"body must be str or bytes, not {type(data).__name__}")
             if len(data) > MAX_INPUT_BYTES:
                 check_json_input(data)
-            # Fast path: a well-formed current envelope parses and validates in one pass.
+            # Fast path: a well-formed current envelope parses and validates in one pass. A body
+            # without the key's text is no envelope (foreign): it skips a parse that would fail.
             try:
+                if not (
+                    _ENVELOPE_TEXT in data if isinstance(data, str) else _ENVELOPE_BYTES in data
+                ):
+                    raise ValueError
                 fast = _EnvelopeV1.model_validate_json(data)
             except (pydantic.ValidationError, ValueError, TypeError, RecursionError):
                 pass

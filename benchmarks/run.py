@@ -20,6 +20,7 @@ BENCHMARKS = {
     "overhead": "bench_overhead",
     "pipeline": "bench_pipeline",
     "postgres": "bench_postgres",
+    "aws": "bench_aws",
     "azure": "bench_azure",
 }
 

@@ -17,7 +17,7 @@ GROUP_ATTRIBUTE = "group_id"
 _log = logging.getLogger("apix.aws")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs several µs a record
 class SqsRecord:
     """One usable record: its delivery, the ``messageId`` Lambda knows it by, its FIFO group."""
 
@@ -83,6 +83,27 @@ def parse_record(queue: str, record: object) -> SqsRecord:
         ),
         item_id,
         group,
+    )
+
+
+def unusable_delivery(queue: str, record: object) -> ReceivedMessage:
+    """A delivery for a record :func:`parse_record` refused, to dead-letter it: its body (or
+    the whole record as JSON), its receipt handle when it has one, a deterministic id."""
+    import json
+
+    from apix_core.hashing import deterministic_id
+
+    raw = record if isinstance(record, Mapping) else {}
+    body = raw.get("body")
+    if not isinstance(body, str):
+        body = json.dumps(record, default=repr, separators=(",", ":"))
+    receipt = raw.get("receiptHandle")
+    return ReceivedMessage(
+        queue=queue,
+        message_id=deterministic_id("sqs-unusable-record", body, str(receipt)),
+        body=body,
+        receipt=receipt if isinstance(receipt, str) else "",
+        attributes=_string_attributes(raw.get("messageAttributes")),
     )
 
 

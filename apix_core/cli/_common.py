@@ -122,6 +122,15 @@ AppOpt = Annotated[
         "--app", help="Use this app's transport (default: local queues on APIX_QUEUE_URL)."
     ),
 ]
+TransportOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--transport",
+        metavar="URL",
+        help="Queue transport: a URL (sqs://?prefix=dev-) or a scheme (sqs, azure-queue); "
+        "sets APIX_QUEUE_URL for this command.",
+    ),
+]
 
 
 # -- output and errors -----------------------------------------------------------------------
@@ -257,6 +266,30 @@ def configure_logging(level: str | None) -> None:
 
 
 # -- inputs ----------------------------------------------------------------------------------
+def transport_url(given: str) -> str:
+    """``--transport``: a transport URL as given, a bare scheme (``sqs``) as ``sqs://``."""
+    text = given.strip()
+    if not text:
+        raise ConfigurationError("--transport is empty: give a URL (sqs://?prefix=dev-) or sqs")
+    return text if "://" in text else f"{text.rstrip(':')}://"
+
+
+def use_transport(given: str | None) -> None:
+    """Apply ``--transport``: check its scheme has a transport (a clear error, exit code 2,
+    when not), then set ``APIX_QUEUE_URL`` for this process, before the app is loaded or the
+    transport opened, so ``Settings`` reads it (an app's own settings included)."""
+    if given is None:
+        return
+    import os
+
+    from apix_core.constants import QUEUE_URL_ENV
+    from apix_core.transport.registry import factory_for, scheme_of
+
+    url = transport_url(given)
+    factory_for(scheme_of(url))
+    os.environ[QUEUE_URL_ENV] = url
+
+
 def resolve_tenant(given: str | None) -> str:
     """``--tenant``, else ``APIX_TENANT_ID``, else a :class:`ConfigurationError`."""
     if given:

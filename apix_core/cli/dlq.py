@@ -13,6 +13,7 @@ from apix_core.cli._common import (
     ApixCommand,
     AppOpt,
     JsonOpt,
+    TransportOpt,
     arun,
     body_json,
     command_group,
@@ -24,6 +25,7 @@ from apix_core.cli._common import (
     parse_duration,
     print_json,
     transport,
+    use_transport,
 )
 from apix_core.errors import ConfigurationError, UnsupportedOperationError
 
@@ -147,9 +149,11 @@ def dlq_list(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
     show_all: Annotated[bool, typer.Option("--all", help="Every match (no --limit).")] = False,
     app_path: AppOpt = None,
+    transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List dead letters, newest first ("50 of N" when more match)."""
+    use_transport(transport_url)
     filters = _filters(queue, processor, tenant, code, since)
     wanted = None if show_all else limit
 
@@ -208,9 +212,11 @@ def dlq_list(
 def dlq_show(
     dead_letter_id: Annotated[str, typer.Argument(help="Dead-letter id (from `apix dlq list`).")],
     app_path: AppOpt = None,
+    transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one dead letter: its error, attempts and the original message."""
+    use_transport(transport_url)
 
     async def go() -> DeadLetterRecord:
         async with transport(app_path) as raw:
@@ -261,9 +267,11 @@ def dlq_replay(
         bool, typer.Option("--force", help="Replay a dead letter that was replayed already.")
     ] = False,
     app_path: AppOpt = None,
+    transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send dead letters back to their queue (run the app again to process them)."""
+    use_transport(transport_url)
     if replay_all == (dead_letter_id is not None):
         raise ConfigurationError("give a dead-letter id, or --all (not both)")
     if queue and not replay_all:
@@ -315,9 +323,11 @@ def _deleter(admin: DeadLetterAdmin, what: str) -> Any:
 def dlq_delete(
     dead_letter_id: Annotated[str, typer.Argument(help="Dead-letter id (from `apix dlq list`).")],
     app_path: AppOpt = None,
+    transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete one dead letter (its message is gone for good)."""
+    use_transport(transport_url)
 
     async def go() -> None:
         async with transport(app_path) as raw:
@@ -340,9 +350,11 @@ def dlq_purge(
     since: SinceFilter = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     app_path: AppOpt = None,
+    transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete every dead letter matching the filters (all of them without filters)."""
+    use_transport(transport_url)
     filters = _filters(queue, processor, tenant, code, since)
 
     async def count() -> int:

@@ -12,6 +12,7 @@ from apix_core.cli._common import (
     ApixCommand,
     AppOpt,
     JsonOpt,
+    TransportOpt,
     arun,
     body_json,
     command_group,
@@ -23,6 +24,7 @@ from apix_core.cli._common import (
     print_json,
     queue_admin,
     transport,
+    use_transport,
 )
 from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import UnsupportedOperationError
@@ -73,8 +75,11 @@ async def _opened(app_path: str | None) -> AsyncIterator[tuple[Producer, App | N
 
 @queues_cli.command("list", cls=ApixCommand)
 @handle_errors
-def queues_list(app_path: AppOpt = None, as_json: JsonOpt = False) -> None:
+def queues_list(
+    app_path: AppOpt = None, transport_url: TransportOpt = None, as_json: JsonOpt = False
+) -> None:
     """Depth of every queue holding messages (with --app: of the app's queues too)."""
+    use_transport(transport_url)
 
     async def go() -> tuple[list[dict[str, Any]], str | None]:
         async with _opened(app_path) as (raw, app):
@@ -142,9 +147,11 @@ def queues_peek(
     queue: Annotated[str, typer.Argument(help="Queue name.")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 10,
     app_path: AppOpt = None,
+    transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the oldest messages of a queue without consuming them."""
+    use_transport(transport_url)
 
     async def go() -> tuple[list[QueuedMessage], int]:
         async with _opened(app_path) as (raw, _):
@@ -190,9 +197,11 @@ def queues_purge(
     queue: Annotated[str, typer.Argument(help="Queue name.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     app_path: AppOpt = None,
+    transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete every message of a queue (in-flight ones too). Asks first unless --yes."""
+    use_transport(transport_url)
 
     async def depth() -> int:
         async with _opened(app_path) as (raw, _):

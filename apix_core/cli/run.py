@@ -16,11 +16,13 @@ from apix_core.cli._common import (
     ApixCommand,
     AppTarget,
     LogLevel,
+    TransportOpt,
     arun,
     configure_logging,
     console,
     escape,
     handle_errors,
+    use_transport,
 )
 from apix_core.cli.serve import FastRetries
 from apix_core.constants import FAST_RETRIES_ENV
@@ -189,8 +191,11 @@ def _run_command(
     strict: bool,
     log_level: str | None,
     fast_retries: bool = False,
+    transport: str | None = None,
 ) -> None:
     from apix_core.cli.loader import load_app
+
+    use_transport(transport)
 
     if fast_retries:
         # Read by Settings when the app starts (an App built with its own settings too).
@@ -246,6 +251,7 @@ def run(
         ),
     ] = False,
     fast_retries: FastRetries = False,
+    transport: TransportOpt = None,
     log_level: LogLevel = None,
 ) -> None:
     """Run an app until its queues drain (each schedule fires once at start)."""
@@ -257,6 +263,7 @@ def run(
         strict=strict,
         log_level=log_level,
         fast_retries=fast_retries,
+        transport=transport,
     )
 
 
@@ -268,6 +275,7 @@ def worker(
         bool, typer.Option("--schedules/--no-schedules", help="Fire schedules on their cron times.")
     ] = True,
     fast_retries: FastRetries = False,
+    transport: TransportOpt = None,
     log_level: LogLevel = None,
 ) -> None:
     """Run an app forever (several workers may share PostgreSQL queues)."""
@@ -279,6 +287,7 @@ def worker(
         strict=False,
         log_level=log_level,
         fast_retries=fast_retries,
+        transport=transport,
     )
 
 

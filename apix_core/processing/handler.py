@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 from apix_core.constants import DEFAULT_MAX_ATTEMPTS, TENANT_ATTRIBUTE
 from apix_core.errors import (
     ApixError,
+    DeadlineExceededError,
     EnvelopeError,
     ErrorCategory,
     ErrorInfo,
@@ -188,12 +190,17 @@ class ProcessorHandler:
                 ran: dict[int, tuple[_Item, Invocation]] = {}
                 failed: list[tuple[_Item, Outcome]] = []
                 seen: set[str] = set()
+                late: list[str] = []
                 for it in items:
                     mid = it.message.message_id
                     if mid not in uow.claimed or mid in seen:
                         outcomes[it.index] = Outcome(OutcomeKind.DUPLICATE, it.delivery, it.message)
                         continue
                     seen.add(mid)
+                    if _past(deadline):
+                        outcomes[it.index] = self._late(it)
+                        late.append(mid)
+                        continue
                     inv = await self.invoker.invoke(it.message, uow.access, deadline, traced)
                     if inv.ok:
                         try:
@@ -217,6 +224,7 @@ class ProcessorHandler:
                 for it, outcome in failed:
                     outcomes[it.index] = outcome
                 await uow.fail([outcome for _, outcome in failed])
+                await uow.release(late)
                 rows = await uow.enqueue(completed.rows)
         except Exception as exc:
             # Nothing was committed. A database that is unavailable or contended fails the
@@ -234,6 +242,15 @@ class ProcessorHandler:
             await self._fail_group(tenant, items, outcomes, exc)
             return
         await self._dispatch(redispatch + rows, items, outcomes)
+
+    def _late(self, item: _Item) -> Outcome:
+        """The deadline came before ``item`` was started: not run, redelivered at once."""
+        self._log.warning(
+            "invocation deadline reached; message left for redelivery",
+            extra={"message_id": item.message.message_id, "error_code": "DEADLINE_EXCEEDED"},
+        )
+        error = classify(DeadlineExceededError("not started: the invocation's deadline came"))
+        return Outcome(OutcomeKind.RETRY, item.delivery, item.message, error=error)
 
     def _failure(self, item: _Item, inv: Invocation) -> Outcome:
         assert inv.error is not None
@@ -317,6 +334,9 @@ class ProcessorHandler:
     ) -> None:
         sends: list[OutboxRow] = []
         for it in items:
+            if _past(deadline):
+                outcomes[it.index] = self._late(it)
+                continue
             inv = await self.invoker.invoke(it.message, None, deadline, traced)
             if inv.ok and inv.handlers:
                 try:
@@ -330,6 +350,10 @@ class ProcessorHandler:
             else:
                 outcomes[it.index] = self._failure(it, inv)
         await self._dispatch(sends, items, outcomes)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def _is_database_error(exc: BaseException) -> bool:

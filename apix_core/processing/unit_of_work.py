@@ -78,6 +78,11 @@ class UnitOfWork(ABC):
         entities failed."""
 
     @abstractmethod
+    async def release(self, message_ids: Sequence[str]) -> None:
+        """Give up claims on messages that were not run (the deadline came first): their
+        redelivery is processed, not a duplicate. No error is recorded."""
+
+    @abstractmethod
     async def enqueue(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
         """Write outputs in this transaction: as outbox rows, or straight onto queues the
         transport keeps in the same database. Returns the rows to dispatch after commit."""

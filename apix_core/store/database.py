@@ -446,10 +446,26 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     async def upgrade(self, revision: str = "head") -> None:
-        """Apply the Alembic migrations up to ``revision``."""
+        """Apply the Alembic migrations up to ``revision``.
+
+        A database already at the head revision is recognised with one plain query, without
+        importing Alembic (a cold start on a migrated store pays nothing for migrations)."""
+        if revision == "head" and await self._at_head():
+            return
         from apix_core.store.migrate import run_upgrade
 
         await self.run_migration(run_upgrade, revision)
+
+    async def _at_head(self) -> bool:
+        from apix_core.store.revision import head_revision
+
+        try:
+            async with self.connect() as conn:
+                result = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+                versions = [row[0] for row in result]
+        except sa.exc.DBAPIError:
+            return False  # no schema yet (or unreadable): Alembic decides
+        return versions == [head_revision()]
 
     async def run_migration(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(sync_connection, *args)`` (Alembic) in one real transaction, committed at the

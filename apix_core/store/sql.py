@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,8 +43,14 @@ def run_sqlite(
 
 def insert_ignore(dialect: str, table: sa.Table, index_elements: list[str] | None = None) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` for SQLite and PostgreSQL."""
+    # Each dialect's module loads on first use: the PostgreSQL one (and its asyncpg dialect)
+    # costs a SQLite cold start tens of milliseconds.
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    from sqlalchemy.dialects import sqlite
+
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 

@@ -304,6 +304,17 @@ class SqlUnitOfWork(UnitOfWork):
             sa.insert(processing_errors), error_rows(self.tenant, self.processor, records)
         )
 
+    async def release(self, message_ids: Sequence[str]) -> None:
+        if not message_ids:
+            return
+        await self.conn.execute(
+            sa.delete(idempotency).where(
+                idempotency.c.tenant_id == self.tenant,
+                idempotency.c.processor == self.processor,
+                idempotency.c.message_id.in_(list(message_ids)),
+            )
+        )
+
     async def _mark_entity_failed(self, outcome: Outcome) -> None:
         message, error = outcome.message, outcome.error
         assert message is not None and error is not None

@@ -36,9 +36,11 @@ _EXTRAS = {"sqs": "aws", "azure-queue": "azure", "servicebus": "azure"}
 _factories: dict[str, TransportFactory] = {}
 
 
-def register_transport(scheme: str, factory: TransportFactory) -> None:
-    """Serve ``scheme://`` URLs with ``factory`` (overrides an entry point of that name)."""
-    _factories[scheme.lower()] = factory
+def register_transport(scheme: str, factory: TransportFactory, *, replace: bool = True) -> None:
+    """Serve ``scheme://`` URLs with ``factory`` (overrides an entry point of that name);
+    ``replace=False`` keeps a factory registered before (an adapter's default)."""
+    if replace or scheme.lower() not in _factories:
+        _factories[scheme.lower()] = factory
 
 
 def scheme_of(url: str) -> str:

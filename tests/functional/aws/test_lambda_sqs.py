@@ -3,8 +3,10 @@ from moto, in AWS's documented shape; the store is the embedded SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ from apix_aws.transport.sqs import SqsTransport
 from apix_core import App, Message, ProcessorContext
 from apix_core.errors import PermanentError, TransientError
 from apix_core.runtime.invoke import run_sync
+
+from .conftest import LambdaContext
 
 REGION = "us-east-1"
 Event = Callable[[str], dict[str, Any]]
@@ -222,3 +226,90 @@ def test_sqs_batch_to_a_processor_without_queue_is_reported_not_raised(
     assert response == {
         "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
     }
+
+
+def test_remaining_time_stops_the_batch_and_reports_the_rest(
+    app: App, transport: SqsTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a processor taking 0.4 s a message, a batch of 10, and a Lambda context with 4 s
+    # left of which the handler keeps 2 s back (the default margin): 2 s of work fits
+    ran: list[int] = []
+
+    @app.processor("slow", consumes="slow")
+    async def slow(message: Message, ctx: ProcessorContext) -> None:
+        ran.append(message.payload["n"])
+        await asyncio.sleep(0.4)
+
+    monkeypatch.delenv("APIX_LAMBDA_DEADLINE_MARGIN_SECONDS", raising=False)
+    run_sync(app.start())  # a warm container: the cold start is not what is measured here
+    run_sync(transport.ensure_queue("slow"))
+    arn, messages = _send_and_receive(transport, "slow", [{"n": n} for n in range(10)])
+    messages.sort(key=lambda m: json.loads(m["Body"])["n"])
+    event = _event(arn, messages)
+    handler = lambda_handler(app, "slow")
+
+    # WHEN the handler runs with little time left
+    started = time.monotonic()
+    response = handler(event, LambdaContext(remaining_ms=4000))
+    elapsed = time.monotonic() - started
+
+    # THEN it answered before the timeout, having run the first messages only, and reported
+    # exactly the ones it did not run
+    assert elapsed < 4.0
+    assert 1 <= len(ran) < 10
+    assert ran == list(range(len(ran)))
+    reported = [f["itemIdentifier"] for f in response["batchItemFailures"]]
+    assert reported == [m["MessageId"] for m in messages[len(ran) :]]
+
+    # WHEN the reported records are delivered again (their visibility was set to 0) with time
+    again = [m for m in messages if m["MessageId"] in reported]
+    second = handler(_event(arn, again), LambdaContext(remaining_ms=60_000))
+
+    # THEN they run now: every message ran exactly once
+    assert second == {"batchItemFailures": []}
+    assert sorted(ran) == list(range(10))
+
+
+def test_cold_start_reads_the_output_queue_size_limit_before_the_first_send(
+    app: App, transport: SqsTransport, lambda_context: Any
+) -> None:
+    # GIVEN a processor sending to a queue whose MaximumMessageSize is 2 KiB (not SQS's 1 MiB)
+    @app.processor("relay", consumes="relay-in", produces="small-out")
+    async def relay(message: Message, ctx: ProcessorContext) -> None:
+        ctx.send("small-out", {"blob": "x" * 3000})
+
+    run_sync(transport.ensure_queue("relay-in"))
+    run_sync(transport.ensure_queue("small-out", max_message_bytes=2048))
+    arn, messages = _send_and_receive(transport, "relay-in", [{"n": 1}])
+
+    # WHEN the first invocation of a fresh container handles it
+    response = lambda_handler(app, "relay")(_event(arn, messages), lambda_context)
+
+    # THEN the limit was known before the send (warm-up at cold start): the oversize output
+    # fails the message for good at once — dead-lettered, not reported, nothing sent
+    assert response == {"batchItemFailures": []}
+    [dead] = run_sync(transport.list_dead_letters("relay-in"))
+    assert dead.error_code == "MESSAGE_TOO_LARGE"
+    assert run_sync(transport.depth("small-out")).total == 0
+
+
+def test_on_lambda_the_transport_defaults_to_sqs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lambda_apps: list[object]
+) -> None:
+    # GIVEN the Lambda runtime's environment without APIX_QUEUE_URL, and an app without its own
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-fn")
+    monkeypatch.setenv("APIX_QUEUE_URL", "")  # unset, and restored after the test
+    app = App("on-lambda", database_url=f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}")
+    lambda_apps.append(app)
+
+    @app.processor("orders", consumes="orders")
+    async def orders(message: Message, ctx: ProcessorContext) -> None:
+        return None
+
+    # WHEN its handler is built and the app starts
+    lambda_handler(app, "orders")
+    run_sync(app.start())
+
+    # THEN its transport is SQS (no local queue database on the function's disk)
+    assert isinstance(app.transport, SqsTransport)
+    assert not (tmp_path / "queues.db").exists()

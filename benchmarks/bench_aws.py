@@ -1,0 +1,394 @@
+"""AWS Lambda: cold start as a user feels it, and per-record overhead, vs Powertools.
+
+**Cold start.** Each sample is a fresh interpreter that imports a handler module and hands it
+its first SQS batch of 10 records (AWS's event shape, new message ids each time), with
+exactly-once effect; the figure is the wall-clock time of the whole process. Contenders,
+alternated round by round (medians of ``ROUNDS``):
+
+* apix: ``apix_aws.lambda_handler`` on an app with one SQS processor that sends nothing, its
+  store on SQLite, then on PostgreSQL (schema migrated beforehand, as a deployment does);
+* Powertools: ``BatchProcessor`` + ``process_partial_response`` with an
+  ``idempotent_function`` record handler on ``CachePersistenceLayer`` (Redis, 127.0.0.1:6379).
+
+Goal: apix ≤ 1.0× Powertools. ``python -X importtime`` of the apix handler module lists where
+its import time goes (printed with ``--importtime``).
+
+**Per-record overhead.** The same handlers, warm, over batches of 10 records (apix envelopes:
+what one apix stage sends the next) with a no-op processor and persistence off (apix) / no
+idempotency and a ``json.loads`` of the body (Powertools), alternated run by run. Goal ≤ 2×
+Powertools.
+
+    python benchmarks/bench_aws.py [--importtime]
+
+Needs ``aws-lambda-powertools`` and ``redis`` (the nox ``bench`` session installs them), Redis
+on 127.0.0.1:6379 and, for the PostgreSQL contender, PostgreSQL on ``APIX_BENCH_PG_URL``
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``; a database ``apix_bench_aws`` is
+created in it). A contender whose service is down is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import Result, sqs_record
+
+ROUNDS = 9
+BATCH = 10
+WARM_BATCHES = 300
+WARM_ROUNDS = 11
+PG_URL_ENV = "APIX_BENCH_PG_URL"
+PG_DB = "apix_bench_aws"
+
+APIX_HANDLER = """
+from apix_aws import lambda_handler
+from apix_core import App, Message, ProcessorContext
+
+app = App("cold-start", tenant_id="bench")
+
+
+@app.processor("orders", consumes="orders")
+async def orders(message: Message, ctx: ProcessorContext) -> None:
+    return None
+
+
+handler = lambda_handler(app, "orders")
+"""
+
+POWERTOOLS_HANDLER = """
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.persistence.cache import CachePersistenceLayer
+
+processor = BatchProcessor(event_type=EventType.SQS)
+persistence = CachePersistenceLayer(host="127.0.0.1", port=6379, ssl=False)
+config = IdempotencyConfig(event_key_jmespath="messageId")
+
+
+@idempotent_function(data_keyword_argument="record", config=config, persistence_store=persistence)
+def record_handler(record: SQSRecord) -> None:
+    return None
+
+
+def handler(event, context):
+    config.register_lambda_context(context)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+"""
+
+#: One cold start: import the handler module, handle one batch (the event is read first).
+INVOKE = """
+import json, sys, time
+event = json.load(open(sys.argv[1]))
+
+class Context:
+    function_name = "bench"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    memory_limit_in_mb = 512
+    aws_request_id = "bench"
+    log_group_name = log_stream_name = "bench"
+    _end = time.monotonic() + 30
+    def get_remaining_time_in_millis(self):
+        return int((self._end - time.monotonic()) * 1000)
+
+import {module} as m
+response = m.handler(event, Context())
+assert response == {{"batchItemFailures": []}}, response
+"""
+
+
+def _bodies() -> list[str]:
+    return [
+        json.dumps({"order_id": i, "qty": i % 7, "sku": f"SKU-{i}"}, separators=(",", ":"))
+        for i in range(BATCH)
+    ]
+
+
+def _event() -> dict[str, Any]:
+    # Foreign JSON bodies with a tenant attribute: what another producer's SQS messages are.
+    return {"Records": [sqs_record(b) for b in _bodies()]}
+
+
+def _envelope_event() -> dict[str, Any]:
+    """apix envelopes (what one apix stage sends the next), new message ids."""
+    from apix_core import Message
+
+    return {
+        "Records": [
+            sqs_record(Message(tenant_id="bench", payload=json.loads(b)).to_json())
+            for b in _bodies()
+        ]
+    }
+
+
+def _up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _pg_url() -> str | None:
+    base = os.environ.get(PG_URL_ENV, "postgresql://postgres@127.0.0.1:5432/postgres")
+    if not _up("127.0.0.1", 5432):
+        return None
+    try:
+        import asyncpg
+    except ImportError:
+        return None
+
+    async def create() -> None:
+        conn = await asyncpg.connect(base)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DB):
+                await conn.execute(f'CREATE DATABASE "{PG_DB}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + "/" + PG_DB
+
+
+def _migrate(url: str) -> None:
+    from apix_core.store.database import Database
+
+    async def go() -> None:
+        db = Database(url)
+        await db.upgrade()
+        await db.dispose()
+
+    asyncio.run(go())
+
+
+class ColdStart:
+    """The contenders' handler modules and environments in a temporary directory."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        (workdir / "apix_handler.py").write_text(APIX_HANDLER)
+        (workdir / "powertools_handler.py").write_text(POWERTOOLS_HANDLER)
+        base = {k: v for k, v in os.environ.items() if not k.startswith("APIX_")}
+        base |= {
+            "PYTHONPATH": str(workdir),
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "POWERTOOLS_SERVICE_NAME": "bench",
+        }
+        sqlite_url = f"sqlite+aiosqlite:///{workdir / 'apix.db'}"
+        _migrate(sqlite_url)
+        apix_env = base | {
+            "APIX_QUEUE_URL": "sqs://?region=us-east-1",
+            "APIX_LOG_LEVEL": "WARNING",
+        }
+        self.contenders: dict[str, tuple[str, dict[str, str]]] = {
+            "apix, SQLite": ("apix_handler", apix_env | {"APIX_DATABASE_URL": sqlite_url}),
+        }
+        self.notes: list[str] = []
+        pg = _pg_url()
+        if pg:
+            _migrate(pg)
+            self.contenders["apix, PostgreSQL"] = (
+                "apix_handler",
+                apix_env | {"APIX_DATABASE_URL": pg, "APIX_AUTO_MIGRATE": "false"},
+            )
+        else:
+            self.notes.append("PostgreSQL not reachable: its contender skipped")
+        if _up("127.0.0.1", 6379):
+            self.contenders["Powertools, Redis"] = ("powertools_handler", base)
+        else:
+            self.notes.append("Redis not reachable: Powertools skipped")
+
+    def once(self, name: str) -> float:
+        module, env = self.contenders[name]
+        event_file = self.workdir / f"event-{uuid.uuid4().hex}.json"
+        event_file.write_text(json.dumps(_event()))
+        code = INVOKE.format(module=module)
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", code, str(event_file)], check=True, env=env, cwd=self.workdir
+        )
+        elapsed = time.perf_counter() - start
+        event_file.unlink()
+        return elapsed
+
+    def importtime(self, top: int = 15) -> list[tuple[str, int]]:
+        """The handler module's largest imports (cumulative µs) from ``python -X importtime``."""
+        _, env = self.contenders["apix, SQLite"]
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import apix_handler"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=self.workdir,
+            check=True,
+        )
+        rows: list[tuple[str, int]] = []
+        for line in proc.stderr.splitlines():
+            if not line.startswith("import time:") or "cumulative" in line:
+                continue
+            parts = line[len("import time:") :].split("|")
+            rows.append((parts[2].strip(), int(parts[1])))
+        rows.sort(key=lambda r: r[1], reverse=True)
+        return rows[:top]
+
+
+def measure_cold(workdir: Path) -> tuple[dict[str, list[float]], list[str]]:
+    bench = ColdStart(workdir)
+    for name in bench.contenders:  # warm the OS caches once
+        bench.once(name)
+    samples: dict[str, list[float]] = {name: [] for name in bench.contenders}
+    for _ in range(ROUNDS):
+        for name in bench.contenders:
+            samples[name].append(bench.once(name))
+    return samples, bench.notes
+
+
+# -- per-record overhead (warm) -------------------------------------------------------------
+
+
+class _Context:
+    function_name = "bench"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    memory_limit_in_mb = 512
+    aws_request_id = "bench"
+    log_group_name = log_stream_name = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+def _apix_warm() -> Any:
+    from apix_aws import lambda_handler
+    from apix_core import App, Message, ProcessorContext
+
+    app = App("overhead", tenant_id="bench")
+
+    @app.processor("noop", consumes="orders", enable_persistence=False)
+    async def noop(message: Message, ctx: ProcessorContext) -> None:
+        return None
+
+    return lambda_handler(app, "noop"), app
+
+
+def _powertools_warm() -> Any:
+    from aws_lambda_powertools.utilities.batch import (
+        BatchProcessor,
+        EventType,
+        process_partial_response,
+    )
+
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def record_handler(record: Any) -> None:
+        json.loads(record.body)  # the least a handler does with a body (apix parses it too)
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return handler
+
+
+def measure_overhead() -> tuple[list[float], list[float]]:
+    apix, app = _apix_warm()
+    powertools = _powertools_warm()
+    context = _Context()
+    events = [_envelope_event() for _ in range(WARM_BATCHES)]
+
+    def timed(handler: Any) -> float:
+        gc.collect()
+        start = time.perf_counter()
+        for event in events:
+            response = handler(event, context)
+        elapsed = time.perf_counter() - start
+        assert response == {"batchItemFailures": []}, response
+        return elapsed / (WARM_BATCHES * BATCH) * 1e6
+
+    timed(apix), timed(powertools)  # warm-up (the app starts on the first batch)
+    apix_samples, pt_samples = [], []
+    for _ in range(WARM_ROUNDS):
+        apix_samples.append(timed(apix))
+        pt_samples.append(timed(powertools))
+    from apix_core.runtime.invoke import run_sync
+
+    run_sync(app.close())
+    return apix_samples, pt_samples
+
+
+def run(importtime: bool = False) -> list[Result]:
+    out: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="apix-bench-aws-") as tmp:
+        samples, notes = measure_cold(Path(tmp))
+        med = {name: statistics.median(v) * 1000 for name, v in samples.items()}
+        for name, value in med.items():
+            spread = f"min {min(samples[name]) * 1000:.0f}, max {max(samples[name]) * 1000:.0f}"
+            out.append(
+                Result(f"aws cold start: {name} (median of {ROUNDS})", value, "ms", "", spread)
+            )
+        pt = med.get("Powertools, Redis")
+        for name in ("apix, SQLite", "apix, PostgreSQL"):
+            if pt and name in med:
+                paired = statistics.median(
+                    a / p for a, p in zip(samples[name], samples["Powertools, Redis"], strict=True)
+                )
+                out.append(
+                    Result(
+                        f"aws cold start ratio {name} / Powertools",
+                        med[name] / pt,
+                        "×",
+                        "≤ 1.0",
+                        f"median of rounds {paired:.2f}",
+                    )
+                )
+        for note in notes:
+            out.append(Result(f"aws cold start: {note}", 0, "", ""))
+        if importtime:
+            for name, us in ColdStart(Path(tmp)).importtime():
+                print(f"  importtime {us / 1000:8.1f} ms  {name}")
+    apix_us, pt_us = measure_overhead()
+    a, p = statistics.median(apix_us), statistics.median(pt_us)
+    paired = statistics.median(x / y for x, y in zip(apix_us, pt_us, strict=True))
+    out += [
+        Result("aws overhead: apix lambda_handler, SQS batch of 10, no-op", a, "µs/rec", "", ""),
+        Result("aws overhead: Powertools BatchProcessor, same batches", p, "µs/rec", "", ""),
+        Result(
+            "aws overhead ratio apix / Powertools",
+            a / p,
+            "×",
+            "≤ 2",
+            f"median of pairs {paired:.2f}",
+        ),
+    ]
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--importtime", action="store_true", help="print the top imports")
+    args = parser.parse_args()
+    for r in run(args.importtime):
+        print(r.row(), flush=True)
