@@ -120,5 +120,6 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, compared side by side in one run (see benchmarks/README.md)."""
     # Powertools (and redis-py for its idempotency cache layer) are the AWS benchmarks' anchor:
     # installed here only, never a dependency of apix.
-    session.install("-e", ".[dev]", "aws-lambda-powertools>=3", "redis>=5")
+    # dlt: the extraction benchmark's comparison (benchmarks/bench_extract.py); bench session only.
+    session.install("-e", ".[dev]", "aws-lambda-powertools>=3", "redis>=5", "dlt>=1.0")
     session.run("python", "benchmarks/run.py", *session.posargs)

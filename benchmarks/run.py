@@ -22,6 +22,7 @@ BENCHMARKS = {
     "postgres": "bench_postgres",
     "aws": "bench_aws",
     "azure": "bench_azure",
+    "extract": "bench_extract",
 }
 
 
