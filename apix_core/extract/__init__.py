@@ -1,0 +1,1 @@
+"""API extraction (placeholder until the interfaces land; helper A owns this file)."""
