@@ -33,8 +33,6 @@ import asyncio
 import json
 import os
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -119,17 +117,29 @@ class ApiTokenService:
         #: Refreshes this process performed (observability; tests read it).
         self.refreshes = 0
 
-    async def get_valid_token(self, operation: str) -> tuple[str, str]:
-        """``(token, token_id)`` for the current tenant (call inside ``tenant_context``)."""
+    async def get_valid_token(
+        self, operation: str, *, rejected: str | None = None
+    ) -> tuple[str, str]:
+        """``(token, token_id)`` for the current tenant (call inside ``tenant_context``).
+
+        ``rejected``: the id of a token the API just refused (a 401): a token other than that
+        one is returned — renewed once across all instances (whoever renews first; the others
+        reuse the new token).
+        """
         tenant = require_tenant()
         key = (tenant, operation)
         cached = self._cache.get(key)
-        if cached is not None and self._fresh(cached.expires_at, cached.refreshed_at):
+        if (
+            cached is not None
+            and cached.token_id != rejected
+            and self._fresh(cached.expires_at, cached.refreshed_at)
+        ):
             return cached.token, cached.token_id
         row = await self._read(tenant, operation)
         if (
             row is not None
             and row.token_ciphertext
+            and row.token_id != rejected
             and self._fresh(row.expires_at, row.refreshed_at)
         ):
             return self._remember(key, row)
@@ -137,7 +147,7 @@ class ApiTokenService:
         if backoff is not None:
             return self._fallback(key, row, backoff)
         try:
-            return await self._refresh(tenant, operation)
+            return await self._refresh(tenant, operation, rejected)
         except sa.exc.DBAPIError as exc:
             if not is_lock_timeout(exc, postgres=self.db.is_postgres):
                 raise
@@ -211,7 +221,9 @@ class ApiTokenService:
             return await self.fetch_token(operation)
         return await self.fetch_token()
 
-    async def _refresh(self, tenant: str, operation: str) -> tuple[str, str]:
+    async def _refresh(
+        self, tenant: str, operation: str, rejected: str | None = None
+    ) -> tuple[str, str]:
         now = datetime.now(UTC)
         key = (tenant, operation)
         failure: BaseException | None = None
@@ -227,7 +239,11 @@ class ApiTokenService:
                 stmt = stmt.with_for_update()
             row = (await conn.execute(stmt)).one()
             # Whoever held the lock before us may have refreshed (or failed) already.
-            if row.token_ciphertext and self._fresh(row.expires_at, row.refreshed_at):
+            if (
+                row.token_ciphertext
+                and row.token_id != rejected
+                and self._fresh(row.expires_at, row.refreshed_at)
+            ):
                 return self._remember(key, row)
             backoff = _backoff_error(row)
             if backoff is not None:
@@ -309,41 +325,47 @@ def oauth2_client_credentials(
     scope: str | None = None,
     timeout: float = 5.0,
 ) -> FetchToken:
-    """A ``fetch_token`` for the OAuth2 client-credentials grant (stdlib HTTP, in a thread).
+    """A ``fetch_token`` for the OAuth2 client-credentials grant, over httpx (async, no thread).
 
-    ``timeout`` is the socket timeout; keep it at most the service's ``refresh_timeout`` (which
-    abandons the call anyway, but cannot stop the thread that waits on the socket).
+    ``timeout`` bounds the request; keep it at most the service's ``refresh_timeout``. httpx
+    comes with the ``extract`` extra and is imported on the first fetch.
     """
+    form = {"grant_type": "client_credentials", "client_id": client_id}
+    if scope:
+        form["scope"] = scope
 
-    def fetch() -> tuple[str, float]:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": client_id,
-            "client_secret": client_secret,
-        }
-        if scope:
-            form["scope"] = scope
-        request = urllib.request.Request(
-            token_url,
-            data=urllib.parse.urlencode(form).encode("ascii"),
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "Accept": "application/json",
-            },
-            method="POST",
-        )
+    async def fetch_token() -> tuple[str, float]:
+        try:
+            import httpx
+        except ImportError:  # pragma: no cover - httpx ships with apix-core[extract]
+            raise ConfigurationError(
+                "OAuth2 token requests use httpx: pip install 'apix-core[extract]'"
+            ) from None
         started = time.monotonic()
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body = json.loads(response.read().decode("utf-8"))
-        token = body.get("access_token")
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.post(
+                token_url,
+                data={**form, "client_secret": client_secret},
+                headers={"Accept": "application/json"},
+            )
+        if response.status_code != 200:
+            # The body may echo the request (and its secret): report the status only.
+            raise TokenRefreshError(
+                f"token endpoint answered HTTP {response.status_code} {response.reason_phrase}"
+            )
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            raise TokenRefreshError(
+                "token endpoint answered with a body that is not JSON"
+            ) from None
+        token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
-            raise TokenRefreshError(f"token endpoint answered without access_token: {list(body)}")
+            keys = list(body) if isinstance(body, dict) else type(body).__name__
+            raise TokenRefreshError(f"token endpoint answered without access_token: {keys}")
         # Count the request time against the lifetime: the clock started when we asked.
         expires_in = float(body.get("expires_in", 3600)) - (time.monotonic() - started)
         return str(token), expires_in
-
-    async def fetch_token() -> tuple[str, float]:
-        return await asyncio.to_thread(fetch)
 
     return fetch_token
 

@@ -1,1 +1,137 @@
-"""API extraction (placeholder until the interfaces land; helper A owns this file)."""
+"""API extraction: extractors, pagination, auth, rate limits, retries, outputs.
+
+Names are exported lazily (``from apix_core.extract import HttpExtractor`` imports httpx then,
+not before), so ``import apix_core`` and even ``import apix_core.extract`` stay cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    # interfaces and registries
+    "BaseExtractor": "base",
+    "BaseOutput": "base",
+    "OutputResult": "base",
+    "ExtractorFactory": "base",
+    "OutputFactory": "base",
+    # configs
+    "ExtractorConfig": "config",
+    "PaginationConfig": "config",
+    "WatermarkConfig": "config",
+    "RetryConfig": "config",
+    "RateLimitConfig": "config",
+    "BatchConfig": "config",
+    "OutputBatchConfig": "config",
+    "ApiKeyAuthConfig": "config",
+    "BearerAuthConfig": "config",
+    "BasicAuthConfig": "config",
+    "OAuth2ClientCredentialsConfig": "config",
+    "parse_config": "config",
+    "parse_duration": "config",
+    # errors
+    "ExtractError": "exceptions",
+    "ExtractConfigError": "exceptions",
+    "ExtractRequestError": "exceptions",
+    "ExtractHTTPStatusError": "exceptions",
+    "ExtractAuthError": "exceptions",
+    "MalformedResponseError": "exceptions",
+    "PaginationLoopError": "exceptions",
+    "UnknownComponentError": "exceptions",
+    # the HTTP engine (imports httpx)
+    "HttpExtractor": "http",
+    "ExtractClient": "client",
+    "Paginator": "paginators",
+    "TokenBucket": "ratelimit",
+    "RequestBudget": "ratelimit",
+    "select": "selectors",
+}
+
+if TYPE_CHECKING:
+    from apix_core.extract.base import (
+        BaseExtractor,
+        BaseOutput,
+        ExtractorFactory,
+        OutputFactory,
+        OutputResult,
+    )
+    from apix_core.extract.client import ExtractClient
+    from apix_core.extract.config import (
+        ApiKeyAuthConfig,
+        BasicAuthConfig,
+        BatchConfig,
+        BearerAuthConfig,
+        ExtractorConfig,
+        OAuth2ClientCredentialsConfig,
+        OutputBatchConfig,
+        PaginationConfig,
+        RateLimitConfig,
+        RetryConfig,
+        WatermarkConfig,
+        parse_config,
+        parse_duration,
+    )
+    from apix_core.extract.exceptions import (
+        ExtractAuthError,
+        ExtractConfigError,
+        ExtractError,
+        ExtractHTTPStatusError,
+        ExtractRequestError,
+        MalformedResponseError,
+        PaginationLoopError,
+        UnknownComponentError,
+    )
+    from apix_core.extract.http import HttpExtractor
+    from apix_core.extract.paginators import Paginator
+    from apix_core.extract.ratelimit import RequestBudget, TokenBucket
+    from apix_core.extract.selectors import select
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'apix_core.extract' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"apix_core.extract.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = [
+    "ApiKeyAuthConfig",
+    "BaseExtractor",
+    "BaseOutput",
+    "BasicAuthConfig",
+    "BatchConfig",
+    "BearerAuthConfig",
+    "ExtractAuthError",
+    "ExtractClient",
+    "ExtractConfigError",
+    "ExtractError",
+    "ExtractHTTPStatusError",
+    "ExtractRequestError",
+    "ExtractorConfig",
+    "ExtractorFactory",
+    "HttpExtractor",
+    "MalformedResponseError",
+    "OAuth2ClientCredentialsConfig",
+    "OutputBatchConfig",
+    "OutputFactory",
+    "OutputResult",
+    "PaginationConfig",
+    "PaginationLoopError",
+    "Paginator",
+    "RateLimitConfig",
+    "RequestBudget",
+    "RetryConfig",
+    "TokenBucket",
+    "UnknownComponentError",
+    "WatermarkConfig",
+    "parse_config",
+    "parse_duration",
+    "select",
+]

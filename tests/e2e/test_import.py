@@ -9,7 +9,16 @@ import sys
 
 import pytest
 
-HEAVY = ("boto3", "botocore", "azure", "httpx", "opentelemetry.sdk", "uvloop")
+HEAVY = (
+    "boto3",
+    "botocore",
+    "azure",
+    "httpx",
+    "h2",
+    "opentelemetry.sdk",
+    "uvloop",
+    "apix_core.extract",
+)
 
 PROBE = """
 import json, sys
@@ -86,3 +95,11 @@ def test_probe_detects_a_heavy_import() -> None:
     # GIVEN / WHEN the same probe after importing the OpenTelemetry SDK on purpose
     # THEN it is reported, so an empty result above means something
     assert "opentelemetry.sdk" in loaded_heavy("apix_core, opentelemetry.sdk.trace", HEAVY)
+
+
+@pytest.mark.slow
+def test_extract_package_imports_httpx_only_when_the_engine_is_used() -> None:
+    # GIVEN a fresh interpreter WHEN it imports the extraction package and its configs
+    # THEN httpx is not loaded; building the HTTP engine is what loads it
+    light = "apix_core.extract; from apix_core.extract import ExtractorConfig, BaseOutput"
+    assert loaded_heavy(light, ("httpx", "h2", "tenacity")) == []
