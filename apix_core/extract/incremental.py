@@ -7,52 +7,47 @@ grows with every record, the boundary holds only the records at the current maxi
 value: when a larger value arrives the set restarts, so state stays as small as the number of
 records that share one cursor value (capped by ``max_boundary``).
 
-``max_lateness`` (alias ``lookback``) widens the window below the watermark: records within it
-are still accepted (late arrivals, out-of-order pages) and records older than
-``watermark - max_lateness`` are *late*: dropped and counted (:meth:`IncrementalRun.is_late`).
-Records in that window may have been delivered by an earlier run (at-least-once there): use an
-output whose ids derive from the record (queue, entity) to make them effect-once. ``end_value``
+``lookback`` moves the run's request bound (:attr:`IncrementalRun.lower_bound`, what an API's
+``since`` parameter gets) that far below the watermark, to re-read late arrivals.
+``max_lateness`` is how far below the watermark a record is still accepted (at least
+``lookback``): older records are *late*, dropped and counted (:meth:`IncrementalRun.is_late`).
+Records accepted below the watermark may have been delivered by an earlier run (at-least-once
+inside that window): use an output whose ids derive from the record (queue, entity) to make
+them effect-once, or keep both at 0 (the default) for exactly-once by the cursor. ``end_value``
 bounds a backfill: records at or past it are left out and the watermark is not advanced past it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 from apix_core.errors import ConfigurationError, PermanentError
+from apix_core.extract.config import parse_duration as _parse_duration
+from apix_core.extract.exceptions import ExtractConfigError, ExtractError
 from apix_core.extract.watermarks import Watermark
 from apix_core.hashing import content_hash
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 #: Boundary hashes kept at most (records sharing the maximum cursor value).
 DEFAULT_MAX_BOUNDARY = 10_000
 
 
-class IncrementalError(PermanentError):
+class IncrementalError(ExtractError, PermanentError):
     """A record's cursor is missing or cannot be compared with the watermark."""
 
     code: ClassVar[str] = "INCREMENTAL_CURSOR"
 
 
 def parse_duration(value: str | float | timedelta | None, name: str = "duration") -> timedelta:
-    """``"90s"``, ``"30m"``, ``"1h"``, ``"2d"``, a number of seconds, or a ``timedelta``."""
+    """``"90s"``, ``"30m"``, ``"1h"``, ``"1h30m"``, a number of seconds, or a ``timedelta``."""
     if value is None:
         return timedelta(0)
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return timedelta(seconds=value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ConfigurationError(
-            f"{name}={value!r} is not a duration: write e.g. '90s', '30m', '1h', '2d' or seconds"
-        )
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return _parse_duration(value)
+    except ValueError as exc:
+        raise ExtractConfigError(f"{name}={value!r}: {exc}", key=name, value=value) from None
 
 
 def _as_datetime(value: str) -> datetime | None:
@@ -111,6 +106,7 @@ class Incremental:
     initial_value: Any = None
     end_value: Any = None
     max_lateness: str | float | timedelta | None = None
+    lookback: str | float | timedelta | None = None
     max_boundary: int = DEFAULT_MAX_BOUNDARY
     #: What a record without the cursor does: ``"error"`` (a typed error), ``"include"``,
     #: ``"exclude"``.
@@ -137,8 +133,10 @@ class Incremental:
                     comparable(value, f"incremental {name}")
                 except IncrementalError as exc:
                     raise ConfigurationError(str(exc)) from None
-        if not isinstance(self.max_lateness, int | float) or isinstance(self.max_lateness, bool):
-            parse_duration(self.max_lateness, "incremental max_lateness")
+        for name in ("max_lateness", "lookback"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                parse_duration(value, f"incremental {name}")
 
     @classmethod
     def from_config(cls, config: Any) -> Incremental:
@@ -149,9 +147,10 @@ class Incremental:
             value = getattr(config, name, None)
             if value is not None:
                 kwargs[name] = value
-        lateness = getattr(config, "max_lateness", None) or getattr(config, "lookback", None)
-        if lateness is not None:
-            kwargs["max_lateness"] = lateness
+        for name in ("max_lateness", "lookback"):
+            value = getattr(config, name, None)
+            if value:
+                kwargs[name] = value
         return cls(cursor_path=str(cursor), **kwargs)
 
     def start(self, watermark: Watermark) -> IncrementalRun:
@@ -174,9 +173,14 @@ class IncrementalRun:
         self._start = None if start is None else comparable(start, "stored watermark")
         self._boundary_in: frozenset[str] = frozenset(watermark.boundary) if stored else frozenset()
         self._end = None if spec.end_value is None else comparable(spec.end_value, "end_value")
-        self._floor = self._start
-        if self._start is not None and spec.max_lateness:
-            self._floor = self._start - self._lateness(self._start)
+        self._floor = self._bound = self._start
+        if self._start is not None:
+            lookback = self._window(self._start, spec.lookback, "lookback")
+            lateness = self._window(self._start, spec.max_lateness, "max_lateness")
+            if lookback:
+                self._bound = self._start - lookback
+            if lateness or lookback:
+                self._floor = self._start - max(lookback, lateness)
         # Running maximum and the hashes of the records at it (the bounded boundary).
         self._max = self._start
         self._max_raw: Any = start
@@ -189,24 +193,26 @@ class IncrementalRun:
         self.past_end = 0
         self.peak_boundary = len(self._boundary)
 
-    def _lateness(self, sample: Any) -> Any:
-        lateness = self.spec.max_lateness
+    def _window(self, sample: Any, value: Any, name: str) -> Any:
+        """``value`` (a duration or a number) in the cursor's unit; 0 when unset."""
+        if not value:
+            return timedelta(0) if isinstance(sample, datetime) else 0
         if isinstance(sample, datetime):
-            return parse_duration(lateness, "max_lateness")
-        if isinstance(lateness, int | float):
-            return lateness
+            return parse_duration(value, name)
+        if isinstance(value, int | float):
+            return value
         raise IncrementalError(
-            f"max_lateness={lateness!r} is a duration but the cursor {self.spec.cursor_path!r} "
-            "is not a date: give a number for a numeric cursor"
+            f"{name}={value!r} is a duration but the cursor {self.spec.cursor_path!r} is not a "
+            "date: give a number for a numeric cursor"
         )
 
     @property
     def lower_bound(self) -> Any:
         """The smallest cursor value this run accepts (for an API's ``since`` parameter), in
         the stored form; None when there is no bound."""
-        if self._floor is None:
+        if self._bound is None:
             return None
-        return storable(self._floor) if self._floor is not self._start else self.start_value
+        return storable(self._bound) if self._bound is not self._start else self.start_value
 
     @property
     def last_value(self) -> Any:
@@ -215,7 +221,7 @@ class IncrementalRun:
 
     def is_late(self, value: Any) -> bool:
         """Whether a record with cursor ``value`` is older than the watermark minus
-        ``max_lateness``."""
+        ``max_lateness`` (or ``lookback``, when larger)."""
         return self._floor is not None and self._compare(value) < self._floor
 
     def _compare(self, value: Any) -> Any:

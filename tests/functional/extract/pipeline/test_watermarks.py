@@ -152,7 +152,12 @@ def test_max_lateness_keeps_records_inside_the_window_and_counts_older_ones_late
     assert [r["ts"] for r in kept] == ["2026-11-30T11:30:00Z", "2026-11-30T12:00:01Z"]
     assert run.late == 1
     assert run.is_late("2026-11-30T10:00:00Z") and not run.is_late("2026-11-30T11:00:00Z")
-    assert run.lower_bound == "2026-11-30T11:00:00+00:00"
+    assert run.lower_bound == "2026-11-30T12:00:00Z"  # lateness accepts, lookback re-reads
+    looking_back = Incremental("ts", lookback="2h").start(
+        Watermark("p", last_value="2026-11-30T12:00:00Z", version=1)
+    )
+    assert looking_back.lower_bound == "2026-11-30T10:00:00+00:00"
+    assert looking_back.is_late("2026-11-30T09:59:59Z")
 
 
 def test_end_value_bounds_a_backfill() -> None:
