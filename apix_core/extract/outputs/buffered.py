@@ -103,12 +103,21 @@ class BufferedOutput(BaseOutput):
     async def write(self, records: list[Record]) -> OutputResult:
         """Write ``records`` now (durable on return), in output batches of the configured
         size."""
-        result = OutputResult()
-        step = self.batch.batch_size
-        for start in range(0, len(records), step):
-            if self.add(records[start : start + step]):
-                result = result.merge(await self.flush())
+        result = await self._feed(records)
         return result.merge(await self.flush())
+
+    async def _feed(self, records: list[Record]) -> OutputResult:
+        """Buffer ``records``, flushing whenever a batch is due (a page larger than the room
+        left in the batch is split, so batches are exactly ``batch_size``)."""
+        result = OutputResult()
+        start, total = 0, len(records)
+        while start < total:
+            room = max(self.batch.batch_size - self.pending_records, 1)
+            chunk = records[start : start + room] if start or room < total else records
+            start += len(chunk)
+            if self.add(chunk):
+                result = result.merge(await self.flush())
+        return result
 
     async def write_stream(self, batches: AsyncIterable[list[Record]]) -> OutputResult:
         result = OutputResult()
@@ -131,10 +140,7 @@ class BufferedOutput(BaseOutput):
                     pending = None
                     break
                 pending = None
-                step = self.batch.batch_size
-                for start in range(0, len(batch), step):
-                    if self.add(batch[start : start + step]):
-                        result = result.merge(await self.flush())
+                result = result.merge(await self._feed(batch))
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()

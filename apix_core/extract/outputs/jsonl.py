@@ -86,7 +86,8 @@ class JsonlOutput(BufferedOutput):
         self.run_id = _SAFE.sub("_", run_id or uuid.uuid4().hex[:12])
         self.seq = seq
         self._path = tuple(p for p in (cfg.partition_by or "").split(".") if p)
-        self._buffers: dict[str, list[bytes]] = {}
+        self._buffers: dict[str, bytearray] = {}
+        self._counts: dict[str, int] = {}
         self._suffix = ".jsonl.gz" if cfg.compression == "gzip" else ".jsonl"
 
     def position(self) -> dict[str, Any]:
@@ -112,47 +113,57 @@ class JsonlOutput(BufferedOutput):
         return f"{cfg.partition_name}={_SAFE.sub('_', day)}"
 
     def _accept(self, records: list[Record]) -> int:
-        size = 0
+        # Lines go straight into one growing buffer per partition: no object per record is
+        # kept (an encoder's bytes object can hold a whole page of spare capacity).
         buffers = self._buffers
+        before = sum(len(b) for b in buffers.values()) if len(buffers) > 1 else 0
         if not self._path:
-            lines = buffers.setdefault("", [])
+            buf = buffers.get("")
+            if buf is None:
+                buf = buffers[""] = bytearray()
+            start = len(buf)
             for record in records:
-                line = encode_record(record)
-                lines.append(line)
-                size += len(line) + 1
-            return size
+                buf += encode_record(record)
+                buf += b"\n"
+            self._counts[""] = self._counts.get("", 0) + len(records)
+            return len(buf) - start
         for record in records:
-            line = encode_record(record)
-            buffers.setdefault(self.partition_of(record), []).append(line)
-            size += len(line) + 1
-        return size
+            partition = self.partition_of(record)
+            buf = buffers.get(partition)
+            if buf is None:
+                buf = buffers[partition] = bytearray()
+            buf += encode_record(record)
+            buf += b"\n"
+            self._counts[partition] = self._counts.get(partition, 0) + 1
+        return sum(len(b) for b in buffers.values()) - before
 
     async def _flush(self) -> OutputResult:
         buffers, self._buffers = self._buffers, {}
+        counts, self._counts = self._counts, {}
         seq = self.seq
         self.seq += 1
         name = f"{self.config.prefix}-{self.run_id}-{seq:06d}{self._suffix}"
         # File I/O off the event loop: fetching continues while a batch is written.
         written = await asyncio.to_thread(self._write_all, buffers, name)
         return OutputResult(
-            records_written=sum(len(v) for v in buffers.values()),
+            records_written=sum(counts.values()),
             batches_written=1,
             bytes_written=sum(size for _, size in written),
             locations=[path for path, _ in written],
         )
 
-    def _write_all(self, buffers: dict[str, list[bytes]], name: str) -> list[tuple[str, int]]:
+    def _write_all(self, buffers: dict[str, bytearray], name: str) -> list[tuple[str, int]]:
         out = []
         for partition, lines in buffers.items():
             folder = self.root / partition if partition else self.root
             out.append((str(folder / name), self._write_file(folder, name, lines)))
         return out
 
-    def _write_file(self, folder: Path, name: str, lines: list[bytes]) -> int:
+    def _write_file(self, folder: Path, name: str, lines: bytearray) -> int:
         folder.mkdir(parents=True, exist_ok=True)
-        data = b"\n".join(lines) + b"\n"
+        data: bytes | bytearray = lines
         if self.config.compression == "gzip":
-            data = gzip.compress(data, compresslevel=self.config.compress_level, mtime=0)
+            data = gzip.compress(lines, compresslevel=self.config.compress_level, mtime=0)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".apix-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:
