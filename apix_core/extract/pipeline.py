@@ -420,7 +420,12 @@ class PipelineManager:
         return await self._store().load(pipeline_id, p.watermark_key)
 
     def _store(self) -> WatermarkStore:
-        return WatermarkStore(self.database, self.tenant_id)
+        from apix_core.tenancy import current_tenant
+
+        tenant = self.tenant_id or current_tenant()
+        if tenant is None and self.app is not None:
+            tenant = self.app.settings.tenant_id
+        return WatermarkStore(self.database, tenant)
 
     # -- running ------------------------------------------------------------------------------
     async def execute_pipeline(
