@@ -118,5 +118,6 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Benchmarks, compared side by side in one run (see benchmarks/README.md)."""
-    session.install("-e", ".[dev]", "aws-lambda-powertools>=3")
+    # dlt: the extraction benchmark's comparison (benchmarks/bench_extract.py); bench session only.
+    session.install("-e", ".[dev]", "aws-lambda-powertools>=3", "dlt>=1.0")
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "overhead": "bench_overhead",
     "pipeline": "bench_pipeline",
     "postgres": "bench_postgres",
+    "extract": "bench_extract",
 }
 
 

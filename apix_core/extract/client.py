@@ -11,6 +11,7 @@ timeouts and connection errors retried (a 429/503 ``Retry-After`` pauses the who
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -47,6 +48,34 @@ def public_url(url: str | httpx.URL) -> str:
     """``scheme://host/path`` — the query (possibly an API key) left out."""
     parts = urlsplit(str(url))
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def redacted_url(url: httpx.URL) -> str:
+    """The URL with every query value masked (``?page=***&key=***``): names stay readable."""
+    if not url.query:
+        return str(url)
+    names = "&".join(f"{name}=***" for name in dict.fromkeys(url.params.keys()))
+    return f"{public_url(url)}?{names}"
+
+
+class _RedactQueryValues(logging.Filter):
+    """httpx logs every request's full URL at INFO; a query can carry an API key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(
+                redacted_url(a) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+def _redact_httpx_logs() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _RedactQueryValues) for f in logger.filters):
+        logger.addFilter(_RedactQueryValues())
+
+
+_redact_httpx_logs()
 
 
 class Response:

@@ -9,6 +9,7 @@ server asks to wait longer than ``max_retry_after`` — the caller gets one
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -19,7 +20,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from apix_core.extract.config import RetryConfig
@@ -64,12 +64,6 @@ class _Wait:
 
     def __init__(self, config: RetryConfig) -> None:
         self.config = config
-        self.backoff = wait_exponential_jitter(
-            initial=config.initial_backoff,
-            max=config.max_backoff,
-            exp_base=config.multiplier,
-            jitter=config.jitter,
-        )
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -79,7 +73,9 @@ class _Wait:
             and self.config.respect_retry_after
         ):
             return exc.retry_after
-        return float(self.backoff(state))
+        config = self.config
+        exponential = config.initial_backoff * config.multiplier ** (state.attempt_number - 1)
+        return min(config.max_backoff, exponential) + random.uniform(0, config.jitter)
 
 
 class Retrier:
