@@ -307,6 +307,12 @@ class PipelineManager:
         db: Database = store.db
         return db
 
+    def _database_or_none(self) -> Database | None:
+        if self._database is not None:
+            return self._database
+        store = getattr(self.app, "store", None)
+        return None if store is None else store.db
+
     def register_pipeline(
         self,
         config: PipelineConfig | Mapping[str, Any] | str | Path,
@@ -361,7 +367,9 @@ class PipelineManager:
                 parse_config(cls.config_model, settings, where="extractor")
 
             def make_extractor() -> BaseExtractor:
-                return ExtractorFactory.create(section.kind, settings)
+                # The store, for extractors that keep tokens there (OAuth2 via ApiTokenService).
+                accepted = _accepted_by(cls, {"database": self._database_or_none()})
+                return ExtractorFactory.create(section.kind, settings, **accepted)
 
         elif isinstance(extractor, BaseExtractor):
             instance = extractor
@@ -374,7 +382,8 @@ class PipelineManager:
         if output is None:
             assert cfg is not None
             kind, out_cfg = cfg.output.kind(), dict(cfg.output.config)
-            out_cfg.pop("format", None) if kind != "jsonl" else None
+            if kind != "jsonl":
+                out_cfg.pop("format", None)  # `type: json` + `format:` chose the kind
             out_cls = OutputFactory.get(kind)
             if out_cls.config_model is not None:
                 parse_config(out_cls.config_model, out_cfg, where="output.config")
@@ -646,8 +655,9 @@ class PipelineManager:
         context: dict[str, Any] = {"run_id": run_id, "seq": seq, "pipeline_id": p.pipeline_id}
         if self.app is not None:
             context["app"] = self.app
-        if self._database is not None or getattr(self.app, "store", None) is not None:
-            context["database"] = self.database
+        database = self._database_or_none()
+        if database is not None:
+            context["database"] = database
         context.update(extra or {})
         return context
 
@@ -722,10 +732,14 @@ def _output_builder(kind: str, config: dict[str, Any]) -> OutputBuilder:
     return make
 
 
+def _accepted_by(cls: type[Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of ``context`` that ``cls`` takes (None values left out)."""
+    params = inspect.signature(cls).parameters
+    return {k: v for k, v in context.items() if k in params and v is not None}
+
+
 def _create(cls: type[BaseOutput], config: dict[str, Any], context: dict[str, Any]) -> BaseOutput:
-    params = inspect.signature(cls.__init__).parameters
-    accepted = {k: v for k, v in context.items() if k in params}
-    return cls(dict(config), **accepted)  # type: ignore[call-arg]
+    return cls(dict(config), **_accepted_by(cls, context))  # type: ignore[call-arg]
 
 
 __all__ = [
