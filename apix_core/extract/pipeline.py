@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from apix_core.errors import ConfigurationError, ProcessorContextError
+from apix_core.errors import ConfigurationError, ProcessorContextError, TransientError
 from apix_core.extract.base import (
     BaseExtractor,
     BaseOutput,
@@ -37,11 +37,11 @@ from apix_core.extract.base import (
     Record,
 )
 from apix_core.extract.config import WatermarkConfig, parse_config
-from apix_core.extract.exceptions import ExtractConfigError
+from apix_core.extract.exceptions import ExtractConfigError, ExtractError
 from apix_core.extract.incremental import Incremental, IncrementalRun
 from apix_core.extract.outputs.buffered import BufferedOutput
 from apix_core.extract.watermarks import DEFAULT_KEY, SqlWatermarks, Watermark, WatermarkStore
-from apix_core.hashing import deterministic_id
+from apix_core.hashing import content_hash, deterministic_id
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,6 +49,14 @@ if TYPE_CHECKING:
     from apix_core.app import App
     from apix_core.context import ProcessorContext
     from apix_core.store.database import Database
+
+
+class PipelineBusyError(ExtractError, TransientError):
+    """The pipeline has an interrupted run with other inputs; it must continue (or be reset)
+    first. Transient: a later attempt finds the run finished."""
+
+    code = "EXTRACT_PIPELINE_BUSY"
+
 
 #: Payload key of a continuation message (what :meth:`PipelineManager.run_in_processor` sends).
 CONTINUATION_KEY = "apix_extract"
@@ -568,6 +576,12 @@ class PipelineManager:
                 else p.incremental.start(wm)
             )
         inputs = self._inputs(p, parameters, run)
+        inputs_hash = content_hash(inputs)[:16]
+        if position and position.get("inputs") not in (None, inputs_hash):
+            raise PipelineBusyError(
+                f"pipeline {p.pipeline_id!r} has an interrupted run with other inputs: it "
+                "continues first (same inputs), or reset its watermark to drop it"
+            )
         output = p.make_output(**self._output_context(p, extra, run_id, position.get("seq", 0)))
         extractor = p.make_extractor()
         pages = int(position.get("pages", 0))
@@ -577,7 +591,7 @@ class PipelineManager:
         finished = False
 
         def position_now() -> dict[str, Any]:
-            pos: dict[str, Any] = {"run_id": run_id, "pages": durable[0]}
+            pos: dict[str, Any] = {"run_id": run_id, "pages": durable[0], "inputs": inputs_hash}
             if durable[1] is not None and durable[1] is not _UNKNOWN:
                 pos["next_request"] = durable[1]
             seq = getattr(output, "seq", None)
@@ -747,6 +761,7 @@ __all__ = [
     "ExtractorSection",
     "OutputSection",
     "Pipeline",
+    "PipelineBusyError",
     "PipelineConfig",
     "PipelineManager",
     "PipelineStatus",

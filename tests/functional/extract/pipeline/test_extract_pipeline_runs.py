@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from apix_core.extract.exceptions import ExtractConfigError
-from apix_core.extract.pipeline import PipelineManager, load_pipeline_yaml
+from apix_core.extract.pipeline import PipelineBusyError, PipelineManager, load_pipeline_yaml
 from apix_core.store.database import Database
 
 PIPELINE_YAML = """\
@@ -151,3 +151,26 @@ async def test_pipeline_yaml_errors_name_the_key_and_line(tmp_path: Path) -> Non
     wm = "pipeline_id: x\nextractor: {}\noutput: {}\nwatermark:\n  field: ts\n  lookback: soon\n"
     with pytest.raises(ExtractConfigError, match=r"watermark\.lookback \(line 6\)"):
         load_pipeline_yaml(wm)
+
+
+async def test_an_interrupted_run_must_continue_with_its_own_inputs(
+    items_api: Any, db: Database, tmp_path: Path
+) -> None:
+    # GIVEN a run cut short by its deadline, started with inputs {"region": "eu"}
+    items_api.add(0, 100)
+    items_api.delay = 0.02
+    manager = PipelineManager(database=db, tenant_id="acme", checkpoint_margin=0.0)
+    manager.register_pipeline(_yaml(items_api.base_url, tmp_path / "out", page_size=10))
+    cut = await manager.execute_stream("items", {"region": "eu"}, deadline=time.monotonic())
+    assert cut.status == "continued"
+
+    # WHEN a run with other inputs starts, then one with the same inputs
+    with pytest.raises(PipelineBusyError, match="interrupted run with other inputs"):
+        await manager.execute_stream("items", {"region": "us"})
+    done = await manager.execute_stream("items", {"region": "eu"})
+
+    # THEN the other run was refused (transient: retried later), the same one finished it
+    assert done.status == "completed"
+    ids = [r["id"] for rows in read_jsonl(tmp_path / "out").values() for r in rows]
+    assert sorted(ids) == list(range(100))
+    assert manager.get_status("items").last_result is done
