@@ -65,7 +65,7 @@ CONTINUATION_KEY = "apix_extract"
 # -- configuration ----------------------------------------------------------------------------
 class ExtractorSection(BaseModel):
     """``extractor:`` — ``class`` (or ``type``): a registered extractor name (default
-    ``http``); ``config``: its config, or the keys inline. Seed-style ``batch_size`` and
+    ``http``); ``config``: its config, or the keys inline. The shorthands ``batch_size`` and
     ``max_concurrent`` set the HTTP extractor's ``batch.batch_size`` and
     ``rate_limit.max_concurrent``."""
 
