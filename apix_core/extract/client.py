@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -112,6 +113,7 @@ class ExtractClient:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             http2=config.http2 and _http2_available(),
             transport=transport,
+            verify=_verify(config.verify),
             follow_redirects=True,
         )
         self.requests = 0
@@ -203,6 +205,12 @@ class ExtractClient:
             url=shown,
             status=status,
         )
+
+
+def _verify(setting: bool | str) -> bool | ssl.SSLContext:
+    if isinstance(setting, bool):
+        return setting
+    return ssl.create_default_context(cafile=setting)
 
 
 def _reason(exc: Exception) -> str:

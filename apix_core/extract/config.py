@@ -236,7 +236,8 @@ class ExtractorConfig(_Config):
     the input's ``name`` (``/users/{user_id}/repos``). ``data_selector`` finds the records in a
     page: ``data.items``, ``$.data.items[*]``, ``results[0].rows``; without it the body itself
     (a list) or the first list-valued field of an object is used. ``timeout`` bounds each
-    request (``connect_timeout`` its connection).
+    request (``connect_timeout`` its connection). ``http2``: HTTP/2 when the server offers it
+    (TLS ALPN). ``verify``: TLS verification — ``False``, or the path of a CA bundle.
     """
 
     name: str | None = None
@@ -257,6 +258,7 @@ class ExtractorConfig(_Config):
     timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
     http2: bool = True
+    verify: bool | str = True
     stream_buffer_pages: int = Field(4, ge=1)
 
     @model_validator(mode="after")

@@ -206,7 +206,16 @@ class HttpExtractor(BaseExtractor):
         return PageRequest(url, params)
 
     def _records(self, body: Any, url: str) -> list[Record]:
-        found = self._select(body) if self._select is not None else default_records(body)
+        if self._select is not None:
+            found = self._select(body)
+        elif body is None or isinstance(body, list | dict):
+            found = default_records(body)
+        else:
+            raise MalformedResponseError(
+                f"the response of {public_url(url)} is a JSON {type(body).__name__}, not "
+                "records: set data_selector to where the records are",
+                url=public_url(url),
+            )
         if isinstance(found, list):
             return found
         if found is None:

@@ -205,8 +205,8 @@ class Paginator:
         if key in self._seen:
             raise PaginationLoopError(
                 f"pagination loop: page {page.number} of {_path(page.url)} points back to a "
-                f"page already fetched ({_describe(request, following)}); the API repeats its "
-                "cursor or next link — stopping instead of looping forever",
+                f"page already fetched ({_describe(following, self.config)} again); the API "
+                "repeats its cursor or next link — stopping instead of looping forever",
                 url=_path(following.url),
                 token=_token(following, self.config),
             )
@@ -251,13 +251,12 @@ def _token(request: PageRequest, config: PaginationConfig) -> str:
     return ""
 
 
-def _describe(previous: PageRequest, following: PageRequest) -> str:
-    changed = {k: v for k, v in following.params.items() if previous.params.get(k) != v}
-    if changed:
-        return ", ".join(f"{k}={str(v)[:80]!r}" for k, v in changed.items())
-    if following.params == previous.params and following.url == previous.url:
-        return "the same request again"
-    return f"next URL {_path(following.url)}"
+def _describe(request: PageRequest, config: PaginationConfig) -> str:
+    if config.type == "cursor":
+        return f"{config.cursor_param}={str(request.params.get(config.cursor_param))[:80]!r}"
+    if config.type in ("link_header", "next_url"):
+        return f"next URL {_path(request.url)}"
+    return ", ".join(f"{k}={str(v)[:80]!r}" for k, v in request.params.items())
 
 
 __all__ = [

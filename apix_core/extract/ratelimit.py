@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from apix_core.extract.config import RateLimitConfig
 
@@ -70,12 +68,10 @@ class RequestBudget:
     def paused_for(self) -> float:
         return max(0.0, self._paused_until - time.monotonic())
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Wait for a concurrency slot, the end of any pause and a rate token; hold the slot."""
-        async with self._semaphore:
-            await self._wait_turn()
-            yield
+    def slot(self) -> _Slot:
+        """``async with budget.slot():`` waits for a concurrency slot, the end of any pause and
+        a rate token, and holds the slot for the request."""
+        return _Slot(self)
 
     async def _wait_turn(self) -> None:
         while True:
@@ -91,6 +87,28 @@ class RequestBudget:
                 if self._paused_until > time.monotonic():
                     continue  # a pause began while we waited: our slot is void
             return
+
+
+class _Slot:
+    # A plain class, not @asynccontextmanager: this runs once per request.
+    __slots__ = ("_budget",)
+
+    def __init__(self, budget: RequestBudget) -> None:
+        self._budget = budget
+
+    async def __aenter__(self) -> None:
+        budget = self._budget
+        await budget._semaphore.acquire()
+        if budget.bucket is None and budget._paused_until == 0.0:
+            return
+        try:
+            await budget._wait_turn()
+        except BaseException:
+            budget._semaphore.release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._budget._semaphore.release()
 
 
 __all__ = ["RequestBudget", "TokenBucket"]

@@ -105,21 +105,40 @@ class Retrier:
         self.retries += 1
 
     async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        # Fast path: most requests succeed at once, and a tenacity loop costs tens of µs.
+        try:
+            return await attempt()
+        except RetryableFailure as exc:
+            if self.config.max_attempts == 1:
+                raise self._final(exc, 1) from None
+            first: RetryableFailure | None = exc
+
+        async def replay_then_attempt() -> T:
+            # Tenacity sees the failure above as its attempt 1 (and waits after it).
+            nonlocal first
+            if first is not None:
+                failure, first = first, None
+                raise failure
+            return await attempt()
+
         try:
             async for retry in self._template.copy():
                 with retry:
-                    return await attempt()
+                    return await replay_then_attempt()
         except RetryableFailure as exc:
-            number = self.config.max_attempts
-            raise ExtractRequestError(
-                f"request to {exc.url} failed after {number} attempt"
-                f"{'s' if number != 1 else ''}: {exc.what}",
-                url=exc.url,
-                status=exc.status,
-                attempts=number,
-                retry_after=exc.retry_after,
-            ) from None
+            raise self._final(exc, self.config.max_attempts) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    @staticmethod
+    def _final(exc: RetryableFailure, attempts: int) -> ExtractRequestError:
+        return ExtractRequestError(
+            f"request to {exc.url} failed after {attempts} attempt"
+            f"{'s' if attempts != 1 else ''}: {exc.what}",
+            url=exc.url,
+            status=exc.status,
+            attempts=attempts,
+            retry_after=exc.retry_after,
+        )
 
 
 def _too_long(exc: RetryableFailure, attempts: int, limit: float) -> ExtractRequestError:

@@ -114,6 +114,7 @@ class ApiServer:
             "/bench": self.bench,
             "/users": self.users,
             "/drop": self.drop,
+            "/scalar": self.scalar,
         }
 
     @property
@@ -343,6 +344,9 @@ class ApiServer:
 
     def drop(self, r: Request) -> Reply:
         return Reply(status=-1)
+
+    def scalar(self, r: Request) -> Reply:
+        return Reply(body="maintenance")
 
     def malformed(self, r: Request) -> Reply:
         return Reply(raw=b'{"data": [{"id": 1}, {"id": ')

@@ -60,6 +60,18 @@ async def test_malformed_json_is_a_permanent_typed_error(api: ApiServer) -> None
     assert len(api.log) == 1  # retrying cannot fix a body
 
 
+async def test_a_json_scalar_is_not_taken_for_an_empty_page(api: ApiServer) -> None:
+    with pytest.raises(MalformedResponseError, match="is a JSON str, not records"):
+        await _extractor(api.url, "/scalar").extract()
+
+
+async def test_one_attempt_means_no_retry(api: ApiServer) -> None:
+    extractor = _extractor(api.url, "/status/503", retry={"max_attempts": 1})
+    with pytest.raises(ExtractRequestError, match=r"failed after 1 attempt: HTTP 503"):
+        await extractor.extract()
+    assert len(api.log) == 1
+
+
 async def test_timeouts_are_retried_then_reported(api: ApiServer) -> None:
     extractor = _extractor(api.url, "/slow", params={"delay": 1.0}, timeout=0.2)
     with pytest.raises(ExtractRequestError, match=r"/slow failed after 3 attempts: timed out"):

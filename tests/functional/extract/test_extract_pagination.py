@@ -128,3 +128,13 @@ async def test_a_missing_template_input_names_the_placeholder(api: ApiServer) ->
     with pytest.raises(ExtractConfigError, match=r"needs input 'user_id'.*inputs: org"):
         await extractor.extract({"org": "x"})
     assert api.log == []
+
+
+async def test_the_http_extractor_is_registered_by_name(api: ApiServer) -> None:
+    from apix_core.extract import ExtractorFactory
+
+    # GIVEN only a name and a mapping, as a pipeline file gives them
+    extractor = ExtractorFactory.create("http", {"base_url": api.url, "path": "/single"})
+    # THEN the built-in HTTP extractor is loaded on first use
+    assert isinstance(extractor, HttpExtractor)
+    assert len(await extractor.extract()) == 3
