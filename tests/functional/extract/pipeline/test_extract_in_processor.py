@@ -16,6 +16,7 @@ from apix_core import App, Message, ProcessorContext
 from apix_core.errors import ConfigurationError
 from apix_core.extract.pipeline import CONTINUATION_KEY, PipelineManager, RunResult
 from apix_core.extract.processors import continuation_queues, register_extract_processors
+from apix_core.processor import BackoffPolicy
 from apix_core.runtime.runner import LocalRunner
 
 
@@ -162,3 +163,59 @@ async def test_a_scheduled_extraction_registered_by_the_helper_continues_across_
         for line in path.read_text().splitlines()
     )
     assert ids == list(range(120))
+
+
+async def test_a_failed_invocation_rolls_its_position_back_and_the_retry_repeats_nothing(
+    items_api: Any, database_url: str, queue_url: str
+) -> None:
+    # GIVEN the two-queue extraction, whose continuation processor crashes once AFTER its run
+    # (outputs buffered, position written: all of it in the transaction that now fails)
+    items_api.add(0, 150)
+    items_api.delay = 0.02
+    app = App("shop", tenant_id="acme", database_url=database_url, queue_url=queue_url)
+    manager = PipelineManager(app=app, checkpoint_margin=0.0)
+    manager.register_pipeline(_pipeline(items_api.base_url))
+    received: list[int] = []
+    crashes: list[int] = []
+
+    @app.processor("extract_items", consumes="extract-jobs", produces=["more-items", "items"])
+    async def extract_items(message: Message, ctx: ProcessorContext) -> None:
+        await manager.run_in_processor(ctx, "items", continue_on="more-items")
+
+    @app.processor(
+        "more_items",
+        consumes="more-items",
+        produces=["extract-jobs", "items"],
+        backoff=BackoffPolicy(redelivery_seconds=0.0),
+    )
+    async def more_items(message: Message, ctx: ProcessorContext) -> None:
+        result = await manager.run_in_processor(ctx, "items", continue_on="extract-jobs")
+        if not crashes:
+            crashes.append(result.records_written)
+            raise RuntimeError("the container died after the run")
+
+    @app.processor("use_items", consumes="items")
+    async def use_items(message: Message, ctx: ProcessorContext) -> None:
+        received.append(message.payload["id"])
+
+    async with app:
+        await app.send("extract-jobs", {"start": True})
+
+        # WHEN invocations of ~150 ms run until no continuation is left
+        for _ in range(80):
+            busy = False
+            for queue in ("extract-jobs", "more-items"):
+                deliveries = await app.consumer().receive(queue, 10)
+                if deliveries:
+                    busy = True
+                    outcomes = await app.process(
+                        queue, deliveries, deadline=time.monotonic() + 0.15
+                    )
+                    await app.settle(queue, outcomes)
+            if not busy:
+                break
+        await LocalRunner(app, fire_schedules=False).run()
+
+    # THEN the crashed invocation had written records, yet every record arrived exactly once
+    assert crashes and crashes[0] > 0
+    assert sorted(received) == list(range(150))
