@@ -3,12 +3,14 @@
 Each record becomes an entity ``(canonical_type, source, external_id)`` — ``external_id`` read
 at the ``key`` path — with the content hash of the record. The core's planner gives what
 processors get: a new version when the content changed, duplicate detection when it did not
-(no new version), and the state transitions of ``state``. One transaction per output batch.
+(no new version), and the state transitions of ``state``. One transaction per output batch;
+inside a processor (``ctx=``) the entities go through ``ctx.persist_entity`` instead, into the
+message's own transaction.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +29,9 @@ from apix_core.store.types import (
     PendingEntity,
 )
 from apix_core.tenancy import check_tenant_id, require_tenant
+
+if TYPE_CHECKING:
+    from apix_core.context import ProcessorContext
 
 
 class EntityOutputConfig(BaseModel):
@@ -56,18 +61,21 @@ class EntityOutput(BufferedOutput):
         config: EntityOutputConfig | dict[str, Any] | None = None,
         *,
         database: Database | None = None,
+        ctx: ProcessorContext | None = None,
         pipeline_id: str = "extract",
         **kwargs: Any,
     ) -> None:
         if not isinstance(config, EntityOutputConfig):
             config = parse_config(EntityOutputConfig, {**(config or {}), **kwargs}, where="output")
         super().__init__(config.batch)
-        if database is None:
+        if database is None and ctx is None:
             from apix_core.errors import ConfigurationError
 
             raise ConfigurationError(
-                "the entity output writes to the metadata store: pass database="
+                "the entity output writes to the metadata store: pass database= (or ctx= "
+                "inside a processor)"
             )
+        self.ctx = ctx
         self.config = config
         self.db = database
         self.pipeline_id = pipeline_id
@@ -75,11 +83,14 @@ class EntityOutput(BufferedOutput):
         self._paths = [tuple(p for p in k.split(".") if p) for k in keys]
         self._attr_paths = [(a, tuple(a.split("."))) for a in config.attributes]
         self._pending: list[PendingEntity] = []
+        self._in_ctx = 0
         self.created = 0
         self.versions = 0
         self.duplicates = 0
 
     def _tenant(self) -> str:
+        if self.ctx is not None:
+            return self.ctx.tenant_id
         return check_tenant_id(self.config.tenant_id) if self.config.tenant_id else require_tenant()
 
     def _accept(self, records: list[Record]) -> int:
@@ -93,6 +104,18 @@ class EntityOutput(BufferedOutput):
                     attributes[name] = get_path(record, path)
                 except (KeyError, IndexError, TypeError):
                     continue
+            if self.ctx is not None:
+                # Buffered by the context: written, deduplicated and versioned at commit.
+                self.ctx.persist_entity(
+                    external_id,
+                    cfg.canonical_type,
+                    cfg.source,
+                    record,
+                    state=cfg.state,
+                    **attributes,
+                )
+                self._in_ctx += 1
+                continue
             self._pending.append(
                 PendingEntity(
                     id=entity_id_for(tenant, cfg.canonical_type, cfg.source, external_id),
@@ -112,7 +135,15 @@ class EntityOutput(BufferedOutput):
         from apix_core.store.entities import apply_entity_writes
 
         pending, self._pending = self._pending, []
+        if self.ctx is not None:
+            count, self._in_ctx = self._in_ctx, 0
+            return OutputResult(
+                records_written=count,
+                batches_written=1,
+                locations=[f"entities:{self.config.canonical_type}/{self.config.source}"],
+            )
         tenant = self._tenant()
+        assert self.db is not None
         async with self.db.transaction(tenant_id=tenant) as conn:
             results = await apply_entity_writes(
                 conn,

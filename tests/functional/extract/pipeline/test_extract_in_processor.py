@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from apix_core import App, Message, ProcessorContext
+from apix_core import App, Message, ProcessorContext, tenant_context
 from apix_core.errors import ConfigurationError
 from apix_core.extract.pipeline import CONTINUATION_KEY, PipelineManager, RunResult
 from apix_core.extract.processors import continuation_queues, register_extract_processors
@@ -219,3 +219,42 @@ async def test_a_failed_invocation_rolls_its_position_back_and_the_retry_repeats
     # THEN the crashed invocation had written records, yet every record arrived exactly once
     assert crashes and crashes[0] > 0
     assert sorted(received) == list(range(150))
+
+
+async def test_an_entity_output_inside_a_processor_writes_with_the_message(
+    items_api: Any, database_url: str, queue_url: str
+) -> None:
+    # GIVEN a pipeline whose output records entity metadata, run by a processor
+    items_api.add(0, 40)
+    app = App("shop", tenant_id="acme", database_url=database_url, queue_url=queue_url)
+    manager = PipelineManager(app=app)
+    config = _pipeline(items_api.base_url)
+    config["output"] = {
+        "type": "entity",
+        "config": {"canonical_type": "item", "source": "items-api", "attributes": ["name"]},
+    }
+    manager.register_pipeline(config)
+    register_extract_processors(app, manager, "items", consumes="extract-jobs")
+
+    # WHEN it runs, then runs again after one record changed (the watermark filters the rest)
+    async with app:
+        await app.send("extract-jobs", {})
+        await LocalRunner(app, fire_schedules=False).run()
+        items_api.records[5] = {
+            **items_api.records[5],
+            "name": "renamed",
+            "updated_at": "2026-11-30T00:00:00Z",
+        }
+        await app.send("extract-jobs", {})
+        await LocalRunner(app, fire_schedules=False).run()
+        assert app.store is not None
+        with tenant_context("acme"):
+            count = await app.store.entities.count()
+            changed = await app.store.entities.find("item", "items-api", "5")
+            other = await app.store.entities.find("item", "items-api", "6")
+
+    # THEN every record is an entity; the changed one has a second version with its attribute
+    assert count == 40
+    assert changed is not None and changed.version == 2
+    assert changed.attributes == {"name": "renamed"}
+    assert other is not None and other.version == 1
