@@ -58,6 +58,9 @@ class PipelineBusyError(ExtractError, TransientError):
     code = "EXTRACT_PIPELINE_BUSY"
 
 
+#: A run's inputs: one mapping of template values, or several (one extraction each).
+Parameters = Mapping[str, Any] | list[Mapping[str, Any]] | None
+
 #: Payload key of a continuation message (what :meth:`PipelineManager.run_in_processor` sends).
 CONTINUATION_KEY = "apix_extract"
 
@@ -445,16 +448,14 @@ class PipelineManager:
         return WatermarkStore(self.database, tenant)
 
     # -- running ------------------------------------------------------------------------------
-    async def execute_pipeline(
-        self, pipeline_id: str, parameters: Mapping[str, Any] | None = None
-    ) -> RunResult:
+    async def execute_pipeline(self, pipeline_id: str, parameters: Parameters = None) -> RunResult:
         """Run the pipeline to the end (all pages) and move its watermark."""
         return await self.execute_stream(pipeline_id, parameters)
 
     async def execute_stream(
         self,
         pipeline_id: str,
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Parameters = None,
         *,
         deadline: float | None = None,
     ) -> RunResult:
@@ -481,7 +482,7 @@ class PipelineManager:
         self,
         ctx: ProcessorContext,
         pipeline_id: str,
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Parameters = None,
         *,
         continue_on: str,
     ) -> RunResult:
@@ -511,7 +512,11 @@ class PipelineManager:
             raise ProcessorContextError(
                 "run_in_processor needs a SQL metadata store (its transaction holds watermarks)"
             )
-        params = dict(parameters or {})
+        params: Any = (
+            [dict(item) for item in parameters]
+            if isinstance(parameters, list)
+            else dict(parameters or {})
+        )
         result = await self._run(
             p,
             params,
@@ -530,7 +535,7 @@ class PipelineManager:
     async def _run(
         self,
         p: Pipeline,
-        parameters: Mapping[str, Any] | None,
+        parameters: Parameters,
         deadline: float | None,
         checkpoints: _Checkpoints,
         extra: dict[str, Any],
@@ -557,7 +562,7 @@ class PipelineManager:
     async def _stream(
         self,
         p: Pipeline,
-        parameters: Mapping[str, Any] | None,
+        parameters: Parameters,
         deadline: float | None,
         checkpoints: _Checkpoints,
         extra: dict[str, Any],
@@ -653,14 +658,18 @@ class PipelineManager:
         result.watermark = last_value
 
     def _inputs(
-        self, p: Pipeline, parameters: Mapping[str, Any] | None, run: IncrementalRun | None
-    ) -> dict[str, Any] | None:
-        inputs = {**p.parameters, **(parameters or {})}
+        self, p: Pipeline, parameters: Parameters, run: IncrementalRun | None
+    ) -> dict[str, Any] | list[dict[str, Any]] | None:
+        bound: dict[str, Any] = {}
         if run is not None and run.lower_bound is not None:
             # The extractor's templates may use {watermark} (e.g. params: {since: "{watermark}"}).
-            inputs["watermark"] = run.lower_bound
+            bound["watermark"] = run.lower_bound
             if p.watermark_param:
-                inputs[p.watermark_param] = run.lower_bound
+                bound[p.watermark_param] = run.lower_bound
+        if isinstance(parameters, list):
+            # One extraction per mapping, one after the other (exact positions).
+            return [{**p.parameters, **item, **bound} for item in parameters]
+        inputs = {**p.parameters, **(parameters or {}), **bound}
         return inputs or None
 
     def _output_context(
@@ -682,28 +691,39 @@ _UNKNOWN = "?"  # an extractor that cannot say which request comes next
 async def _pages(
     extractor: BaseExtractor, inputs: Any, position: dict[str, Any]
 ) -> AsyncIterator[tuple[list[Record], Any]]:
-    """The pages after ``position``, each with the request of the page after it (a JSON
-    mapping; None after the last page; ``_UNKNOWN`` for extractors without ``iter_pages``).
+    """The pages after ``position``, each with where the page after it starts (a JSON mapping
+    ``{"input": i, "request": {...} or None}``; None after the last page; ``_UNKNOWN`` for
+    extractors without ``iter_pages``).
 
-    An extractor with ``iter_pages(inputs, resume=)`` (the HTTP extractor, one input) resumes
-    at the saved request; any other re-reads its stream and skips the pages already consumed.
+    An extractor with ``iter_pages(input, resume=)`` (the HTTP extractor) resumes at the saved
+    request. Several inputs are paginated one after the other, so a position is exact (pages of
+    concurrent inputs would arrive in a different order on the next run). Any other extractor
+    re-reads its stream and skips the pages already consumed: its pages must come in the same
+    order every time.
     """
     done = int(position.get("pages", 0))
     saved = position.get("next_request")
     iter_pages = getattr(extractor, "iter_pages", None)
-    single = inputs is None or isinstance(inputs, Mapping)
-    if iter_pages is not None and single:
+    if iter_pages is not None:
         from apix_core.extract.paginators import PageRequest
 
-        if done and saved is None:
-            return  # the last page was consumed before the run stopped
-        resume = PageRequest(saved["url"], saved.get("params") or {}) if saved else None
-        async for page in iter_pages(inputs, resume=resume):
-            nxt = page.next_request
-            yield (
-                page.records,
-                (None if nxt is None else {"url": nxt.url, "params": dict(nxt.params)}),
-            )
+        items = list(inputs) if isinstance(inputs, list) else [inputs]
+        # Consumed pages and nothing saved: the last page was consumed.
+        first = int(saved["input"]) if saved is not None else (len(items) if done else 0)
+        for index in range(first, len(items)):
+            request = saved.get("request") if saved is not None and index == first else None
+            resume = PageRequest(request["url"], request.get("params") or {}) if request else None
+            async for page in iter_pages(items[index], resume=resume):
+                nxt = page.next_request
+                following: Any
+                if nxt is not None:
+                    req = {"url": nxt.url, "params": dict(nxt.params)}
+                    following = {"input": index, "request": req}
+                elif index + 1 < len(items):
+                    following = {"input": index + 1, "request": None}
+                else:
+                    following = None
+                yield page.records, following
         return
     seen = 0
     async for batch in extractor.extract_stream(inputs):

@@ -1,9 +1,10 @@
 """A small paginated JSON API on 127.0.0.1 for the pipeline tests (helper fixtures of this
 folder; the extraction engine's own server lives in tests/functional/extract/conftest.py).
 
-``GET /items?page=N&per_page=M[&since=ISO]`` answers ``{"data": [...]}`` with the records of
-that page (sorted by ``id``; ``since`` keeps records with ``updated_at >= since``); an empty page
-ends the pagination. ``delay`` slows every page; ``requests`` counts them.
+``GET /items?page=N&per_page=M[&since=ISO][&region=R]`` answers ``{"data": [...]}`` with the
+records of that page (sorted by ``id``; ``since`` keeps records with ``updated_at >= since``;
+``region`` is copied into each record); an empty page ends the pagination. ``delay`` slows
+every page; ``requests`` counts them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class ItemsApi:
         rows = sorted(self.records, key=lambda r: r["id"])
         if since:
             rows = [r for r in rows if r["updated_at"] >= since]
+        region = query.get("region", [None])[0]
+        if region:
+            rows = [{**r, "region": region} for r in rows]
         return rows[(page - 1) * per_page : page * per_page]
 
 

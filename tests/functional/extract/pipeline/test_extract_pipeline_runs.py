@@ -174,3 +174,40 @@ async def test_an_interrupted_run_must_continue_with_its_own_inputs(
     ids = [r["id"] for rows in read_jsonl(tmp_path / "out").values() for r in rows]
     assert sorted(ids) == list(range(100))
     assert manager.get_status("items").last_result is done
+
+
+async def test_several_inputs_continue_exactly_once_across_deadline_cut_runs(
+    items_api: Any, db: Database, tmp_path: Path
+) -> None:
+    # GIVEN a pipeline over three regions (one extraction each), 6 pages of 10 per region
+    items_api.add(0, 55)
+    items_api.delay = 0.02
+    out = tmp_path / "out"
+    manager = PipelineManager(database=db, tenant_id="acme", checkpoint_margin=0.0)
+    manager.register_pipeline(
+        {
+            "pipeline_id": "regions",
+            "extractor": {
+                "base_url": items_api.base_url,
+                "path": "/items",
+                "params": {"region": "{region}"},
+                "data_selector": "data",
+                "pagination": {"type": "page_number", "page_size": 10},
+            },
+            "output": {"type": "jsonl", "config": {"path": str(out), "batch": {"batch_size": 25}}},
+        }
+    )
+    regions = [{"region": r} for r in ("eu", "us", "apac")]
+
+    # WHEN every run may last ~80 ms
+    results = []
+    for _ in range(60):
+        result = await manager.execute_stream("regions", regions, deadline=time.monotonic() + 0.08)
+        results.append(result)
+        if result.status == "completed":
+            break
+
+    # THEN it took several runs and every (region, record) pair was written exactly once
+    assert results[-1].status == "completed" and len(results) >= 3
+    pairs = [(r["region"], r["id"]) for rows in read_jsonl(out).values() for r in rows]
+    assert sorted(pairs) == sorted((g["region"], i) for g in regions for i in range(55))
