@@ -267,6 +267,7 @@ class App:
         tenant_id: str | None,
         message_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        message_ids: Sequence[str] | None = None,
     ) -> list[OutgoingMessage]:
         """Envelopes for ``send``/``send_many``, each checked (typed errors only) and sized."""
         tenant = tenant_id or self.settings.tenant_id
@@ -281,10 +282,15 @@ class App:
         # Link the pipeline to the caller's trace when an SDK is active.
         trace = inject_trace_context() if tracing_enabled() else {}
         producer = self._producer()
+        if message_ids is not None and len(message_ids) != len(payloads):
+            raise ConfigurationError(
+                f"send_many got {len(message_ids)} message_ids for {len(payloads)} payloads"
+            )
         out: list[OutgoingMessage] = []
-        for payload in payloads:
+        for i, payload in enumerate(payloads):
             msg = build_message(
-                message_id=message_id or str(uuid.uuid4()),
+                message_id=(message_ids[i] if message_ids is not None else message_id)
+                or str(uuid.uuid4()),
                 tenant_id=tenant,
                 payload=payload,
                 metadata=metadata or {},
@@ -305,14 +311,17 @@ class App:
         payloads: Sequence[dict[str, Any]],
         *,
         tenant_id: str | None = None,
+        message_ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> list[str]:
         """Put many messages on a queue, one ``send_batch`` (one transaction on the local
         transport) per :attr:`SEND_MANY_BATCH` messages; returns their ids in order.
 
-        Every message is built and size-checked before the first is sent, so a bad payload
-        sends nothing."""
+        ``message_ids`` (one per payload) makes the sends idempotent: a queue, and the consuming
+        processor, drop an id they already hold. Every message is built and size-checked before
+        the first is sent, so a bad payload sends nothing."""
         await self.start()
-        outgoing = self._outgoing(queue, payloads, tenant_id)
+        outgoing = self._outgoing(queue, payloads, tenant_id, None, metadata, message_ids)
         step = self.SEND_MANY_BATCH
         for start in range(0, len(outgoing), step):
             await self._producer().send_batch(queue, outgoing[start : start + step])

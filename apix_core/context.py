@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -162,6 +163,7 @@ class ProcessorContext:
     __slots__ = (
         "_access",
         "_writes",
+        "deadline",
         "logger",
         "loop",
         "message",
@@ -184,6 +186,7 @@ class ProcessorContext:
         logger: logging.Logger | None = None,
         payload: BaseModel | None = None,
         access: EntityAccess | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.message = message
         self.tenant_id = message.tenant_id
@@ -200,6 +203,15 @@ class ProcessorContext:
         #: The event loop a sync processor's thread reaches back into (set by the handler).
         self.loop: asyncio.AbstractEventLoop | None = None
         self._access = access
+        #: When the invocation must end (``time.monotonic()`` based; None: no limit), e.g. a
+        #: Lambda's remaining time: long work (an extraction) stops before it and continues.
+        self.deadline = deadline
+
+    def time_remaining(self) -> float | None:
+        """Seconds until :attr:`deadline`, or None when the invocation has none."""
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
 
     @property
     def state(self) -> ContextState:

@@ -187,6 +187,7 @@ class Invoker:
             store=self.store,
             logger=self.log,
             access=access,
+            deadline=deadline,
         )
         try:
             if self.spec.payload_model is not None:

@@ -221,7 +221,24 @@ state = sa.Table(
     sa.Column("updated_at", TZ, nullable=False),
 )
 
-#: Tables with row-level security on PostgreSQL (migrations 0002, 0003 and 0004): every table with a
-#: ``tenant_id`` column. The queue table has none: it is the transport's, shared by the workers
-#: that serve every tenant.
+# -- incremental-load watermarks (apix_core.extract.watermarks), migration 0006 --
+# One row per (tenant, pipeline, key): the highest cursor value durably written, the content
+# hashes of the records AT that value (bounded boundary dedupe) and, for a run cut short by a
+# deadline, where to resume. ``version`` counts commits for compare-and-set.
+watermarks = sa.Table(
+    "apix_watermarks",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("pipeline_id", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("last_value", ANY_JSON, nullable=True),
+    sa.Column("boundary", ANY_JSON, nullable=False),
+    sa.Column("position", ANY_JSON, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False),
+)
+
+#: Tables with row-level security on PostgreSQL (migrations 0002, 0003, 0004 and 0006): every
+#: table with a ``tenant_id`` column. The queue table has none: it is the transport's, shared by
+#: the workers that serve every tenant.
 TENANT_TABLES = tuple(t for t in metadata.sorted_tables if "tenant_id" in t.c)
