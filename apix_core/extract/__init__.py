@@ -46,6 +46,20 @@ _EXPORTS: dict[str, str] = {
     "TokenBucket": "ratelimit",
     "RequestBudget": "ratelimit",
     "select": "selectors",
+    # incremental loads, outputs, pipelines
+    "Incremental": "incremental",
+    "IncrementalError": "incremental",
+    "WatermarkStore": "watermarks",
+    "WatermarkConflictError": "watermarks",
+    "InvalidWatermarkError": "watermarks",
+    "JsonlOutput": "outputs.jsonl",
+    "QueueOutput": "outputs.queue",
+    "EntityOutput": "outputs.entity",
+    "PipelineManager": "pipeline",
+    "PipelineConfig": "pipeline",
+    "PipelineBusyError": "pipeline",
+    "load_pipeline_yaml": "pipeline",
+    "register_extract_processors": "processors",
 }
 
 if TYPE_CHECKING:
@@ -83,9 +97,25 @@ if TYPE_CHECKING:
         UnknownComponentError,
     )
     from apix_core.extract.http import HttpExtractor
+    from apix_core.extract.incremental import Incremental, IncrementalError
+    from apix_core.extract.outputs.entity import EntityOutput
+    from apix_core.extract.outputs.jsonl import JsonlOutput
+    from apix_core.extract.outputs.queue import QueueOutput
     from apix_core.extract.paginators import Paginator
+    from apix_core.extract.pipeline import (
+        PipelineBusyError,
+        PipelineConfig,
+        PipelineManager,
+        load_pipeline_yaml,
+    )
+    from apix_core.extract.processors import register_extract_processors
     from apix_core.extract.ratelimit import RequestBudget, TokenBucket
     from apix_core.extract.selectors import select
+    from apix_core.extract.watermarks import (
+        InvalidWatermarkError,
+        WatermarkConflictError,
+        WatermarkStore,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -108,6 +138,7 @@ __all__ = [
     "BasicAuthConfig",
     "BatchConfig",
     "BearerAuthConfig",
+    "EntityOutput",
     "ExtractAuthError",
     "ExtractClient",
     "ExtractConfigError",
@@ -117,6 +148,10 @@ __all__ = [
     "ExtractorConfig",
     "ExtractorFactory",
     "HttpExtractor",
+    "Incremental",
+    "IncrementalError",
+    "InvalidWatermarkError",
+    "JsonlOutput",
     "MalformedResponseError",
     "OAuth2ClientCredentialsConfig",
     "OutputBatchConfig",
@@ -125,13 +160,21 @@ __all__ = [
     "PaginationConfig",
     "PaginationLoopError",
     "Paginator",
+    "PipelineBusyError",
+    "PipelineConfig",
+    "PipelineManager",
+    "QueueOutput",
     "RateLimitConfig",
     "RequestBudget",
     "RetryConfig",
     "TokenBucket",
     "UnknownComponentError",
     "WatermarkConfig",
+    "WatermarkConflictError",
+    "WatermarkStore",
+    "load_pipeline_yaml",
     "parse_config",
     "parse_duration",
+    "register_extract_processors",
     "select",
 ]
