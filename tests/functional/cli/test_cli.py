@@ -38,7 +38,7 @@ PIPELINE = """
 GUARDED = """
     from pathlib import Path
 
-    from apix_core import App, Message, ProcessorContext, ValidationError
+    from apix_core import App, Message, ProcessorContext, PermanentError
 
     app = App("guarded", tenant_id="t1")
     ALLOW = Path(__file__).with_name("allow")
@@ -46,7 +46,7 @@ GUARDED = """
     @app.processor("guard", consumes="inbox", max_attempts=3)
     def guard(message: Message, ctx: ProcessorContext) -> None:
         if not ALLOW.exists():
-            raise ValidationError(f"order {message.payload['order']} is not allowed yet")
+            raise PermanentError(f"order {message.payload['order']} is not allowed yet")
         eid = ctx.persist_entity(str(message.payload["order"]), "order", "cli", message.payload)
         ctx.transition(eid, "accepted", "guard passed")
 """
@@ -159,7 +159,7 @@ def test_tenant_falls_back_to_env(apix, monkeypatch) -> None:
 
 
 def test_dead_letter_list_show_replay_round_trip(apix, write_app, tmp_path: Path) -> None:
-    # GIVEN a processor that rejects messages with a ValidationError, and two messages
+    # GIVEN a processor that rejects messages with a PermanentError, and two messages
     path = write_app(GUARDED)
     apix("send", "inbox", '{"order": 1}', "-t", "t1", "--message-id", "order-1")
     apix("send", "inbox", '{"order": 2}', "-t", "t1", "--message-id", "order-2")
