@@ -95,13 +95,15 @@ async def mark_sent(db: Database, rows: Sequence[OutboxRow]) -> None:
     now = datetime.now(UTC)
     dialect = db.dialect
     for tenant, ids in by_tenant.items():
-        # By primary key only: SQLite's planner turns `tenant_id = ? AND id IN (...)` into a
-        # scan of the tenant's rows. Ids derive from the tenant, and RLS scopes PostgreSQL.
+        # By primary key, (tenant, id) since migration 0005.
         async with db.transaction(tenant_id=tenant) as conn:
             sent_at = bind_value(conn.dialect, outbox, "sent_at", now)
-            sql = f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL WHERE "
-            sql += any_of(dialect, "id", len(ids), first=2)
-            params = (sent_at, *any_params(dialect, ids))
+            sql = (
+                f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL "
+                f"WHERE tenant_id = {param(dialect, 2)} AND "
+            )
+            sql += any_of(dialect, "id", len(ids), first=3)
+            params = (sent_at, tenant, *any_params(dialect, ids))
             raw = sqlite_writer(conn)
             if raw is not None:  # SQLite: straight on the writer's sqlite3 connection
                 run_sqlite(raw, sql, params)

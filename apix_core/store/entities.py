@@ -48,49 +48,39 @@ async def load_current(
     """Version, hash and state of existing entities (locked ``FOR UPDATE`` on PostgreSQL)."""
     if not ids:
         return {}
-    # By primary key only, the tenant filtered here: with `tenant_id = ? AND id IN (...)` both
-    # planners may pick the tenant's natural-key index (PostgreSQL does whenever its statistics
-    # are stale) and walk every entity of the tenant. Entity ids derive from the tenant, and on
-    # PostgreSQL row-level security hides other tenants' rows anyway.
+    # By primary key, which leads with the tenant (migration 0005): both planners then match
+    # (tenant, id) in the key index rather than walk the tenant's natural-key index.
     if conn.dialect.name == "postgresql":
         # Sorted ids: concurrent transactions lock shared rows in one order (no deadlock).
         rows = await driver(conn).fetch(
-            "SELECT id, tenant_id, version, content_hash, state FROM apix_entities "
-            "WHERE id = ANY($1::text[]) ORDER BY id" + (" FOR UPDATE" if lock_rows else ""),
+            "SELECT id, version, content_hash, state FROM apix_entities "
+            "WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY id"
+            + (" FOR UPDATE" if lock_rows else ""),
+            tenant_id,
             sorted(ids),
         )
-        return {
-            r[0]: {"version": r[2], "content_hash": r[3], "state": r[4]}
-            for r in rows
-            if r[1] == tenant_id
-        }
+        return {r[0]: {"version": r[1], "content_hash": r[2], "state": r[3]} for r in rows}
     raw = sqlite_writer(conn)
     if raw is not None:
         # SQLAlchemy's expanding IN cost more than the lookup itself on the hot path.
         found = run_sqlite(
             raw,
-            "SELECT id, tenant_id, version, content_hash, state FROM apix_entities WHERE "
+            "SELECT id, version, content_hash, state FROM apix_entities WHERE tenant_id = ? AND "
             + any_of("sqlite", "id", len(ids)),
-            list(ids),
+            [tenant_id, *ids],
         ).fetchall()
-        return {
-            r[0]: {"version": r[2], "content_hash": r[3], "state": r[4]}
-            for r in found
-            if r[1] == tenant_id
-        }
+        return {r[0]: {"version": r[1], "content_hash": r[2], "state": r[3]} for r in found}
     stmt = sa.select(
         entities.c.id,
-        entities.c.tenant_id,
         entities.c.version,
         entities.c.content_hash,
         entities.c.state,
-    ).where(entities.c.id.in_(ids))
+    ).where(entities.c.tenant_id == tenant_id, entities.c.id.in_(ids))
     if lock_rows:
         stmt = stmt.with_for_update()
     return {
         r.id: {"version": r.version, "content_hash": r.content_hash, "state": r.state}
         for r in (await conn.execute(stmt)).all()
-        if r.tenant_id == tenant_id
     }
 
 
@@ -229,7 +219,7 @@ async def execute_plan(
         if plan.updates:
             await _apply_updates(conn, tenant_id, plan.updates)
     else:
-        _bundle_entities(bundle, plan)
+        _bundle_entities(bundle, tenant_id, plan)
     await insert_many(
         conn,
         entity_versions,
@@ -246,7 +236,7 @@ async def execute_plan(
     )
 
 
-def _bundle_entities(bundle: WriteBundle, plan: EntityPlan) -> None:
+def _bundle_entities(bundle: WriteBundle, tenant_id: str, plan: EntityPlan) -> None:
     """The plan's entity rows as a bundle takes them.
 
     The bundle's statements share one snapshot, so each entity row is touched once: updates of
@@ -268,6 +258,7 @@ def _bundle_entities(bundle: WriteBundle, plan: EntityPlan) -> None:
             updated.setdefault(entity_id, {}).update(values)
     bundle.insert(entities, _ENTITY_COLUMNS, _tuples(list(created.values()), _ENTITY_COLUMNS))
     bundle.update_entities(
+        tenant_id,
         [
             (
                 entity_id,

@@ -41,7 +41,7 @@ def driver(conn: AsyncConnection) -> Any:
 
 
 @lru_cache(maxsize=1024)
-def begin_sql(tenant_id: str | None, maintenance: bool, lock_timeout_ms: int) -> str | None:
+def begin_sql(tenant_id: str | None, bypass: bool, lock_timeout_ms: int, scans: bool) -> str | None:
     """``BEGIN`` and the transaction-local settings as one simple-query round trip.
 
     Returns None when the tenant is not a valid tenant id (no quote can reach the literal then):
@@ -50,7 +50,7 @@ def begin_sql(tenant_id: str | None, maintenance: bool, lock_timeout_ms: int) ->
     tenant = tenant_id or ""
     if tenant and not is_valid_tenant_id(tenant):
         return None
-    literals = tuple(f"'{v}'" for v in settings(tenant, maintenance, lock_timeout_ms))
+    literals = tuple(f"'{v}'" for v in settings(tenant, bypass, lock_timeout_ms, scans))
     return f"BEGIN; SELECT {_SET_CONFIG % literals}"
 
 
@@ -70,10 +70,13 @@ _SET_CONFIG = (
 SETTINGS_SQL = "SELECT " + _SET_CONFIG % ("$1", "$2", "$3", "$4")
 
 
-def settings(tenant_id: str, maintenance: bool, lock_timeout_ms: int) -> tuple[str, ...]:
-    """The values of :data:`SETTINGS_SQL`, in order."""
-    on_off = "on" if maintenance else "off"
-    return (tenant_id, on_off, f"{lock_timeout_ms}ms", on_off)
+def settings(tenant_id: str, bypass: bool, lock_timeout_ms: int, scans: bool) -> tuple[str, ...]:
+    """The values of :data:`SETTINGS_SQL`, in order: ``bypass`` passes the tenant policies
+    (cross-tenant work), ``scans`` leaves sequential scans on (maintenance reads ranges)."""
+    return (tenant_id, _ON_OFF[bypass], f"{lock_timeout_ms}ms", _ON_OFF[scans])
+
+
+_ON_OFF = {True: "on", False: "off"}
 
 
 _ARRAY_TYPES: dict[type, str] = {
@@ -131,9 +134,10 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
             if conflict is not None:
                 sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
         else:
+            tenant = f"${n + 1}::text"
             types = [_array_type(entities.c[c]) for c in ("id", *_UPDATE_COLUMNS)]
-            update_arrays = ", ".join(f"${n + i + 1}::{t}" for i, t in enumerate(types))
-            n += len(types)
+            update_arrays = ", ".join(f"${n + i + 2}::{t}" for i, t in enumerate(types))
+            n += len(types) + 1
             sql = (
                 "UPDATE apix_entities AS e SET "
                 "version = COALESCE(u.version, e.version), "
@@ -142,10 +146,9 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
                 "state = COALESCE(u.state, e.state), updated_at = u.updated_at "
                 f"FROM unnest({update_arrays}) "
                 "AS u(id, version, content_hash, attributes, state, updated_at) "
-                # By primary key only (no `e.tenant_id = ...`): without fresh statistics the
-                # planner would walk the tenant's whole natural-key index instead. Row-level
-                # security and the locked read before the write confine the rows to the tenant.
-                "WHERE e.id = u.id"
+                # By the whole primary key (tenant, id): the planner matches it in the key
+                # index, never the tenant's natural-key index.
+                f"WHERE e.tenant_id = {tenant} AND e.id = u.id"
             )
         parts.append(sql)
     if len(parts) == 1:
@@ -188,11 +191,12 @@ class WriteBundle:
             self.args[-len(constant)] = [self.args[-len(constant)]] * len(rows)
         self.shapes.append(("insert", table, columns, ignore_conflicts_on, tuple(constant)))
 
-    def update_entities(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Rows ``(id, version, content_hash, attributes, state, updated_at)``; a None keeps
-        the current value of its column."""
+    def update_entities(self, tenant_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows ``(id, version, content_hash, attributes, state, updated_at)`` of
+        ``tenant_id``'s entities; a None keeps the current value of its column."""
         if rows:
             self.shapes.append(("update",))
+            self.args.append(tenant_id)
             flags = _json_flags(entities, ("id", *_UPDATE_COLUMNS))
             for col, is_json in zip(zip(*rows, strict=True), flags, strict=True):
                 self.args.append(_encode_json(col) if is_json else list(col))
