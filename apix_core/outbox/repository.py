@@ -95,15 +95,15 @@ async def mark_sent(db: Database, rows: Sequence[OutboxRow]) -> None:
     now = datetime.now(UTC)
     dialect = db.dialect
     for tenant, ids in by_tenant.items():
-        # By primary key, (tenant, id) since migration 0005.
+        # By id only, the key's leading column: with `tenant_id = ? AND id IN (...)` both
+        # planners may walk the tenant's rows in ix_apix_outbox_source instead (SQLite does;
+        # PostgreSQL under a generic plan made without statistics). Ids derive from the
+        # tenant, and row-level security confines PostgreSQL to the tenant's rows.
         async with db.transaction(tenant_id=tenant) as conn:
             sent_at = bind_value(conn.dialect, outbox, "sent_at", now)
-            sql = (
-                f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL "
-                f"WHERE tenant_id = {param(dialect, 2)} AND "
-            )
-            sql += any_of(dialect, "id", len(ids), first=3)
-            params = (sent_at, tenant, *any_params(dialect, ids))
+            sql = f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL WHERE "
+            sql += any_of(dialect, "id", len(ids), first=2)
+            params = (sent_at, *any_params(dialect, ids))
             raw = sqlite_writer(conn)
             if raw is not None:  # SQLite: straight on the writer's sqlite3 connection
                 run_sqlite(raw, sql, params)

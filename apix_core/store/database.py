@@ -279,8 +279,8 @@ class Database:
         too, but keeps the hot path's keyed plans (``enable_seqscan`` off): the local
         transport's shared queues, whose receive and settle statements find rows by key.
 
-        ``pipeline`` (only where :attr:`pipelines`): statements sent in the round trips of
-        ``BEGIN`` and ``COMMIT`` instead of their own (see :mod:`apix_core.store.pg`).
+        ``pipeline`` (only where :attr:`pipelines`): a statement sent in the round trip of
+        ``BEGIN`` instead of its own (see :mod:`apix_core.store.pg`).
 
         SQLite: a write transaction opened while the calling task already holds one on this
         database (a processor calling ``ApiTokenService`` or a repository inside its processing
@@ -407,10 +407,7 @@ class Database:
                 elif sql is not None:
                     await raw.execute(sql)
                 yield conn
-                if pipeline is not None and pipeline.last is not None:
-                    status = await raw.execute(f"{pipeline.last.sql(prepared)}; COMMIT")
-                else:
-                    status = await raw.execute("COMMIT")
+                status = await raw.execute("COMMIT")
             except BaseException:
                 if pipeline is not None:
                     # A PREPARE that failed would be marked prepared: start afresh.

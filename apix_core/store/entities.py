@@ -48,39 +48,50 @@ async def load_current(
     """Version, hash and state of existing entities (locked ``FOR UPDATE`` on PostgreSQL)."""
     if not ids:
         return {}
-    # By primary key, which leads with the tenant (migration 0005): both planners then match
-    # (tenant, id) in the key index rather than walk the tenant's natural-key index.
+    # By id only, the key's leading column (the key is (id, tenant_id), migration 0005), the
+    # tenant filtered here: with `tenant_id = ? AND id IN (...)` both planners may pick the
+    # tenant's natural-key index (PostgreSQL does under a generic plan made while statistics
+    # were stale) and walk every entity of the tenant. Entity ids derive from the tenant, and
+    # on PostgreSQL row-level security hides other tenants' rows anyway.
     if conn.dialect.name == "postgresql":
         # Sorted ids: concurrent transactions lock shared rows in one order (no deadlock).
         rows = await driver(conn).fetch(
-            "SELECT id, version, content_hash, state FROM apix_entities "
-            "WHERE tenant_id = $1 AND id = ANY($2::text[]) ORDER BY id"
-            + (" FOR UPDATE" if lock_rows else ""),
-            tenant_id,
+            "SELECT id, tenant_id, version, content_hash, state FROM apix_entities "
+            "WHERE id = ANY($1::text[]) ORDER BY id" + (" FOR UPDATE" if lock_rows else ""),
             sorted(ids),
         )
-        return {r[0]: {"version": r[1], "content_hash": r[2], "state": r[3]} for r in rows}
+        return {
+            r[0]: {"version": r[2], "content_hash": r[3], "state": r[4]}
+            for r in rows
+            if r[1] == tenant_id
+        }
     raw = sqlite_writer(conn)
     if raw is not None:
         # SQLAlchemy's expanding IN cost more than the lookup itself on the hot path.
         found = run_sqlite(
             raw,
-            "SELECT id, version, content_hash, state FROM apix_entities WHERE tenant_id = ? AND "
+            "SELECT id, tenant_id, version, content_hash, state FROM apix_entities WHERE "
             + any_of("sqlite", "id", len(ids)),
-            [tenant_id, *ids],
+            list(ids),
         ).fetchall()
-        return {r[0]: {"version": r[1], "content_hash": r[2], "state": r[3]} for r in found}
+        return {
+            r[0]: {"version": r[2], "content_hash": r[3], "state": r[4]}
+            for r in found
+            if r[1] == tenant_id
+        }
     stmt = sa.select(
         entities.c.id,
+        entities.c.tenant_id,
         entities.c.version,
         entities.c.content_hash,
         entities.c.state,
-    ).where(entities.c.tenant_id == tenant_id, entities.c.id.in_(ids))
+    ).where(entities.c.id.in_(ids))
     if lock_rows:
         stmt = stmt.with_for_update()
     return {
         r.id: {"version": r.version, "content_hash": r.content_hash, "state": r.state}
         for r in (await conn.execute(stmt)).all()
+        if r.tenant_id == tenant_id
     }
 
 

@@ -60,9 +60,10 @@ entities = sa.Table(
     sa.Column("state", sa.String(64), nullable=False),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
-    # Keys lead with the tenant (migration 0005): a key one tenant picks never collides with,
-    # and so never reveals, another tenant's row.
-    sa.PrimaryKeyConstraint("tenant_id", "id"),
+    # The key includes the tenant (migration 0005): a key one tenant picks never collides
+    # with, and so never reveals, another tenant's row. Id first: lookups by `id = ANY(...)`
+    # are a range on the leading column even under a generic plan made without statistics.
+    sa.PrimaryKeyConstraint("id", "tenant_id"),
     # Also serves listing by (tenant, type): its prefix. Every index here is maintained on the
     # hot path, so none is redundant (migration 0003 dropped two that were).
     sa.UniqueConstraint(
@@ -145,7 +146,7 @@ outbox = sa.Table(
     sa.Column("delay_seconds", sa.Float, nullable=False, server_default="0"),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("sent_at", TZ, nullable=True),
-    sa.PrimaryKeyConstraint("tenant_id", "id"),
+    sa.PrimaryKeyConstraint("id", "tenant_id"),  # see apix_entities
     sa.Index("ix_apix_outbox_source", "tenant_id", "processor", "source_message_id"),
     # Only unsent rows are looked up by the sweeper; a partial index stays small and is cheap
     # to maintain when a row is marked sent.

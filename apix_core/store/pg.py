@@ -10,10 +10,12 @@ SQLAlchemy share that one transaction.
 as ONE statement of data-modifying CTEs over ``unnest`` arrays: one round trip however many
 tables and rows.
 
-:class:`Pipeline` saves two more: asyncpg sends one statement per round trip, but a simple
-query may carry several. The idempotency claim rides in the round trip of ``BEGIN`` and the write
-bundle in that of ``COMMIT``, as ``EXECUTE`` of statements prepared once per connection
-(``PREPARE``) with their arguments as literals (:func:`literal`).
+:class:`Pipeline` saves one more: asyncpg sends one statement per round trip, but a simple
+query may carry several. The idempotency claim (ids only, never content) rides in the round trip
+of ``BEGIN``, as ``EXECUTE`` of a statement prepared once per connection (``PREPARE``) with its
+arguments as literals (:func:`literal`). The write bundle holds content (message bodies,
+entity attributes), so it always travels as bind parameters: a literal would show in
+``pg_stat_activity.query`` and in the server log's statement line when a statement fails.
 """
 
 from __future__ import annotations
@@ -146,9 +148,10 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
                 "state = COALESCE(u.state, e.state), updated_at = u.updated_at "
                 f"FROM unnest({update_arrays}) "
                 "AS u(id, version, content_hash, attributes, state, updated_at) "
-                # By the whole primary key (tenant, id): the planner matches it in the key
-                # index, never the tenant's natural-key index.
-                f"WHERE e.tenant_id = {tenant} AND e.id = u.id"
+                # By id, the key's leading column, and the tenant in a form no index serves:
+                # `e.tenant_id = $n` would let a generic plan made without statistics walk the
+                # tenant's natural-key index (every entity of the tenant) for each row.
+                f"WHERE e.id = u.id AND e.tenant_id::text || '' = {tenant}"
             )
         parts.append(sql)
     if len(parts) == 1:
@@ -210,30 +213,6 @@ class WriteBundle:
         sql, args = _bundle_sql(tuple(self.shapes)), self.args
         self.shapes, self.args = [], []
         await driver(conn).execute(sql, *args)
-
-    def as_call(self) -> PreparedCall | None:
-        """The bundle as a :class:`PreparedCall` (then emptied), to send with ``COMMIT``; None
-        when empty or when a value cannot be a literal (a NUL character: :meth:`flush` sends it
-        and PostgreSQL reports it as before)."""
-        if not self:
-            return None
-        args: list[str] = []
-        # The bundle's tables share their timestamps (one `now` per batch): format each once.
-        timestamps: dict[int, str] = {}
-        try:
-            for value in self.args:
-                if type(value) is datetime:
-                    text = timestamps.get(id(value))
-                    if text is None:
-                        text = timestamps[id(value)] = literal(value)
-                else:
-                    text = literal(value)
-                args.append(text)
-        except NotALiteralError:
-            return None
-        sql = _bundle_sql(tuple(self.shapes))
-        self.shapes, self.args = [], []
-        return PreparedCall(statement_name(sql), sql, tuple(args))
 
 
 @lru_cache(maxsize=64)
@@ -347,17 +326,16 @@ class PreparedCall:
 
 @dataclass(slots=True)
 class Pipeline:
-    """What a PostgreSQL transaction sends in the round trips of its ``BEGIN`` and ``COMMIT``
-    (:meth:`apix_core.store.database.Database.transaction`): ``first`` after the settings,
-    ``last`` before ``COMMIT``. ``first_status`` is the command tag of ``first``."""
+    """What a PostgreSQL transaction sends in the round trip of its ``BEGIN``
+    (:meth:`apix_core.store.database.Database.transaction`): ``first`` after the settings;
+    ``first_status`` is its command tag."""
 
     first: PreparedCall | None = None
-    last: PreparedCall | None = None
     first_status: str | None = None
 
 
-#: Statements apix prepares on one connection before it deallocates them and starts over (each
-#: bundle shape is one; asyncpg bounds its own statement cache likewise).
+#: Statements apix prepares on one connection before it deallocates them and starts over
+#: (asyncpg bounds its own statement cache likewise).
 MAX_PREPARED = 100
 
 #: The idempotency claim (see ``ProcessorHandler._claim``) without RETURNING: in a simple

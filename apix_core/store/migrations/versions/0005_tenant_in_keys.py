@@ -9,9 +9,12 @@ Create Date: 2026-11-30
   tenant's message. On PostgreSQL the table gets the tenant policy of 0002 (enabled and
   forced): a tenant's session sees only its own queued messages; the transport serves every
   tenant past the policy.
-* The primary keys of ``apix_entities`` (tenant, id), ``apix_entity_versions`` (tenant, entity,
-  version) and ``apix_outbox`` (tenant, id) lead with the tenant, so a key chosen by one tenant
-  never collides with (and so never reveals) another tenant's row. Tables keyed by a sequence
+* The primary keys of ``apix_entities`` (id, tenant), ``apix_entity_versions`` (tenant, entity,
+  version) and ``apix_outbox`` (id, tenant) include the tenant, so a key chosen by one tenant
+  never collides with (and so never reveals) another tenant's row. Entities and outbox rows are
+  looked up by ``id = ANY(...) AND tenant_id = ...``: with the id first, that is an index range
+  on the key's leading column even under a generic plan made without statistics (tenant first,
+  such a plan walked all of the tenant's rows). Tables keyed by a sequence
   (transitions, processing errors, dead letters) keep their keys: the database picks those ids.
 """
 
@@ -36,9 +39,9 @@ PREDICATE = (
 
 #: table -> (old primary key, new primary key)
 KEYS = {
-    "apix_entities": (("id",), ("tenant_id", "id")),
+    "apix_entities": (("id",), ("id", "tenant_id")),
     "apix_entity_versions": (("entity_id", "version"), ("tenant_id", "entity_id", "version")),
-    "apix_outbox": (("id",), ("tenant_id", "id")),
+    "apix_outbox": (("id",), ("id", "tenant_id")),
 }
 
 
