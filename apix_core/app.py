@@ -298,7 +298,9 @@ class App:
             )
             body = msg.to_json()
             producer.check_size(queue, body)
-            out.append(OutgoingMessage(msg.message_id, body, 0.0, {TENANT_ATTRIBUTE: tenant}))
+            out.append(
+                OutgoingMessage(msg.message_id, body, 0.0, {TENANT_ATTRIBUTE: tenant}, tenant)
+            )
         return out
 
     #: Messages per ``send_batch`` call (one transaction on the local transport) in

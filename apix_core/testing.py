@@ -359,7 +359,9 @@ class TestApp:
             .where(qm.c.queue == queue)
             .order_by(qm.c.id)
         )
-        async with transport.db.transaction(write=False) as conn:
+        # Every tenant's rows (the queue's tenant policy on PostgreSQL): a message the queue
+        # holds as tenantless may name this tenant in its body.
+        async with transport.db.transaction(write=False, cross_tenant=True) as conn:
             rows = (await conn.execute(stmt)).all()
         found = []
         for message_id, body, attributes in rows:

@@ -95,8 +95,10 @@ async def mark_sent(db: Database, rows: Sequence[OutboxRow]) -> None:
     now = datetime.now(UTC)
     dialect = db.dialect
     for tenant, ids in by_tenant.items():
-        # By primary key only: SQLite's planner turns `tenant_id = ? AND id IN (...)` into a
-        # scan of the tenant's rows. Ids derive from the tenant, and RLS scopes PostgreSQL.
+        # By id only, the key's leading column: with `tenant_id = ? AND id IN (...)` both
+        # planners may walk the tenant's rows in ix_apix_outbox_source instead (SQLite does;
+        # PostgreSQL under a generic plan made without statistics). Ids derive from the
+        # tenant, and row-level security confines PostgreSQL to the tenant's rows.
         async with db.transaction(tenant_id=tenant) as conn:
             sent_at = bind_value(conn.dialect, outbox, "sent_at", now)
             sql = f"UPDATE apix_outbox SET sent_at = {param(dialect, 1)}, body = NULL WHERE "

@@ -103,7 +103,9 @@ def outgoing(rows: Sequence[OutboxRow]) -> dict[str, list[OutgoingMessage]]:
     """Queue rows as transport messages, by destination queue."""
     by_queue: dict[str, list[OutgoingMessage]] = defaultdict(list)
     for r in rows:
-        by_queue[r.destination].append(OutgoingMessage(r.id, r.body, r.delay_seconds))
+        by_queue[r.destination].append(
+            OutgoingMessage(r.id, r.body, r.delay_seconds, tenant_id=r.tenant_id)
+        )
     return by_queue
 
 

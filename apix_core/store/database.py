@@ -268,16 +268,19 @@ class Database:
         tenant_id: str | None = None,
         write: bool = True,
         maintenance: bool = False,
+        cross_tenant: bool = False,
         pipeline: Pipeline | None = None,
     ) -> AsyncIterator[AsyncConnection]:
         """One transaction; on PostgreSQL scoped to ``tenant_id`` for row-level security.
 
         ``maintenance=True`` is for cross-tenant housekeeping (outbox sweeper, retention): on
         PostgreSQL it sets ``apix.bypass_rls`` for this transaction only, which the tenant
-        policies of migration 0002 accept in place of a tenant.
+        policies of migration 0002 accept in place of a tenant. ``cross_tenant=True`` sets it
+        too, but keeps the hot path's keyed plans (``enable_seqscan`` off): the local
+        transport's shared queues, whose receive and settle statements find rows by key.
 
-        ``pipeline`` (only where :attr:`pipelines`): statements sent in the round trips of
-        ``BEGIN`` and ``COMMIT`` instead of their own (see :mod:`apix_core.store.pg`).
+        ``pipeline`` (only where :attr:`pipelines`): a statement sent in the round trip of
+        ``BEGIN`` instead of its own (see :mod:`apix_core.store.pg`).
 
         SQLite: a write transaction opened while the calling task already holds one on this
         database (a processor calling ``ApiTokenService`` or a repository inside its processing
@@ -287,7 +290,8 @@ class Database:
         if self.is_postgres:
             if pipeline is not None and not self.pipelines:
                 raise ValueError("pipelined transactions need PostgreSQL without PgBouncer")
-            async with self._pg_transaction(tenant_id, maintenance, pipeline) as conn:
+            bypass = maintenance or cross_tenant
+            async with self._pg_transaction(tenant_id, bypass, maintenance, pipeline) as conn:
                 yield conn
             return
         await self._bind_loop()
@@ -375,7 +379,7 @@ class Database:
 
     @asynccontextmanager
     async def _pg_transaction(
-        self, tenant_id: str | None, maintenance: bool, pipeline: Pipeline | None
+        self, tenant_id: str | None, bypass: bool, scans: bool, pipeline: Pipeline | None
     ) -> AsyncIterator[AsyncConnection]:
         """apix sends ``BEGIN`` itself, together with the transaction-local settings, in one
         round trip; the engine runs in ``AUTOCOMMIT`` mode (SQLAlchemy would otherwise send its
@@ -389,13 +393,13 @@ class Database:
         try:
             raw = driver(conn)
             lock_ms = int(self.timeout * 1000)
-            sql = begin_sql(tenant_id, maintenance, lock_ms)
+            sql = begin_sql(tenant_id, bypass, lock_ms, scans)
             prepared = await self._prepared(conn, raw) if pipeline is not None else set()
             try:
                 if sql is None:
                     await raw.execute("BEGIN")
                     await raw.execute(
-                        SETTINGS_SQL, *settings(tenant_id or "", maintenance, lock_ms)
+                        SETTINGS_SQL, *settings(tenant_id or "", bypass, lock_ms, scans)
                     )
                 if pipeline is not None and pipeline.first is not None:
                     first = pipeline.first.sql(prepared)
@@ -403,10 +407,7 @@ class Database:
                 elif sql is not None:
                     await raw.execute(sql)
                 yield conn
-                if pipeline is not None and pipeline.last is not None:
-                    status = await raw.execute(f"{pipeline.last.sql(prepared)}; COMMIT")
-                else:
-                    status = await raw.execute("COMMIT")
+                status = await raw.execute("COMMIT")
             except BaseException:
                 if pipeline is not None:
                     # A PREPARE that failed would be marked prepared: start afresh.

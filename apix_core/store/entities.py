@@ -48,10 +48,11 @@ async def load_current(
     """Version, hash and state of existing entities (locked ``FOR UPDATE`` on PostgreSQL)."""
     if not ids:
         return {}
-    # By primary key only, the tenant filtered here: with `tenant_id = ? AND id IN (...)` both
-    # planners may pick the tenant's natural-key index (PostgreSQL does whenever its statistics
-    # are stale) and walk every entity of the tenant. Entity ids derive from the tenant, and on
-    # PostgreSQL row-level security hides other tenants' rows anyway.
+    # By id only, the key's leading column (the key is (id, tenant_id), migration 0005), the
+    # tenant filtered here: with `tenant_id = ? AND id IN (...)` both planners may pick the
+    # tenant's natural-key index (PostgreSQL does under a generic plan made while statistics
+    # were stale) and walk every entity of the tenant. Entity ids derive from the tenant, and
+    # on PostgreSQL row-level security hides other tenants' rows anyway.
     if conn.dialect.name == "postgresql":
         # Sorted ids: concurrent transactions lock shared rows in one order (no deadlock).
         rows = await driver(conn).fetch(
@@ -229,7 +230,7 @@ async def execute_plan(
         if plan.updates:
             await _apply_updates(conn, tenant_id, plan.updates)
     else:
-        _bundle_entities(bundle, plan)
+        _bundle_entities(bundle, tenant_id, plan)
     await insert_many(
         conn,
         entity_versions,
@@ -246,7 +247,7 @@ async def execute_plan(
     )
 
 
-def _bundle_entities(bundle: WriteBundle, plan: EntityPlan) -> None:
+def _bundle_entities(bundle: WriteBundle, tenant_id: str, plan: EntityPlan) -> None:
     """The plan's entity rows as a bundle takes them.
 
     The bundle's statements share one snapshot, so each entity row is touched once: updates of
@@ -268,6 +269,7 @@ def _bundle_entities(bundle: WriteBundle, plan: EntityPlan) -> None:
             updated.setdefault(entity_id, {}).update(values)
     bundle.insert(entities, _ENTITY_COLUMNS, _tuples(list(created.values()), _ENTITY_COLUMNS))
     bundle.update_entities(
+        tenant_id,
         [
             (
                 entity_id,

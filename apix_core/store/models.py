@@ -49,7 +49,7 @@ ANY_JSON = sa.JSON().with_variant(TextJSON(), "sqlite")
 entities = sa.Table(
     "apix_entities",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("id", sa.String(36), nullable=False),
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("external_id", sa.String(255), nullable=False),
     sa.Column("canonical_type", sa.String(100), nullable=False),
@@ -60,6 +60,10 @@ entities = sa.Table(
     sa.Column("state", sa.String(64), nullable=False),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("updated_at", TZ, nullable=False),
+    # The key includes the tenant (migration 0005): a key one tenant picks never collides
+    # with, and so never reveals, another tenant's row. Id first: lookups by `id = ANY(...)`
+    # are a range on the leading column even under a generic plan made without statistics.
+    sa.PrimaryKeyConstraint("id", "tenant_id"),
     # Also serves listing by (tenant, type): its prefix. Every index here is maintained on the
     # hot path, so none is redundant (migration 0003 dropped two that were).
     sa.UniqueConstraint(
@@ -70,7 +74,7 @@ entities = sa.Table(
 entity_versions = sa.Table(
     "apix_entity_versions",
     metadata,
-    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
     sa.Column("entity_id", sa.String(36), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("content_hash", sa.String(64), nullable=False),
@@ -131,7 +135,7 @@ idempotency = sa.Table(
 outbox = sa.Table(
     "apix_outbox",
     metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("id", sa.String(36), nullable=False),
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("processor", sa.String(100), nullable=False),
     sa.Column("source_message_id", sa.String(255), nullable=False),
@@ -142,6 +146,7 @@ outbox = sa.Table(
     sa.Column("delay_seconds", sa.Float, nullable=False, server_default="0"),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("sent_at", TZ, nullable=True),
+    sa.PrimaryKeyConstraint("id", "tenant_id"),  # see apix_entities
     sa.Index("ix_apix_outbox_source", "tenant_id", "processor", "source_message_id"),
     # Only unsent rows are looked up by the sweeper; a partial index stays small and is cheap
     # to maintain when a row is marked sent.
@@ -154,12 +159,14 @@ outbox = sa.Table(
     sa.Index("ix_apix_outbox_sent", "sent_at", postgresql_using="brin"),
 )
 
-# -- local queue transport (no tenant: workers serve every tenant) ----------------------------
+# -- local queue transport (workers serve every tenant) ---------------------------------------
 queue_messages = sa.Table(
     "apix_queue_messages",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("queue", sa.String(255), nullable=False),
+    # '' for a message that names no tenant; part of the message's identity (migration 0005).
+    sa.Column("tenant_id", sa.String(64), nullable=False, server_default=""),
     sa.Column("message_id", sa.String(255), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     # NULL when a message has no attributes (the usual case: apix envelopes carry their tenant).
@@ -168,7 +175,9 @@ queue_messages = sa.Table(
     sa.Column("visible_at", sa.Float, nullable=False),
     sa.Column("receive_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("receipt", sa.String(36), nullable=True),
-    sa.UniqueConstraint("queue", "message_id", name="uq_apix_queue_messages_queue_message"),
+    sa.UniqueConstraint(
+        "queue", "tenant_id", "message_id", name="uq_apix_queue_messages_queue_tenant_message"
+    ),
     # Matches the receive query's ORDER BY visible_at, id: no sort of the whole backlog.
     sa.Index("ix_apix_queue_messages_ready", "queue", "visible_at", "id"),
 )
@@ -238,7 +247,6 @@ watermarks = sa.Table(
     sa.Column("updated_at", TZ, nullable=False),
 )
 
-#: Tables with row-level security on PostgreSQL (migrations 0002, 0003, 0004 and 0006): every
-#: table with a ``tenant_id`` column. The queue table has none: it is the transport's, shared by
-#: the workers that serve every tenant.
+#: Tables with row-level security on PostgreSQL (migrations 0002 to 0006): every table with a
+#: ``tenant_id`` column, the local queue's included.
 TENANT_TABLES = tuple(t for t in metadata.sorted_tables if "tenant_id" in t.c)

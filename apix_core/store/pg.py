@@ -10,10 +10,12 @@ SQLAlchemy share that one transaction.
 as ONE statement of data-modifying CTEs over ``unnest`` arrays: one round trip however many
 tables and rows.
 
-:class:`Pipeline` saves two more: asyncpg sends one statement per round trip, but a simple
-query may carry several. The idempotency claim rides in the round trip of ``BEGIN`` and the write
-bundle in that of ``COMMIT``, as ``EXECUTE`` of statements prepared once per connection
-(``PREPARE``) with their arguments as literals (:func:`literal`).
+:class:`Pipeline` saves one more: asyncpg sends one statement per round trip, but a simple
+query may carry several. The idempotency claim (ids only, never content) rides in the round trip
+of ``BEGIN``, as ``EXECUTE`` of a statement prepared once per connection (``PREPARE``) with its
+arguments as literals (:func:`literal`). The write bundle holds content (message bodies,
+entity attributes), so it always travels as bind parameters: a literal would show in
+``pg_stat_activity.query`` and in the server log's statement line when a statement fails.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def driver(conn: AsyncConnection) -> Any:
 
 
 @lru_cache(maxsize=1024)
-def begin_sql(tenant_id: str | None, maintenance: bool, lock_timeout_ms: int) -> str | None:
+def begin_sql(tenant_id: str | None, bypass: bool, lock_timeout_ms: int, scans: bool) -> str | None:
     """``BEGIN`` and the transaction-local settings as one simple-query round trip.
 
     Returns None when the tenant is not a valid tenant id (no quote can reach the literal then):
@@ -50,7 +52,7 @@ def begin_sql(tenant_id: str | None, maintenance: bool, lock_timeout_ms: int) ->
     tenant = tenant_id or ""
     if tenant and not is_valid_tenant_id(tenant):
         return None
-    literals = tuple(f"'{v}'" for v in settings(tenant, maintenance, lock_timeout_ms))
+    literals = tuple(f"'{v}'" for v in settings(tenant, bypass, lock_timeout_ms, scans))
     return f"BEGIN; SELECT {_SET_CONFIG % literals}"
 
 
@@ -70,10 +72,13 @@ _SET_CONFIG = (
 SETTINGS_SQL = "SELECT " + _SET_CONFIG % ("$1", "$2", "$3", "$4")
 
 
-def settings(tenant_id: str, maintenance: bool, lock_timeout_ms: int) -> tuple[str, ...]:
-    """The values of :data:`SETTINGS_SQL`, in order."""
-    on_off = "on" if maintenance else "off"
-    return (tenant_id, on_off, f"{lock_timeout_ms}ms", on_off)
+def settings(tenant_id: str, bypass: bool, lock_timeout_ms: int, scans: bool) -> tuple[str, ...]:
+    """The values of :data:`SETTINGS_SQL`, in order: ``bypass`` passes the tenant policies
+    (cross-tenant work), ``scans`` leaves sequential scans on (maintenance reads ranges)."""
+    return (tenant_id, _ON_OFF[bypass], f"{lock_timeout_ms}ms", _ON_OFF[scans])
+
+
+_ON_OFF = {True: "on", False: "off"}
 
 
 _ARRAY_TYPES: dict[type, str] = {
@@ -131,9 +136,10 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
             if conflict is not None:
                 sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
         else:
+            tenant = f"${n + 1}::text"
             types = [_array_type(entities.c[c]) for c in ("id", *_UPDATE_COLUMNS)]
-            update_arrays = ", ".join(f"${n + i + 1}::{t}" for i, t in enumerate(types))
-            n += len(types)
+            update_arrays = ", ".join(f"${n + i + 2}::{t}" for i, t in enumerate(types))
+            n += len(types) + 1
             sql = (
                 "UPDATE apix_entities AS e SET "
                 "version = COALESCE(u.version, e.version), "
@@ -142,10 +148,10 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
                 "state = COALESCE(u.state, e.state), updated_at = u.updated_at "
                 f"FROM unnest({update_arrays}) "
                 "AS u(id, version, content_hash, attributes, state, updated_at) "
-                # By primary key only (no `e.tenant_id = ...`): without fresh statistics the
-                # planner would walk the tenant's whole natural-key index instead. Row-level
-                # security and the locked read before the write confine the rows to the tenant.
-                "WHERE e.id = u.id"
+                # By id, the key's leading column, and the tenant in a form no index serves:
+                # `e.tenant_id = $n` would let a generic plan made without statistics walk the
+                # tenant's natural-key index (every entity of the tenant) for each row.
+                f"WHERE e.id = u.id AND e.tenant_id::text || '' = {tenant}"
             )
         parts.append(sql)
     if len(parts) == 1:
@@ -188,11 +194,12 @@ class WriteBundle:
             self.args[-len(constant)] = [self.args[-len(constant)]] * len(rows)
         self.shapes.append(("insert", table, columns, ignore_conflicts_on, tuple(constant)))
 
-    def update_entities(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Rows ``(id, version, content_hash, attributes, state, updated_at)``; a None keeps
-        the current value of its column."""
+    def update_entities(self, tenant_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows ``(id, version, content_hash, attributes, state, updated_at)`` of
+        ``tenant_id``'s entities; a None keeps the current value of its column."""
         if rows:
             self.shapes.append(("update",))
+            self.args.append(tenant_id)
             flags = _json_flags(entities, ("id", *_UPDATE_COLUMNS))
             for col, is_json in zip(zip(*rows, strict=True), flags, strict=True):
                 self.args.append(_encode_json(col) if is_json else list(col))
@@ -206,30 +213,6 @@ class WriteBundle:
         sql, args = _bundle_sql(tuple(self.shapes)), self.args
         self.shapes, self.args = [], []
         await driver(conn).execute(sql, *args)
-
-    def as_call(self) -> PreparedCall | None:
-        """The bundle as a :class:`PreparedCall` (then emptied), to send with ``COMMIT``; None
-        when empty or when a value cannot be a literal (a NUL character: :meth:`flush` sends it
-        and PostgreSQL reports it as before)."""
-        if not self:
-            return None
-        args: list[str] = []
-        # The bundle's tables share their timestamps (one `now` per batch): format each once.
-        timestamps: dict[int, str] = {}
-        try:
-            for value in self.args:
-                if type(value) is datetime:
-                    text = timestamps.get(id(value))
-                    if text is None:
-                        text = timestamps[id(value)] = literal(value)
-                else:
-                    text = literal(value)
-                args.append(text)
-        except NotALiteralError:
-            return None
-        sql = _bundle_sql(tuple(self.shapes))
-        self.shapes, self.args = [], []
-        return PreparedCall(statement_name(sql), sql, tuple(args))
 
 
 @lru_cache(maxsize=64)
@@ -343,17 +326,16 @@ class PreparedCall:
 
 @dataclass(slots=True)
 class Pipeline:
-    """What a PostgreSQL transaction sends in the round trips of its ``BEGIN`` and ``COMMIT``
-    (:meth:`apix_core.store.database.Database.transaction`): ``first`` after the settings,
-    ``last`` before ``COMMIT``. ``first_status`` is the command tag of ``first``."""
+    """What a PostgreSQL transaction sends in the round trip of its ``BEGIN``
+    (:meth:`apix_core.store.database.Database.transaction`): ``first`` after the settings;
+    ``first_status`` is its command tag."""
 
     first: PreparedCall | None = None
-    last: PreparedCall | None = None
     first_status: str | None = None
 
 
-#: Statements apix prepares on one connection before it deallocates them and starts over (each
-#: bundle shape is one; asyncpg bounds its own statement cache likewise).
+#: Statements apix prepares on one connection before it deallocates them and starts over
+#: (asyncpg bounds its own statement cache likewise).
 MAX_PREPARED = 100
 
 #: The idempotency claim (see ``ProcessorHandler._claim``) without RETURNING: in a simple

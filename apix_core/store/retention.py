@@ -130,7 +130,7 @@ async def prune(
         report.deleted["sent_outbox"] = await _delete_batches(
             db,
             outbox,
-            (outbox.c.id,),
+            (outbox.c.tenant_id, outbox.c.id),
             sa.and_(outbox.c.sent_at.is_not(None), outbox.c.sent_at < now - age),
             batch_size,
         )

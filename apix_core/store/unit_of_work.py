@@ -386,7 +386,7 @@ async def sql_unit_of_work(
     """Begin the transaction and claim ``message_ids``; commit when the block ends."""
     pipeline: Pipeline | None = None
     if db.pipelines:
-        # The claim rides with BEGIN, the final write bundle with COMMIT (store.pg).
+        # The claim rides with BEGIN (store.pg); the write bundle, content, goes bound.
         pipeline = Pipeline(first=claim_call(tenant, processor, datetime.now(UTC), message_ids))
     async with db.transaction(tenant_id=tenant, pipeline=pipeline) as conn:
         uow = SqlUnitOfWork(
@@ -394,10 +394,7 @@ async def sql_unit_of_work(
         )
         await uow.claim(message_ids, pipeline)
         yield uow
-        if uow.bundle:
-            if pipeline is not None:
-                pipeline.last = uow.bundle.as_call()
-            await uow.write_pending()  # when it could not go with COMMIT
+        await uow.write_pending()
     notify = getattr(producer, "notify", None)
     if notify is not None:
         for queue in uow.enqueued_to:

@@ -29,10 +29,15 @@ from apix_core.errors import MessageTooLargeError
 
 @dataclass(frozen=True)
 class OutgoingMessage:
+    """A message to send. ``tenant_id`` is part of its identity where a transport
+    deduplicates (the local one: per queue, tenant and message id); when None, the
+    ``tenant_id`` attribute stands in."""
+
     message_id: str
     body: str
     delay_seconds: float = 0.0
     attributes: dict[str, str] = field(default_factory=dict)
+    tenant_id: str | None = None
 
 
 @dataclass(slots=True)

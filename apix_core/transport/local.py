@@ -22,7 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from apix_core.constants import DEFAULT_LOCAL_MAX_MESSAGE_BYTES, DEFAULT_VISIBILITY_TIMEOUT
+from apix_core.constants import (
+    DEFAULT_LOCAL_MAX_MESSAGE_BYTES,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    TENANT_ATTRIBUTE,
+)
 from apix_core.errors import (
     ConfigurationError,
     DeadLetterNotFoundError,
@@ -48,6 +52,7 @@ from apix_core.store.sql import (
     run_sqlite,
     sqlite_writer,
 )
+from apix_core.tenancy import is_valid_tenant_id
 from apix_core.transport.base import (
     DeadLetterInfo,
     DeadLetterRecord,
@@ -65,8 +70,11 @@ if TYPE_CHECKING:
 
 _qm = queue_messages
 _dl = dead_letters
+#: What makes a queued message one: a resend of it is dropped, another tenant's same id is not.
+_IDENTITY = ("queue", "tenant_id", "message_id")
 _SEND_COLUMNS = (
     "queue",
+    "tenant_id",
     "message_id",
     "body",
     "attributes",
@@ -74,6 +82,16 @@ _SEND_COLUMNS = (
     "visible_at",
     "receive_count",
 )
+
+
+def _tenant_of(message: OutgoingMessage) -> str:
+    """The sending tenant (or the ``tenant_id`` attribute; ``''`` when neither names one)."""
+    tenant = message.tenant_id
+    if tenant is None:
+        tenant = message.attributes.get(TENANT_ATTRIBUTE) if message.attributes else None
+    if not tenant:
+        return ""
+    return tenant if is_valid_tenant_id(tenant) else column_text(tenant, 64)
 
 
 def _split_receipt(receipt: str) -> tuple[int, str]:
@@ -92,8 +110,9 @@ def _receipt_or_none(receipt: str) -> tuple[int | None, str]:
 class LocalTransport(QueueTransport):
     """Queues as rows of ``apix_queue_messages``; dead letters in ``apix_dead_letters``.
 
-    The transport serves every tenant, so on PostgreSQL it reads and writes dead letters on the
-    maintenance path of row-level security (tenant-scoped sessions never see them)."""
+    The transport serves every tenant, so on PostgreSQL it reads and writes queued messages and
+    dead letters past the tenant policies of row-level security (``cross_tenant`` and
+    ``maintenance`` transactions): a tenant's own session sees only its own queued messages."""
 
     name = "local"
 
@@ -135,10 +154,8 @@ class LocalTransport(QueueTransport):
         if not messages:
             return
         rows = self._send_rows(queue, messages)
-        async with self.db.transaction() as conn:
-            await insert_many(
-                conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=("queue", "message_id")
-            )
+        async with self.db.transaction(cross_tenant=True) as conn:
+            await insert_many(conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=_IDENTITY)
         self.notify(queue)
 
     def joins_transactions_of(self, db: Database) -> bool:
@@ -161,7 +178,7 @@ class LocalTransport(QueueTransport):
             _qm,
             _SEND_COLUMNS,
             self._send_rows(queue, messages),
-            ignore_conflicts_on=("queue", "message_id"),
+            ignore_conflicts_on=_IDENTITY,
             bundle=bundle,
         )
 
@@ -182,7 +199,16 @@ class LocalTransport(QueueTransport):
                     "cannot store (JSON encodes them as \\u0000)"
                 )
         return [
-            (queue, m.message_id, m.body, m.attributes or None, now, now + m.delay_seconds, 0)
+            (
+                queue,
+                _tenant_of(m),
+                m.message_id,
+                m.body,
+                m.attributes or None,
+                now,
+                now + m.delay_seconds,
+                0,
+            )
             for m in messages
         ]
 
@@ -207,7 +233,7 @@ class LocalTransport(QueueTransport):
             "RETURNING id, message_id, body, attributes, enqueued_at, receive_count"
         )
         params = (hidden_until, token, queue, now, max_messages)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(cross_tenant=True) as conn:
             raw = sqlite_writer(conn)
             if raw is not None:
                 found: list[tuple[Any, ...]] = run_sqlite(raw, sql, params).fetchall()
@@ -227,7 +253,7 @@ class LocalTransport(QueueTransport):
             row_id, token = _split_receipt(m.receipt)
             by_token[token].append(row_id)
         dialect = self.db.dialect
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(cross_tenant=True) as conn:
             raw = sqlite_writer(conn)
             for token, ids in by_token.items():
                 sql = (
@@ -242,7 +268,7 @@ class LocalTransport(QueueTransport):
 
     async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
         row_id, token = _split_receipt(message.receipt)
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(cross_tenant=True) as conn:
             await conn.execute(
                 sa.update(_qm)
                 .where(_qm.c.id == row_id, _qm.c.receipt == token)
@@ -354,7 +380,7 @@ class LocalTransport(QueueTransport):
             .order_by(_qm.c.visible_at, _qm.c.id)
             .limit(limit)
         )
-        async with self.db.transaction(write=False) as conn:
+        async with self.db.transaction(write=False, cross_tenant=True) as conn:
             rows = (await conn.execute(stmt)).all()
         now = time.time()
         return [
@@ -377,7 +403,7 @@ class LocalTransport(QueueTransport):
 
     async def purge(self, queue: str) -> int:
         """Delete every message of ``queue`` (in flight ones too); returns how many."""
-        async with self.db.transaction() as conn:
+        async with self.db.transaction(cross_tenant=True) as conn:
             result = await conn.execute(sa.delete(_qm).where(_qm.c.queue == queue))
         return int(result.rowcount or 0)
 
@@ -396,8 +422,9 @@ class LocalTransport(QueueTransport):
         async with self.db.transaction(maintenance=True) as conn:
             # A replay is a fresh delivery history: receive_count restarts at zero.
             await conn.execute(
-                insert_ignore(self.db.dialect, _qm, ["queue", "message_id"]).values(
+                insert_ignore(self.db.dialect, _qm, list(_IDENTITY)).values(
                     queue=record.queue,
+                    tenant_id=record.tenant_id or "",
                     message_id=record.message_id,
                     body=record.body,
                     attributes=dict(record.attributes),
@@ -420,13 +447,13 @@ class LocalTransport(QueueTransport):
             sa.func.count().filter(_qm.c.visible_at > now, _qm.c.receipt.is_not(None)),
             sa.func.count().filter(_qm.c.visible_at > now, _qm.c.receipt.is_(None)),
         ).where(_qm.c.queue == queue)
-        async with self.db.transaction(write=False) as conn:
+        async with self.db.transaction(write=False, cross_tenant=True) as conn:
             visible, in_flight, delayed = (await conn.execute(stmt)).one()
         return QueueDepth(visible=visible, in_flight=in_flight, delayed=delayed)
 
     async def queues(self) -> list[str]:
         """Names of the queues that hold messages now."""
-        async with self.db.transaction(write=False) as conn:
+        async with self.db.transaction(write=False, cross_tenant=True) as conn:
             rows = (await conn.execute(sa.select(_qm.c.queue).distinct())).scalars().all()
         return sorted(rows)
 

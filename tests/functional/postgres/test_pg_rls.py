@@ -325,3 +325,71 @@ async def test_retention_as_app_role_prunes_every_tenant(app_db: Database) -> No
 
     # THEN it reached both tenants' rows through the maintenance path
     assert report.deleted["sent_outbox"] == 2
+
+
+async def test_queued_messages_are_isolated_by_tenant(app_url: str, make_app) -> None:
+    # GIVEN messages of tenants A and B waiting in the shared local queue, sent as apix_app
+    app: App = make_app("rls-queue", database_url=app_url, queue_url=app_url, auto_migrate=False)
+    await app.start()
+    await app.send("in", {"secret": "of-a"}, tenant_id="tenant-a")
+    await app.send("in", {"secret": "of-b"}, tenant_id="tenant-b")
+
+    # WHEN tenant A's session reads and changes the queue table with raw SQL
+    async with app.store.db.transaction(tenant_id="tenant-a") as conn:
+        bodies = (await conn.execute(sa.text("SELECT body FROM apix_queue_messages"))).scalars()
+        seen = [b for b in bodies]
+        updated = (
+            await conn.execute(
+                sa.text("UPDATE apix_queue_messages SET body = '{}' WHERE tenant_id = 'tenant-b'")
+            )
+        ).rowcount
+        deleted = (
+            await conn.execute(
+                sa.text("DELETE FROM apix_queue_messages WHERE tenant_id <> 'tenant-a'")
+            )
+        ).rowcount
+
+    # THEN it sees only A's message, and B's is untouched (the worker still gets both)
+    assert len(seen) == 1 and "of-a" in seen[0]
+    assert updated == 0 and deleted == 0
+    received = await app.transport.receive("in", 10)
+    assert sorted("of-b" in m.body for m in received) == [False, True]
+
+
+async def test_a_key_of_another_tenant_reveals_nothing(app_db: Database) -> None:
+    # GIVEN tenant B's entity, written as apix_app
+    now = datetime.now(UTC)
+    insert = sa.text(
+        "INSERT INTO apix_entities (id, tenant_id, external_id, canonical_type, source, version, "
+        "content_hash, attributes, state, created_at, updated_at) VALUES "
+        "('known-id', :t, :x, 'order', 'shop', 1, 'h', '{}', 'new', :now, :now)"
+    )
+    async with app_db.transaction(tenant_id="tenant-b") as conn:
+        await conn.execute(insert, {"t": "tenant-b", "x": "of-b", "now": now})
+
+    # WHEN tenant A inserts an entity with the same id (a probe for B's key)
+    async with app_db.transaction(tenant_id="tenant-a") as conn:
+        await conn.execute(insert, {"t": "tenant-a", "x": "of-a", "now": now})
+        mine = (
+            (
+                await conn.execute(
+                    sa.text("SELECT external_id FROM apix_entities WHERE id = 'known-id'")
+                )
+            )
+            .scalars()
+            .all()
+        )
+
+    # THEN the insert succeeds as A's own row (no duplicate key error tells A the id exists)
+    assert mine == ["of-a"]
+    async with app_db.transaction(tenant_id="tenant-b") as conn:
+        theirs = (
+            (
+                await conn.execute(
+                    sa.text("SELECT external_id FROM apix_entities WHERE id = 'known-id'")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert theirs == ["of-b"]

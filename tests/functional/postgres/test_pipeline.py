@@ -1,13 +1,15 @@
-"""The pipelined PostgreSQL transaction: the claim rides with BEGIN, the write bundle with COMMIT.
+"""The pipelined PostgreSQL transaction: the claim rides with BEGIN; content goes bound.
 
-They travel as ``EXECUTE`` of statements apix prepares once per connection, with their arguments
-as SQL literals (``store.pg.literal``): these tests prove the literals read back as the values
-whatever the server's string settings, that the prepared statements are there and bounded, and
-that the transaction recovers when they vanish or a value cannot be a literal.
+The claim travels as ``EXECUTE`` of a statement apix prepares once per connection, with its
+arguments (ids) as SQL literals (``store.pg.literal``): these tests prove the literals read back
+as the values whatever the server's string settings, that the prepared statement is there and
+bounded, that the transaction recovers when it vanishes or a value cannot be a literal, and that
+content (the write bundle) never appears in a statement's text.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,9 +116,7 @@ async def _prepared_names(app: App) -> set[str]:
     return {r[0] for r in rows}
 
 
-async def test_claim_and_writes_ride_with_begin_and_commit(
-    raw: asyncpg.Connection, app: App
-) -> None:
+async def test_claim_rides_with_begin(raw: asyncpg.Connection, app: App) -> None:
     # GIVEN a message already processed
     handler = app.handler("ingest")
     assert app.store is not None and app.store.db.pipelines
@@ -136,10 +136,36 @@ async def test_claim_and_writes_ride_with_begin_and_commit(
         assert await app.store.entities.count() == 3
     assert await raw.fetchval("SELECT count(*) FROM apix_queue_messages") == 3
     assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 3
-    # AND they went as prepared statements: the claim and the write bundles
-    names = await _prepared_names(app)
-    assert pg.statement_name(pg.CLAIM_SQL) in names
-    assert len(names) >= 2
+    # AND the claim went as apix's prepared statement; the writes (content) never do
+    assert await _prepared_names(app) == {pg.statement_name(pg.CLAIM_SQL)}
+
+
+async def test_content_never_travels_in_statement_text(raw: asyncpg.Connection, app: App) -> None:
+    # GIVEN messages whose payload holds a sentinel: it reaches the entities' attributes, their
+    # versions and the outgoing queue messages, all written in the pipelined transaction
+    sentinel = f"sentinel-{uuid.uuid4().hex}"
+    handler = app.handler("ingest")
+    warm = _batch("w-1", "w-2", entity_ids={"w-1": "warm-1", "w-2": "warm-2"})
+    batch = _batch("s-1", "s-2", entity_ids={"s-1": f"{sentinel}-1", "s-2": f"{sentinel}-2"})
+
+    # WHEN they are processed on the App's one pooled connection (after a batch of the same
+    # shape: whatever is prepared is prepared, the statement text is short), which then idles
+    assert [o.kind for o in await handler.handle_batch(warm)] == [OutcomeKind.COMPLETED] * 2
+    outcomes = await handler.handle_batch(batch)
+
+    # THEN the rows hold the content, but no session's statement text ever did: the idle
+    # connection's last statement is COMMIT, and the write went as bind parameters
+    assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * 2
+    bodies = await raw.fetch("SELECT body FROM apix_queue_messages")
+    assert sum(sentinel in r[0] for r in bodies) == 2
+    texts = await raw.fetch(
+        "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND query <> ''"
+    )
+    assert texts and not [r[0] for r in texts if sentinel in r[0]]
+    assert "COMMIT" in {r[0] for r in texts}
+    # AND the server would log no parameter values with a failed statement's text
+    assert await raw.fetchval("SHOW log_parameter_max_length_on_error") == "0"
 
 
 async def test_lost_prepared_statements_are_prepared_again(
@@ -167,30 +193,23 @@ async def test_lost_prepared_statements_are_prepared_again(
 async def test_prepared_statements_per_connection_are_bounded(
     raw: asyncpg.Connection, app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a bound of 3 prepared statements per connection
-    monkeypatch.setattr(pg, "MAX_PREPARED", 3)
+    # GIVEN a bound of 1 prepared statement per connection (the claim reaches it at once)
+    monkeypatch.setattr(pg, "MAX_PREPARED", 1)
     handler = app.handler("ingest")
-    seen: set[str] = set()
-    # WHEN batches need different write-bundle statements (one message, several, an update of
-    # existing entities)
+    # WHEN batches follow one another (new entities, updates of existing ones)
     for n, (ids, entity_ids) in enumerate(
         [
             (["a-1"], None),
             (["b-1", "b-2"], None),
             (["c-1"], {"c-1": "a-1"}),
             (["d-1", "d-2"], {"d-1": "b-1", "d-2": "b-2"}),
-            (["e-1", "e-2"], {"e-1": "a-1"}),
-            (["f-1"], None),
         ]
     ):
         outcomes = await handler.handle_batch(_batch(*ids, entity_ids=entity_ids))
         assert [o.kind for o in outcomes] == [OutcomeKind.COMPLETED] * len(ids), n
-        names = await _prepared_names(app)
-        seen |= names
-        # THEN the connection never holds more than the bound (plus those just added)
-        assert len(names) <= 3 + 2
-    assert len(seen) > 3  # the bound was reached, and statements were deallocated
-    assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 9
+        # THEN each transaction deallocated and prepared the claim again: never more than one
+        assert await _prepared_names(app) == {pg.statement_name(pg.CLAIM_SQL)}
+    assert await raw.fetchval("SELECT count(*) FROM apix_idempotency") == 6
 
 
 # A NUL in a message id no longer reaches the claim: Message refuses it (InvalidMessageIdError,

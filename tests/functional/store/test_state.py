@@ -388,6 +388,16 @@ async def test_retention_never_prunes_state(db: Database) -> None:
     assert entry is not None and entry.value == "2020-01-01"
 
 
+def _head() -> str:
+    from alembic.script import ScriptDirectory
+
+    from apix_core.store.migrate import alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
 def test_db_upgrade_from_0003_adds_the_state_table(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

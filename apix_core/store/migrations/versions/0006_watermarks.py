@@ -1,7 +1,7 @@
 """incremental-load watermarks (apix_watermarks), tenant-scoped under row-level security
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30
 
 ``apix_watermarks`` holds one row per (tenant, pipeline, key): the highest cursor value an
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
