@@ -19,6 +19,10 @@ import threading
 #: Young-generation threshold while batches are processed (CPython's default: 700).
 BATCH_GC_THRESHOLD = 20_000
 
+#: Smaller batches keep fewer objects alive than the default threshold: the handler does not
+#: switch for them (a Lambda's SQS batch of 10, one HTTP request).
+MIN_GC_BATCH = 20
+
 _lock = threading.Lock()
 _active = 0
 _saved: tuple[int, int, int] | None = None
