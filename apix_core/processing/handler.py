@@ -42,6 +42,7 @@ from apix_core.errors import (
 from apix_core.message import Message
 from apix_core.observability.tracing import tracing_enabled
 from apix_core.outbox.dispatcher import Dispatcher
+from apix_core.processing.gc_tuning import MIN_GC_BATCH, batch_gc
 from apix_core.processing.invoke import Invocation, Invoker
 from apix_core.processing.outcomes import Outcome, OutcomeKind, RetryPolicy
 from apix_core.processing.unit_of_work import ErrorRecord, error_record
@@ -112,6 +113,14 @@ class ProcessorHandler:
         ``deadline`` (``time.monotonic()`` based) bounds in-invocation retries, e.g. a Lambda's
         remaining time.
         """
+        if len(deliveries) < MIN_GC_BATCH:
+            return await self._handle_batch(deliveries, deadline)
+        with batch_gc():  # the batch's objects die by refcount: no collections meanwhile
+            return await self._handle_batch(deliveries, deadline)
+
+    async def _handle_batch(
+        self, deliveries: Sequence[ReceivedMessage | Message], deadline: float | None
+    ) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         groups: dict[str, list[_Item]] = {}
         rejected: list[Outcome] = []

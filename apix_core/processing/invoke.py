@@ -70,8 +70,11 @@ class Invocation:
     #: until then: one fewer allocation per message).
     rows: Sequence[OutboxRow] = ()
 
-    def build_rows(self, processor: str, producer: Producer | None) -> Sequence[OutboxRow]:
-        """The outbox rows of the output handlers (ids derive from the input message).
+    def build_rows(
+        self, processor: str, producer: Producer | None, now: datetime | None = None
+    ) -> Sequence[OutboxRow]:
+        """The outbox rows of the output handlers (ids derive from the input message), created
+        at ``now`` (default: this instant; a unit of work passes its own, one for the batch).
 
         Raises what an output kind raises for an output that can never be delivered."""
         if not self.handlers:
@@ -83,7 +86,7 @@ class Invocation:
             processor,
             message,
             self.trace_context,
-            datetime.now(UTC),
+            datetime.now(UTC) if now is None else now,
             self.ctx.written,
             producer,
         )

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from apix_core.app import App
+from apix_core.processing.gc_tuning import batch_gc
 from apix_core.processing.outcomes import OutcomeKind
 from apix_core.processor import ProcessorSpec
 
@@ -52,13 +53,15 @@ class QueueWorker:
         transport = self.app.consumer()
         self.busy = True
         try:
-            deliveries = await transport.receive(
-                self.queue, self.batch_size, self.visibility_timeout
-            )
-            if not deliveries:
-                return 0
-            outcomes = await self.app.process(self.queue, deliveries)
-            await self.app.settle(self.queue, outcomes)
+            # From receive to settle: the whole life of the batch's objects (gc_tuning).
+            with batch_gc():
+                deliveries = await transport.receive(
+                    self.queue, self.batch_size, self.visibility_timeout
+                )
+                if not deliveries:
+                    return 0
+                outcomes = await self.app.process(self.queue, deliveries)
+                await self.app.settle(self.queue, outcomes)
         finally:
             self.busy = False
         s = self.stats
@@ -82,6 +85,12 @@ class QueueWorker:
         """Loop until ``stop``. After a partial batch, wait ``linger`` seconds so the next
         receive takes a fuller batch: each transaction costs about the same whatever its size.
         When the queue is empty, wait for the transport's signal (or poll, backing off)."""
+        # Raised for the whole loop, not per batch: lowering it between batches would start a
+        # collection at once, while the last batch's objects are still referenced.
+        with batch_gc():
+            await self._loop(stop, poll_interval, linger)
+
+    async def _loop(self, stop: asyncio.Event, poll_interval: float, linger: float) -> None:
         transport = self.app.consumer()
         idle = poll_interval
         while not stop.is_set():

@@ -101,24 +101,35 @@ async def insert_many(
         else:
             await conn.exec_driver_sql(sql, [tuple(r) for r in rows])
         return
-    params: list[tuple[Any, ...]] = []
-    # Rows of one batch share objects (one `now` for every created_at): convert each once.
-    # Empty JSON objects (entity attributes, mostly) are equal whatever their identity.
-    memo: dict[tuple[int, int], Any] = {}
-    for row in rows:
-        values = list(row)
-        for i, proc in convert:
-            v = values[i]
-            if v is not None:
-                key = (i, -1) if type(v) is dict and not v else (i, id(v))
-                if key not in memo:
-                    memo[key] = proc(v)
-                values[i] = memo[key]
-        params.append(tuple(values))
+    # Column by column (the transposes run in C): rows of one batch share objects (one `now`
+    # for every created_at), so a column holding one object is converted once.
+    columns_of = list(zip(*rows, strict=True))
+    for i, proc in convert:
+        columns_of[i] = _converted(columns_of[i], proc)
+    params = list(zip(*columns_of, strict=True))
     if raw is not None:
         run_sqlite(raw, sql, params, many=True)
     else:
         await conn.exec_driver_sql(sql, params)
+
+
+def _converted(values: tuple[Any, ...], proc: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """``values`` through a bind processor (``None`` stays ``None``), each object once."""
+    first = values[0]
+    if len(set(map(id, values))) == 1:  # one shared object (`now`), the usual case
+        return (None if first is None else proc(first),) * len(values)
+    # Empty JSON objects (entity attributes, mostly) are equal whatever their identity.
+    memo: dict[int, Any] = {}
+    out: list[Any] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        key = -1 if type(v) is dict and not v else id(v)
+        if key not in memo:
+            memo[key] = proc(v)
+        out.append(memo[key])
+    return tuple(out)
 
 
 def any_of(dialect: str, column: str, count: int, first: int = 1) -> str:

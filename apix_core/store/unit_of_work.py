@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -49,7 +50,7 @@ from apix_core.store.pg import (
     driver,
     inserted_count,
 )
-from apix_core.store.sql import any_of, insert_many, run_sqlite, sqlite_writer
+from apix_core.store.sql import bind_value, run_sqlite, sqlite_writer
 from apix_core.store.state import SqlStateStore
 from apix_core.store.types import Entity, EntityWriteBatch, PendingTransition
 
@@ -102,6 +103,8 @@ class SqlUnitOfWork(UnitOfWork):
         self.sends_in_transaction = bool(joins and joins(db))
         #: Queues this transaction enqueued to: their local workers are woken after commit.
         self.enqueued_to: list[str] = []
+        #: When this transaction's outbox rows are created (one value: bound once per batch).
+        self.now = datetime.now(UTC)
 
     @property
     def access(self) -> SqlUnitOfWork:  # type: ignore[override]
@@ -122,7 +125,7 @@ class SqlUnitOfWork(UnitOfWork):
             rows = await driver(conn).fetch(CLAIMED_SQL, tenant, self.processor, ids)
             self.claimed = {r[0] for r in rows}
             return
-        now = datetime.now(UTC)
+        now = self.now
         if self.postgres:
             # Sorted: concurrent overlapping batches wait on each other's rows in one order.
             rows = await driver(conn).fetch(
@@ -137,24 +140,21 @@ class SqlUnitOfWork(UnitOfWork):
             )
             self.claimed = {r[0] for r in rows}
             return
-        sql = (
-            "SELECT message_id FROM apix_idempotency WHERE tenant_id = ? AND processor = ? AND "
-            + any_of("sqlite", "message_id", len(ids))
-        )
-        params = (tenant, self.processor, *ids)
+        # One statement inserts what is new and names it (SQLite holds the write lock already).
+        created = bind_value(conn.dialect, idempotency, "created_at", now)
         raw = sqlite_writer(conn)
-        if raw is not None:  # straight on the writer's sqlite3 connection (no SQLAlchemy hop)
-            existing = {r[0] for r in run_sqlite(raw, sql, params)}
-        else:
-            existing = {r[0] for r in await conn.exec_driver_sql(sql, params)}
-        claimed = [mid for mid in ids if mid not in existing]
-        await insert_many(
-            conn,
-            idempotency,
-            ("tenant_id", "processor", "message_id", "status", "created_at"),
-            [(tenant, self.processor, mid, "completed", now) for mid in claimed],
-        )
-        self.claimed = set(claimed)
+        claimed: set[str] = set()
+        for start in range(0, len(ids), _CLAIM_CHUNK):
+            chunk = ids[start : start + _CLAIM_CHUNK]
+            sql = _sqlite_claim_sql(len(chunk))
+            params: list[Any] = []
+            for mid in chunk:
+                params += (tenant, self.processor, mid, created)
+            if raw is not None:  # straight on the writer's sqlite3 connection (no SQLAlchemy hop)
+                claimed.update(r[0] for r in run_sqlite(raw, sql, params))
+            else:
+                claimed.update(r[0] for r in await conn.exec_driver_sql(sql, tuple(params)))
+        self.claimed = claimed
 
     async def pending_outputs(self, message_ids: Sequence[str]) -> list[OutboxRow]:
         return await pending_rows(self.conn, self.tenant, self.processor, message_ids)
@@ -223,12 +223,12 @@ class SqlUnitOfWork(UnitOfWork):
                 return
             # Nothing to write: its rows now (flushing here would write the deferred batch
             # early, one message at a time).
-            invocation.rows = invocation.build_rows(self.processor, self.producer)
+            invocation.rows = invocation.build_rows(self.processor, self.producer, self.now)
             self.kept.append(_Kept(key, invocation))
             return
         try:
             await self.flush(ctx)
-            invocation.rows = invocation.build_rows(self.processor, self.producer)
+            invocation.rows = invocation.build_rows(self.processor, self.producer, self.now)
         except BaseException:
             await self.discard()
             raise
@@ -269,7 +269,7 @@ class SqlUnitOfWork(UnitOfWork):
                 inv = kept.invocation
                 inv.ctx.written = results
                 try:
-                    inv.rows = inv.build_rows(self.processor, self.producer)
+                    inv.rows = inv.build_rows(self.processor, self.producer, self.now)
                 except Exception as exc:
                     dropped.append((kept, exc))
             if not dropped:
@@ -352,6 +352,20 @@ class SqlUnitOfWork(UnitOfWork):
             rest = [r for r in rest if r.kind != QueueOutput.name]
         await insert_rows(self.conn, rest, self.bundle)
         return rest
+
+
+#: Ids per claim statement: 4 parameters each, well under SQLite's 32,766 variables.
+_CLAIM_CHUNK = 2000
+
+
+@lru_cache(maxsize=32)
+def _sqlite_claim_sql(count: int) -> str:
+    return (
+        "INSERT INTO apix_idempotency (tenant_id, processor, message_id, status, created_at) "
+        "VALUES "
+        + ",".join(["(?, ?, ?, 'completed', ?)"] * count)
+        + " ON CONFLICT DO NOTHING RETURNING message_id"
+    )
 
 
 def error_rows(tenant: str, processor: str, records: Sequence[ErrorRecord]) -> list[dict[str, Any]]:
