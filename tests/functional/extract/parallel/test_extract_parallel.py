@@ -228,3 +228,21 @@ async def test_known_pages_without_a_page_count_says_what_to_set(api: ApiServer)
     )
     with pytest.raises(ExtractConfigError, match="total_pages_path"):
         await extractor.extract()
+
+
+async def test_unordered_output_comes_as_tasks_finish(api: ApiServer) -> None:
+    # GIVEN four pages fetched with ordered: false
+    extractor = ParallelExtractor(
+        http(
+            api,
+            "/pp",
+            params={"total": 40},
+            data_selector="data",
+            pagination={"type": "page_number", "page_size": 10},
+        ),
+        {"strategy": "known_pages", "total_pages": 4, "ordered": False},
+    )
+    labels = [r.task.label async for r in extractor.iter_results()]
+    # THEN every page comes exactly once (order not promised)
+    assert sorted(labels) == ["page 1", "page 2", "page 3", "page 4"]
+    assert extractor.report.records == 40
