@@ -10,7 +10,7 @@ they print as ``**********`` in reprs, logs and errors.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -322,6 +322,116 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# -- windows and parallel fetching (issue 16) -------------------------------------------------
+def _positive_duration(value: Any) -> timedelta:
+    duration = parse_duration(value)
+    if duration <= timedelta(0):
+        raise ValueError("must be a positive duration such as '30m', '1h' or '7d'")
+    return duration
+
+
+#: A duration that must be above zero (window sizes, session gaps).
+PositiveDuration = Annotated[timedelta, BeforeValidator(_positive_duration)]
+
+WindowType = Literal["fixed", "sliding", "session", "global"]
+
+
+class WindowConfig(_Config):
+    """How a time range is cut into windows (see ``apix_core.extract.windows``).
+
+    ``fixed``: back-to-back windows of ``window_size``, aligned on multiples of the size from
+    the Unix epoch shifted by ``window_offset``. ``sliding``: windows of ``window_size`` that
+    start every ``window_size - window_overlap``. ``session``: groups fetched records whose
+    ``timestamp_field`` values are at most ``session_gap`` apart. ``global``: one window.
+    ``start`` / ``end`` bound the range (``end`` defaults to now); with a watermark the next run
+    starts at the watermark minus ``lookback``. A window is sent as ``start_param`` /
+    ``end_param`` (ISO 8601 or Unix seconds, ``time_format``); ``end`` is exclusive.
+    """
+
+    window_type: WindowType = "fixed"
+    window_size: PositiveDuration | None = None
+    window_offset: Duration = timedelta(0)
+    window_overlap: Duration = timedelta(0)
+    session_gap: PositiveDuration | None = None
+    timestamp_field: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    lookback: Duration = timedelta(0)
+    start_param: str = "start"
+    end_param: str = "end"
+    time_format: Literal["iso", "epoch"] = "iso"
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> WindowConfig:
+        kind = self.window_type
+        if kind in ("fixed", "sliding") and self.window_size is None:
+            raise ValueError(f"window_type {kind!r} needs window_size (e.g. '1h')")
+        if kind == "sliding":
+            assert self.window_size is not None
+            if not timedelta(0) < self.window_overlap < self.window_size:
+                raise ValueError(
+                    "sliding windows need 0 < window_overlap < window_size "
+                    f"(got overlap {self.window_overlap}, size {self.window_size})"
+                )
+        elif self.window_overlap:
+            raise ValueError(f"window_overlap applies to sliding windows, not {kind!r}")
+        if kind == "session" and (self.session_gap is None or not self.timestamp_field):
+            raise ValueError("session windows need session_gap (e.g. '30m') and timestamp_field")
+        if self.start and self.end and _aware(self.end) <= _aware(self.start):
+            raise ValueError("end must be after start")
+        return self
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+ParallelStrategy = Literal["time_windows", "known_pages", "calculated_offsets"]
+
+
+class ParallelConfig(_Config):
+    """Fetch the tasks of one endpoint in parallel (see ``apix_core.extract.parallel``).
+
+    ``strategy``: ``time_windows`` (one task per window of ``window``, each paginated),
+    ``known_pages`` (pages 1..N of page-number pagination; N from ``total_pages`` or from the
+    first page's ``pagination.total_pages_path`` / ``total_path``), ``calculated_offsets`` (a
+    count request first — ``count_params`` added, the count at ``count_path`` — then one task
+    per ``pagination.limit`` offset). Every task shares ONE budget: at most ``max_concurrency``
+    requests in flight and the extractor's ``rate_limit``. A failed task is retried alone up
+    to ``max_task_attempts`` times; then ``on_error`` ``fail`` stops the extraction and
+    ``continue`` reports it and goes on. Output keeps task order when ``ordered``.
+    """
+
+    strategy: ParallelStrategy
+    max_concurrency: int = Field(16, ge=1)
+    total_pages: int | None = Field(None, ge=0)
+    count_path: str | None = None
+    count_params: dict[str, Any] = Field(default_factory=dict)
+    window: WindowConfig | None = None
+    max_task_attempts: int = Field(2, ge=1)
+    on_error: Literal["fail", "continue"] = "fail"
+    ordered: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lower_strategy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("strategy"), str):
+            data = {**data, "strategy": data["strategy"].strip().lower().replace("-", "_")}
+        return data
+
+    @model_validator(mode="after")
+    def _check_window(self) -> ParallelConfig:
+        if self.strategy == "time_windows":
+            if self.window is None:
+                raise ValueError("strategy time_windows needs a window (window_type, window_size)")
+            if self.window.window_type == "session":
+                raise ValueError(
+                    "session windows group records after fetching; for time_windows use "
+                    "window_type fixed, sliding or global"
+                )
+        return self
+
+
 __all__ = [
     "ApiKeyAuthConfig",
     "AuthConfig",
@@ -333,9 +443,12 @@ __all__ = [
     "OAuth2ClientCredentialsConfig",
     "OutputBatchConfig",
     "PaginationConfig",
+    "ParallelConfig",
+    "PositiveDuration",
     "RateLimitConfig",
     "RetryConfig",
     "WatermarkConfig",
+    "WindowConfig",
     "parse_config",
     "parse_duration",
 ]

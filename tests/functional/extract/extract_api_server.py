@@ -116,6 +116,9 @@ class ApiServer:
             "/drop": self.drop,
             "/scalar": self.scalar,
         }
+        self.routes.update({"/pp": self.pp, "/events": self.events, "/limited": self.limited})
+        self._limit_window = (0, 0)  # (second, requests answered in it) for /limited
+        self.limited_rejections: list[float] = []  # arrival times of the refused requests
 
     @property
     def url(self) -> str:
@@ -376,6 +379,55 @@ class ApiServer:
         if 1 <= page <= len(self._bench):
             return Reply(raw=self._bench[page - 1])
         return Reply(body={"data": [], "page": page, "total_pages": len(self._bench)})
+
+    # -- parallel fetching (issue 16) ----------------------------------------------------------
+    def pp(self, r: Request) -> Reply:
+        """/pages whose page ``fail_page`` answers ``status`` (503) its first ``fail_times``."""
+        page = r.query.get("page", "1")
+        if page == r.query.get("fail_page"):
+            self.hits["pp-fail:" + page] += 1
+            if self.hits["pp-fail:" + page] <= int(r.query.get("fail_times", 1)):
+                return Reply(int(r.query.get("status", 503)), {"error": "page failed"})
+        return self.pages(r)
+
+    def events(self, r: Request) -> Reply:
+        """One event a minute from 2026-01-01T00:00Z (``total`` of them), filtered to
+        ``[start, end)`` and paginated with ``page``/``per_page``; the window starting at
+        ``fail_start`` answers 503 its first ``fail_times`` requests."""
+        origin = datetime(2026, 1, 1, tzinfo=UTC)
+        total = int(r.query.get("total", 240))
+
+        def minute(name: str, default: int) -> int:
+            if name not in r.query:
+                return default
+            moment = datetime.fromisoformat(r.query[name].replace("Z", "+00:00"))
+            return int((moment - origin).total_seconds() // 60)
+
+        lo, hi = max(0, minute("start", 0)), min(total, minute("end", total))
+        if "fail_start" in r.query and r.query.get("start") == r.query["fail_start"]:
+            self.hits["events-fail"] += 1
+            if self.hits["events-fail"] <= int(r.query.get("fail_times", 1)):
+                return Reply(503, {"error": "window failed"})
+        page, size = int(r.query.get("page", 1)), int(r.query.get("per_page", 10))
+        first = lo + (page - 1) * size
+        data = [
+            {"id": i, "at": (origin + timedelta(minutes=i)).isoformat().replace("+00:00", "Z")}
+            for i in range(first, min(hi, first + size))
+        ]
+        return Reply(body={"data": data, "meta": {"total_pages": -(-max(0, hi - lo) // size)}})
+
+    def limited(self, r: Request) -> Reply:
+        """Pages (like /pages) with at most ``rps`` answers per clock second; beyond that
+        429 with ``Retry-After: 1``."""
+        second = int(time.monotonic())
+        current, used = self._limit_window
+        if second != current:
+            current, used = second, 0
+        if used >= int(r.query.get("rps", 50)):
+            self.limited_rejections.append(r.at)
+            return Reply(429, {"error": "rate limited"}, {"Retry-After": "1"})
+        self._limit_window = (current, used + 1)
+        return self.pages(r)
 
 
 def main() -> None:
