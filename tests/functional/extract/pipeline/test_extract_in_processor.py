@@ -45,7 +45,7 @@ async def test_a_deadline_bounded_extraction_continues_until_every_record_is_sen
 ) -> None:
     # GIVEN 200 records behind 20 slow pages, and an app that extracts them in a processor
     items_api.add(0, 200)
-    items_api.delay = 0.02
+    items_api.delay = 0.05
     app = App("shop", tenant_id="acme", database_url=database_url, queue_url=queue_url)
     manager = PipelineManager(app=app, checkpoint_margin=0.0)
     manager.register_pipeline(_pipeline(items_api.base_url))
@@ -68,7 +68,8 @@ async def test_a_deadline_bounded_extraction_continues_until_every_record_is_sen
     async with app:
         await app.send("extract-jobs", {"start": True})
 
-        # WHEN each invocation may run ~150 ms (a Lambda's remaining time, scaled down)
+        # WHEN each invocation may run ~400 ms (a Lambda's remaining time, scaled down; wide
+        # enough that a loaded machine still starts the message before its deadline)
         invocations = 0
         queues = ["extract-jobs", "more-items"]
         while invocations < 60:
@@ -77,7 +78,7 @@ async def test_a_deadline_bounded_extraction_continues_until_every_record_is_sen
             if not deliveries:
                 break
             invocations += 1
-            outcomes = await app.process(queue, deliveries, deadline=time.monotonic() + 0.15)
+            outcomes = await app.process(queue, deliveries, deadline=time.monotonic() + 0.4)
             await app.settle(queue, outcomes)
         await LocalRunner(app, fire_schedules=False).run()
         watermark = await manager.watermark("items")
