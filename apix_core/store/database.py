@@ -104,6 +104,11 @@ class Database:
             if pgbouncer is None:
                 pgbouncer = _env_true(DB_PGBOUNCER_ENV)
             self.pgbouncer = pgbouncer
+            # The models' PostgreSQL index options (BRIN...) for whatever compares or creates
+            # them from the metadata here; kept off SQLite's path (see models).
+            from apix_core.store.models import attach_postgres_index_options
+
+            attach_postgres_index_options()
             # apix sends BEGIN itself (see _pg_transaction); SQLAlchemy must not add its own.
             options.setdefault("isolation_level", "AUTOCOMMIT")
             options.setdefault("pool_size", pool_size)

@@ -99,7 +99,7 @@ state_transitions = sa.Table(
     sa.Index("ix_apix_state_transitions_entity", "tenant_id", "entity_id"),
     # Retention scans by age. On PostgreSQL a BRIN index: rows arrive in time order, and it
     # costs next to nothing per insert.
-    sa.Index("ix_apix_state_transitions_created", "created_at", postgresql_using="brin"),
+    sa.Index("ix_apix_state_transitions_created", "created_at"),
 )
 
 processing_errors = sa.Table(
@@ -117,7 +117,7 @@ processing_errors = sa.Table(
     sa.Column("final", sa.Boolean, nullable=False),
     sa.Column("created_at", TZ, nullable=False),
     sa.Index("ix_apix_processing_errors_lookup", "tenant_id", "processor", "created_at"),
-    sa.Index("ix_apix_processing_errors_created", "created_at", postgresql_using="brin"),
+    sa.Index("ix_apix_processing_errors_created", "created_at"),
 )
 
 idempotency = sa.Table(
@@ -129,7 +129,7 @@ idempotency = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("expires_at", TZ, nullable=True),
-    sa.Index("ix_apix_idempotency_created", "created_at", postgresql_using="brin"),
+    sa.Index("ix_apix_idempotency_created", "created_at"),
 )
 
 outbox = sa.Table(
@@ -150,13 +150,8 @@ outbox = sa.Table(
     sa.Index("ix_apix_outbox_source", "tenant_id", "processor", "source_message_id"),
     # Only unsent rows are looked up by the sweeper; a partial index stays small and is cheap
     # to maintain when a row is marked sent.
-    sa.Index(
-        "ix_apix_outbox_unsent",
-        "created_at",
-        sqlite_where=sa.text("sent_at IS NULL"),
-        postgresql_where=sa.text("sent_at IS NULL"),
-    ),
-    sa.Index("ix_apix_outbox_sent", "sent_at", postgresql_using="brin"),
+    sa.Index("ix_apix_outbox_unsent", "created_at", sqlite_where=sa.text("sent_at IS NULL")),
+    sa.Index("ix_apix_outbox_sent", "sent_at"),
 )
 
 # -- local queue transport (workers serve every tenant) ---------------------------------------
@@ -250,3 +245,26 @@ watermarks = sa.Table(
 #: Tables with row-level security on PostgreSQL (migrations 0002 to 0006): every table with a
 #: ``tenant_id`` column, the local queue's included.
 TENANT_TABLES = tuple(t for t in metadata.sorted_tables if "tenant_id" in t.c)
+
+
+#: PostgreSQL's options of the indexes above (BRIN for the age scans of retention: rows arrive
+#: in time order and a BRIN index costs next to nothing per insert; the unsent outbox rows'
+#: partial index). Attached by :func:`attach_postgres_index_options`, not declared in the
+#: ``sa.Index`` calls: SQLAlchemy validates a ``postgresql_*`` argument by importing its
+#: PostgreSQL dialect, which would load it on SQLite too, at every cold start.
+POSTGRES_INDEX_OPTIONS: dict[str, dict[str, Any]] = {
+    "ix_apix_state_transitions_created": {"postgresql_using": "brin"},
+    "ix_apix_processing_errors_created": {"postgresql_using": "brin"},
+    "ix_apix_idempotency_created": {"postgresql_using": "brin"},
+    "ix_apix_outbox_unsent": {"postgresql_where": sa.text("sent_at IS NULL")},
+    "ix_apix_outbox_sent": {"postgresql_using": "brin"},
+}
+
+
+def attach_postgres_index_options() -> None:
+    """Give the indexes their PostgreSQL options (idempotent): before the metadata meets
+    PostgreSQL (a PostgreSQL ``Database``, Alembic's environment)."""
+    for table in metadata.tables.values():
+        for index in table.indexes:
+            for key, value in POSTGRES_INDEX_OPTIONS.get(str(index.name), {}).items():
+                index.dialect_kwargs[key] = value

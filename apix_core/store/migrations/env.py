@@ -9,12 +9,14 @@ import os
 import sqlalchemy as sa
 from alembic import context
 
-from apix_core.store.models import metadata
+from apix_core.store.models import attach_postgres_index_options, metadata
 
 config = context.config
 
 
 def _run(connection: sa.Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        attach_postgres_index_options()
     context.configure(
         connection=connection,
         target_metadata=metadata,
