@@ -122,26 +122,6 @@ def _pipeline_config(path: Path) -> PipelineConfig:
     return cfg
 
 
-@extract_cli.command("validate", cls=ApixCommand)
-@handle_errors
-def validate(file: FileArg, as_json: JsonOpt = False) -> None:
-    """Check a pipeline or chain file without running it (exit 2 and the first problem)."""
-    kind = file_kind(file)
-    if kind == "chain":
-        chain = _chains().load_chain_yaml(file)
-        ident = str(getattr(chain, "chain_id", file.stem))
-        detail = f"{len(getattr(chain, 'extractors', []) or [])} step(s)"
-    else:
-        cfg = _pipeline_config(file)
-        ident = cfg.pipeline_id
-        wm = f", watermark on {cfg.watermark.timestamp_field}" if cfg.watermark else ""
-        detail = f"extractor {cfg.extractor.kind}, output {cfg.output.kind()}{wm}"
-    if as_json:
-        print_json({"file": str(file), "kind": kind, "id": ident, "valid": True})
-        return
-    console().print(f"[green]ok[/] {kind} {escape(ident)}: {escape(detail)}")
-
-
 @extract_cli.command("run", cls=ApixCommand)
 @handle_errors
 def run(
@@ -258,6 +238,26 @@ def _run_chain(file: Path, tenant_id: str, params: dict[str, str], as_json: bool
     console().print(escape(str(report)))
 
 
+@extract_cli.command("validate", cls=ApixCommand)
+@handle_errors
+def validate(file: FileArg, as_json: JsonOpt = False) -> None:
+    """Check a pipeline or chain file without running it (exit 2 and the first problem)."""
+    kind = file_kind(file)
+    if kind == "chain":
+        chain = _chains().load_chain_yaml(file)
+        ident = str(getattr(chain, "chain_id", file.stem))
+        detail = f"{len(getattr(chain, 'extractors', []) or [])} step(s)"
+    else:
+        cfg = _pipeline_config(file)
+        ident = cfg.pipeline_id
+        wm = f", watermark on {cfg.watermark.timestamp_field}" if cfg.watermark else ""
+        detail = f"extractor {cfg.extractor.kind}, output {cfg.output.kind()}{wm}"
+    if as_json:
+        print_json({"file": str(file), "kind": kind, "id": ident, "valid": True})
+        return
+    console().print(f"[green]ok[/] {kind} {escape(ident)}: {escape(detail)}")
+
+
 # -- state -----------------------------------------------------------------------------------
 @extract_cli.command("state", cls=ApixCommand)
 @handle_errors
@@ -265,7 +265,7 @@ def state(
     pipeline: Annotated[
         str | None,
         typer.Argument(
-            metavar="[PIPELINE]",
+            metavar="PIPELINE",
             help="A pipeline id or pipeline file (default: every pipeline).",
             show_default=False,
         ),
