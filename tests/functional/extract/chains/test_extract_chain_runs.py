@@ -236,3 +236,44 @@ async def test_parallel_chains_run_under_max_parallel_chains(api: ApiServer) -> 
     peak = 0
     reports = await ChainExecutor().execute_parallel_chains([(chain, {"n": 1}), (chain, {"n": 2})])
     assert peak == 1 and all(r.ok for r in reports)
+
+
+async def test_several_iterated_lists_are_zipped_and_must_be_equal_in_length() -> None:
+    # GIVEN a step iterating two state lists, pairwise
+    @ExtractorFactory.register("test.pair")
+    class Pair(BaseExtractor):
+        async def extract_stream(self, inputs: Inputs = None) -> AsyncIterator[list[Record]]:
+            assert isinstance(inputs, dict)
+            yield [{"pair": f"{inputs['a']}{inputs['b']}", "tag": inputs["tag"]}]
+
+    chain = ChainConfig.model_validate(
+        {
+            "chain_id": "pairs",
+            "extractors": [
+                {
+                    "extractor": "test.pair",
+                    "processing_mode": "sequential",
+                    "input_mapping": {"a": "letters", "b": "digits", "tag": "cfg.tag"},
+                    "output_mapping": {"pair": "pairs"},
+                }
+            ],
+        }
+    )
+    inputs = {"letters": ["x", "y"], "digits": [1, 2], "cfg": {"tag": "t"}}
+    report = await ChainExecutor().execute_single_chain(chain, inputs)
+    # THEN one extraction per pair; a non-list value (a dotted path here) is passed to each
+    assert list(report.state["pairs"]) == ["x1", "y2"]
+    assert {r["tag"] for r in report.records} == {"t"}
+    # AND lists of different lengths fail the step with both lengths named
+    bad = await ChainExecutor().execute_single_chain(chain, {**inputs, "digits": [1]})
+    assert bad.status == "failed"
+    assert "different lengths {'a': 2, 'b': 1}" in (bad.steps[0].error or "")
+
+
+def test_the_backoff_grows_and_is_capped() -> None:
+    from apix_core.extract.chains import ErrorPolicy
+
+    policy = ErrorPolicy(mode="retry", backoff_seconds=1, max_backoff_seconds=5)
+    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
+    assert ErrorPolicy(mode="retry", backoff="fixed").delay(4) == 0.5
+    assert ErrorPolicy(mode="continue").retries() == 0
