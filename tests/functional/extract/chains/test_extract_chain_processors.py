@@ -1,6 +1,7 @@
 """The example chain (examples/chains) across functions, on the local transport: the whole chain
 in one invocation, and fanned out one step per processor — the same products, each sent once,
-redeliveries included; a failing item is retried by the core and dead-lettered, never lost."""
+redeliveries included (SQLite and PostgreSQL stores); a failing item is retried by the core
+and dead-lettered, never lost."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ async def _skus(t: TestApp) -> list[str]:
     return sorted(m.payload["sku"] for m in await t.messages("products"))
 
 
-async def test_the_whole_chain_in_one_invocation_sends_each_product_once() -> None:
-    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop") as t:
+async def test_the_whole_chain_in_one_invocation_sends_each_product_once(database_url: str) -> None:
+    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop", database_url=database_url) as t:
         # WHEN one trigger message is delivered, then delivered again (at-least-once queue)
         first = await t.deliver("catalog-sync", {}, message_id="sync-1")
         again = await t.deliver("catalog-sync", {}, message_id="sync-1")
@@ -38,8 +39,10 @@ async def test_the_whole_chain_in_one_invocation_sends_each_product_once() -> No
         assert await _skus(t) == ALL_SKUS
 
 
-async def test_the_fanned_out_chain_sends_one_message_per_item_then_each_product_once() -> None:
-    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop") as t:
+async def test_the_fanned_out_chain_sends_one_message_per_item_then_each_product_once(
+    database_url: str,
+) -> None:
+    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop", database_url=database_url) as t:
         # WHEN the first step's processor gets the trigger
         outcome = await t.deliver("catalog-sync-fanout", {"status": "active"}, message_id="f-1")
         assert outcome.kind == OutcomeKind.COMPLETED, outcome.error
@@ -58,15 +61,21 @@ async def test_the_fanned_out_chain_sends_one_message_per_item_then_each_product
         assert await _skus(t) == ALL_SKUS
 
 
-async def test_the_fanned_out_chain_drains_to_the_same_products_as_the_inline_one() -> None:
-    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop") as t:
+async def test_the_fanned_out_chain_drains_to_the_same_products_as_the_inline_one(
+    database_url: str,
+) -> None:
+    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop", database_url=database_url) as t:
         await t.send("catalog-sync-fanout", {})
         await t.drain()
         assert await _skus(t) == ALL_SKUS
 
 
-async def test_a_failing_item_is_retried_then_dead_lettered_and_nothing_is_sent() -> None:
-    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop", max_attempts=2) as t:
+async def test_a_failing_item_is_retried_then_dead_lettered_and_nothing_is_sent(
+    database_url: str,
+) -> None:
+    async with TestApp(
+        load_app(str(EXAMPLE)), tenant_id="shop", database_url=database_url, max_attempts=2
+    ) as t:
         # GIVEN a step message for a category the catalog does not have
         bad = {
             CHAIN_KEY: {
@@ -87,8 +96,10 @@ async def test_a_failing_item_is_retried_then_dead_lettered_and_nothing_is_sent(
         assert await t.messages("products") == []
 
 
-async def test_a_step_message_without_chain_state_is_dead_lettered_with_a_clear_error() -> None:
-    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop") as t:
+async def test_a_step_message_without_chain_state_is_dead_lettered_with_a_clear_error(
+    database_url: str,
+) -> None:
+    async with TestApp(load_app(str(EXAMPLE)), tenant_id="shop", database_url=database_url) as t:
         outcome = await t.deliver("catalog-fanout.products", {"category": "books"})
         assert outcome.kind == OutcomeKind.DEAD_LETTER
         assert outcome.error is not None
