@@ -22,6 +22,7 @@ from apix_core.cli._common import (
     command_group,
     console,
     escape,
+    fail,
     fmt_time,
     handle_errors,
     iso_time,
@@ -220,9 +221,10 @@ def _print_summary(result: RunResult, stats: RunStats) -> None:
 
 
 def _run_chain(file: Path, tenant_id: str, params: dict[str, str], as_json: bool) -> None:
+    from apix_core.tenancy import tenant_context
+
     chains = _chains()
     chain = chains.load_chain_yaml(file)
-    from apix_core.tenancy import tenant_context
 
     async def go() -> Any:
         with tenant_context(tenant_id):
@@ -230,12 +232,83 @@ def _run_chain(file: Path, tenant_id: str, params: dict[str, str], as_json: bool
 
     report = arun(go())
     if as_json:
-        from dataclasses import asdict, is_dataclass
+        print_json(_chain_json(report))
+    else:
+        _print_chain_summary(report)
+    if report.status == "failed":
+        failed = next((s for s in report.steps if s.status == "failed"), None)
+        why = ""
+        if failed is not None:
+            first = failed.failures[0].message if failed.failures else failed.error
+            why = f" at step {failed.name}: {first or 'failed'}"
+        raise fail(f"chain {report.chain_id} failed{why}")
 
-        doc = asdict(report) if is_dataclass(report) and not isinstance(report, type) else report
-        print_json(doc)
-        return
-    console().print(escape(str(report)))
+
+def _chain_json(report: Any) -> dict[str, Any]:
+    return {
+        "chain_id": report.chain_id,
+        "status": report.status,
+        "seconds": round(report.seconds, 3),
+        "records": len(report.records),
+        "steps": [
+            {
+                "name": s.name,
+                "extractor": s.extractor,
+                "status": s.status,
+                "items_total": s.items_total,
+                "items_failed": s.items_failed,
+                "records": s.records,
+                "retries": s.retries,
+                "seconds": round(s.seconds, 3),
+                "error": s.error,
+                "failures": [
+                    {
+                        "index": f.index,
+                        "inputs": f.inputs,
+                        "error_type": f.error_type,
+                        "message": f.message,
+                        "attempts": f.attempts,
+                    }
+                    for f in s.failures
+                ],
+            }
+            for s in report.steps
+        ],
+    }
+
+
+def _print_chain_summary(report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"chain {report.chain_id}: {report.status} in {report.seconds:.2f}s",
+        title_justify="left",
+    )
+    table.add_column("step")
+    table.add_column("extractor")
+    table.add_column("status")
+    for col in ("items ok", "failed", "records", "retries", "seconds", "records/s"):
+        table.add_column(col, justify="right")
+    for s in report.steps:
+        rate = s.records / s.seconds if s.seconds > 0 else 0.0
+        table.add_row(
+            escape(s.name),
+            escape(s.extractor),
+            s.status,
+            f"{s.items_total - s.items_failed}/{s.items_total}",
+            str(s.items_failed),
+            str(s.records),
+            str(s.retries),
+            f"{s.seconds:.2f}",
+            f"{rate:,.0f}",
+        )
+    out = console()
+    out.print(table)
+    for s in report.steps:
+        for f in s.failures:
+            out.print(f"  [yellow]failed[/] {escape(s.name)} {escape(str(f))}", soft_wrap=True)
+        if s.error and not s.failures:
+            out.print(f"  [red]error[/] {escape(s.name)}: {escape(s.error)}", soft_wrap=True)
 
 
 @extract_cli.command("validate", cls=ApixCommand)

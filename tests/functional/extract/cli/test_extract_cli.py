@@ -136,15 +136,55 @@ def test_user_mistakes_are_one_line_exit_2(apix: Any, tmp_path: Path) -> None:
         assert "Traceback" not in result.output
 
 
-def test_a_chain_file_without_the_chains_module_is_a_clear_error(apix: Any, tmp_path: Path) -> None:
-    import importlib.util
+CHAIN = """\
+chain_id: catalog
+parameters:
+  status: active
+extractors:
+  - name: categories
+    extractor: file
+    config: {{paths: "{src}/categories.jsonl"}}
+    output_mapping: {{slug: slugs}}
+  - name: products
+    extractor: file
+    config: {{paths: "{src}/products-{{slug}}.csv"}}
+    processing_mode: parallel
+    input_mapping: {{slug: slugs}}
+    output_mapping: {{"*": products}}
+    error_policy: {{mode: {mode}}}
+"""
 
-    if importlib.util.find_spec("apix_core.extract.chains") is not None:
-        import pytest
 
-        pytest.skip("this build has chains: `apix extract run chain.yaml` runs them")
-    chain = tmp_path / "chain.yaml"
-    chain.write_text("chain_id: c1\nextractors: []\n")
-    result = apix("extract", "run", str(chain), "-t", "acme")
-    assert result.exit_code == 2
-    assert "chain files are not available" in result.output
+def chain_file(tmp_path: Path, mode: str = "fail") -> Path:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    slugs = ["tea", "cups", "pots"]
+    (src / "categories.jsonl").write_text("".join(json.dumps({"slug": s}) + "\n" for s in slugs))
+    for slug in slugs[:2]:  # no file for "pots"
+        (src / f"products-{slug}.csv").write_text(f"sku,name\n{slug}-1,a\n{slug}-2,b\n")
+    path = tmp_path / f"chain-{mode}.yaml"
+    path.write_text(CHAIN.format(src=src, mode=mode))
+    return path
+
+
+def test_run_a_chain_file_reports_each_step_and_the_failed_items(apix: Any, tmp_path: Path) -> None:
+    # GIVEN a two-step chain over files where one category has no products file
+    lenient, strict = chain_file(tmp_path, "continue"), chain_file(tmp_path, "fail")
+    # WHEN it is validated, then run with the `continue` policy, as a table and as JSON
+    assert "ok chain catalog: 2 step(s)" in apix("extract", "validate", str(lenient)).output
+    table = apix("extract", "run", str(lenient), "-t", "acme")
+    doc = json.loads(apix("extract", "run", str(lenient), "-t", "acme", "--json").stdout)
+    # THEN the run is partial: the table and the JSON name the step, the item and why
+    assert table.exit_code == 0, table.output
+    assert "chain catalog: partial" in table.output
+    assert "failed products" in table.output and "no file matches" in table.output
+    assert doc["status"] == "partial" and doc["records"] == 4
+    categories, products = doc["steps"]
+    assert (categories["status"], categories["records"]) == ("succeeded", 3)
+    assert (products["items_total"], products["items_failed"]) == (3, 1)
+    assert products["failures"][0]["inputs"] == {"slug": "pots"}
+    # WHEN the `fail` policy is used, THEN the chain fails: exit 2 with one line saying where
+    failed = apix("extract", "run", str(strict), "-t", "acme")
+    assert failed.exit_code == 2
+    assert "error: chain catalog failed at step products" in failed.output
+    assert "Traceback" not in failed.output
