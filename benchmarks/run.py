@@ -23,6 +23,7 @@ BENCHMARKS = {
     "aws": "bench_aws",
     "azure": "bench_azure",
     "extract": "bench_extract",
+    "extract-sources": "bench_extract_sources",
 }
 
 

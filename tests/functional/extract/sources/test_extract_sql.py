@@ -11,10 +11,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from apix_core.errors import TransientError
 from apix_core.extract.base import ExtractorFactory
 from apix_core.extract.exceptions import ExtractConfigError
 from apix_core.extract.pipeline import PipelineManager
-from apix_core.extract.sql import SqlExtractor, SqlQueryError
+from apix_core.extract.sql import SqlConnectionError, SqlExtractor, SqlQueryError
 from apix_core.store.database import Database
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
@@ -162,3 +163,13 @@ async def test_incremental_runs_load_each_row_once(
     assert read_ids(out) == [*range(30), *range(100, 105)]
     stored = await manager.watermark("sql-orders")
     assert datetime.fromisoformat(str(stored.last_value)) == last_ts + timedelta(hours=1, minutes=3)
+
+
+async def test_an_unreachable_database_is_a_transient_error() -> None:
+    # GIVEN a PostgreSQL URL on a loopback port where nothing listens
+    config = {"url": "postgresql://postgres@127.0.0.1:1/test", "table": "t", "cursor_column": "id"}
+    async with ExtractorFactory.create("sql", config) as extractor:
+        # WHEN it extracts, THEN a transient error a retry may fix
+        with pytest.raises(SqlConnectionError, match="cannot reach the database") as caught:
+            await extractor.extract()
+    assert isinstance(caught.value, TransientError)
