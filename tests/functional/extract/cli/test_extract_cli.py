@@ -188,3 +188,54 @@ def test_run_a_chain_file_reports_each_step_and_the_failed_items(apix: Any, tmp_
     assert failed.exit_code == 2
     assert "error: chain catalog failed at step products" in failed.output
     assert "Traceback" not in failed.output
+
+
+HTTP_PIPELINE = """\
+pipeline_id: limited
+extractor:
+  class: http
+  base_url: {url}
+  path: /{{endpoint}}
+  params: {{key: "{{endpoint}}", times: 1, wait: 1, fail: 2}}
+  data_selector: data
+  retry: {{max_attempts: 4, initial_backoff: 0.01, max_backoff: 0.05, jitter: 0.01}}
+output:
+  type: jsonl
+  config:
+    path: {out}
+"""
+
+
+def test_run_counts_retries_and_rate_limit_waits(apix: Any, tmp_path: Path, api: Any) -> None:
+    # GIVEN an API that answers 429 + Retry-After once, and one that fails twice with 503
+    path = tmp_path / "http.yaml"
+    path.write_text(HTTP_PIPELINE.format(url=api.url, out=tmp_path / "out"))
+    # WHEN each is extracted from the command line
+    limited = apix(
+        "extract", "run", str(path), "-t", "acme", "-p", "endpoint=ratelimited", "--json"
+    )
+    flaky = apix("extract", "run", str(path), "-t", "acme", "-p", "endpoint=flaky", "--json")
+    # THEN the summary counts the rate-limit wait and the retries
+    doc = json.loads(limited.stdout)
+    assert (doc["records_written"], doc["rate_limit_waits"], doc["retries"]) == (2, 1, 1)
+    doc = json.loads(flaky.stdout)
+    assert (doc["records_written"], doc["rate_limit_waits"], doc["retries"]) == (2, 0, 2)
+
+
+def test_progress_line_shows_pages_records_rate_retries_and_waits() -> None:
+    from rich.console import Console
+
+    from apix_core.cli.extract.progress import ProgressView, RunStats
+
+    # GIVEN counters after some pages
+    stats = RunStats()
+    stats.page(500, extractor=None)
+    stats.page(250, extractor=None)
+    # WHEN the live line is rendered
+    console = Console(width=200, record=True)
+    console.print(ProgressView("orders", stats, enabled=False)._render())
+    line = console.export_text()
+    # THEN it carries every figure the issue asks for
+    assert "orders  pages 2  records 750" in line
+    for part in ("records/s", "retries 0", "rate-limit waits 0"):
+        assert part in line
