@@ -361,10 +361,12 @@ def state(
             raise ConfigurationError(
                 "--reset needs a pipeline: apix extract state PIPELINE --reset"
             )
-        if not yes and not typer.confirm(
-            f"Reset the watermark of {pipeline_id} for tenant {tenant_id}?", default=False
-        ):
-            raise typer.Exit(1)
+        if not yes:
+            typer.confirm(
+                f"Reset the watermark(s) of {pipeline_id} for tenant {tenant_id}? The next run "
+                "loads everything again",
+                abort=True,
+            )
         removed = arun(_watermarks(tenant_id, lambda s: s.reset(pipeline_id, key)))
         if as_json:
             print_json({"tenant": tenant_id, "pipeline_id": pipeline_id, "reset": removed})
