@@ -133,9 +133,12 @@ class FileExtractor(BaseExtractor):
     def _read(self, path: Path) -> Iterator[list[Record]]:
         cfg = self.config
         fmt = cfg.format if cfg.format != "auto" else _format_of(path)
+        delimiter = cfg.delimiter
+        if fmt == "tsv":  # by its name: tab-separated unless a delimiter was set
+            fmt, delimiter = "csv", "\t" if delimiter == "," else delimiter
         size = cfg.batch_size
         with _open(path, cfg.compression, cfg.encoding) as stream:
-            rows = _jsonl(stream, path) if fmt == "jsonl" else _csv(stream, path, cfg.delimiter)
+            rows = _jsonl(stream, path) if fmt == "jsonl" else _csv(stream, path, delimiter)
             batch: list[Record] = []
             for record in _unbroken(rows, path):
                 if isinstance(record, MalformedFileError):
@@ -173,8 +176,10 @@ def _format_of(path: Path) -> str:
         name = name[:-3]
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    if name.endswith((".csv", ".tsv")):
+    if name.endswith(".csv"):
         return "csv"
+    if name.endswith(".tsv"):
+        return "tsv"
     raise ExtractConfigError(
         f"file extractor: cannot tell the format of {str(path)!r} from its name; set "
         "format: jsonl or format: csv",

@@ -106,3 +106,10 @@ async def test_a_large_gzipped_file_streams_without_loading_it_whole(tmp_path: P
             assert isinstance(extractor, FileExtractor) and extractor.records == 5000
         seen += len(page)
     assert seen == 50_000
+
+
+async def test_tsv_by_its_name_is_tab_separated(tmp_path: Path) -> None:
+    path = tmp_path / "people.tsv.gz"
+    path.write_bytes(gzip.compress(b"id\tname\n1\tDoe, Jane\n"))
+    records = await ExtractorFactory.create("file", {"paths": str(path)}).extract()
+    assert records == [{"id": "1", "name": "Doe, Jane"}]
