@@ -25,7 +25,7 @@ import os
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, ClassVar, Literal
+from typing import IO, Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -140,34 +140,30 @@ class FileExtractor(BaseExtractor):
         with _open(path, cfg.compression, cfg.encoding) as stream:
             rows = _jsonl(stream, path) if fmt == "jsonl" else _csv(stream, path, delimiter)
             batch: list[Record] = []
-            for record in _unbroken(rows, path):
-                if isinstance(record, MalformedFileError):
-                    if cfg.on_bad_line == "fail":
-                        raise record
-                    self.skipped += 1
-                    continue
-                if cfg.source_field:
-                    record[cfg.source_field] = str(path)
-                batch.append(record)
-                if len(batch) >= size:
-                    yield batch
-                    batch = []
+            source = cfg.source_field
+            try:
+                for record in rows:
+                    if type(record) is MalformedFileError:
+                        if cfg.on_bad_line == "fail":
+                            raise record
+                        self.skipped += 1
+                        continue
+                    found = cast(Record, record)
+                    if source:
+                        found[source] = str(path)
+                    batch.append(found)
+                    if len(batch) >= size:
+                        yield batch
+                        batch = []
+            except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                # A file that cannot be decoded at all (bad gzip, wrong encoding).
+                raise MalformedFileError(
+                    f"{path}: cannot be read ({type(exc).__name__}: {exc}); check compression "
+                    "and encoding",
+                    path=str(path),
+                ) from None
             if batch:
                 yield batch
-
-
-def _unbroken(
-    rows: Iterator[Record | MalformedFileError], path: Path
-) -> Iterator[Record | MalformedFileError]:
-    """``rows``, with a file that cannot be decoded at all (bad gzip, wrong encoding) as a
-    :class:`MalformedFileError` instead of a raw exception."""
-    try:
-        yield from rows
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise MalformedFileError(
-            f"{path}: cannot be read ({type(exc).__name__}: {exc}); check compression and encoding",
-            path=str(path),
-        ) from None
 
 
 def _format_of(path: Path) -> str:
@@ -198,17 +194,18 @@ def _open(path: Path, compression: str, encoding: str) -> Iterator[IO[str]]:
 
 
 def _jsonl(stream: IO[str], path: Path) -> Iterator[Record | MalformedFileError]:
+    loads = json.loads
     for number, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
         try:
-            record = json.loads(line)
+            record = loads(line)
         except json.JSONDecodeError as exc:
+            if not line.strip():
+                continue
             yield MalformedFileError(
                 f"{path} line {number}: not JSON ({exc.msg})", path=str(path), line=number
             )
             continue
-        if not isinstance(record, dict):
+        if type(record) is not dict:
             yield MalformedFileError(
                 f"{path} line {number}: a JSONL record is an object, not {type(record).__name__}",
                 path=str(path),

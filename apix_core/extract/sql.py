@@ -173,7 +173,10 @@ class SqlExtractor(BaseExtractor):
             last = (tail[cfg.cursor_column], tail[tb] if tb is not None else None)
             self.pages += 1
             self.rows += len(rows)
-            yield [{k: _json_ready(v) for k, v in row.items()} for row in rows]
+            yield [
+                {k: v if type(v) in _PLAIN else _json_ready(v) for k, v in row.items()}
+                for row in rows
+            ]
             if len(rows) < cfg.batch_size:
                 return
 
@@ -183,7 +186,7 @@ class SqlExtractor(BaseExtractor):
         try:
             async with self._engine_now().connect() as conn:
                 result = await conn.execute(stmt, params)
-                return [dict(r) for r in result.mappings().all()]
+                return list(result.mappings().all())  # type: ignore[arg-type]
         except (OSError, TimeoutError) as exc:
             raise SqlConnectionError(f"sql extractor cannot reach the database: {exc}") from None
         except sa.exc.DBAPIError as exc:
@@ -191,11 +194,6 @@ class SqlExtractor(BaseExtractor):
                 raise SqlConnectionError(f"sql extractor lost the connection: {exc.orig}") from None
             first = (str(exc.orig).strip().splitlines() or [""])[0]
             raise SqlQueryError(f"sql extractor query failed: {first}") from None
-        except KeyError as exc:
-            raise SqlQueryError(
-                f"sql extractor: the query's rows have no column {exc.args[0]!r} "
-                "(cursor_column / tiebreak_column must be selected)"
-            ) from None
 
     def _bind(self, value: Any, dialect: str) -> Any:
         kind = self.config.cursor_type
@@ -221,6 +219,10 @@ class SqlExtractor(BaseExtractor):
         engine, self._engine = self._engine, None
         if engine is not None:
             await engine.dispose()
+
+
+#: Types a record keeps as they are (the common case, checked without a call).
+_PLAIN = frozenset({int, str, float, bool, type(None)})
 
 
 def _json_ready(value: Any) -> Any:
