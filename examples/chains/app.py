@@ -1,6 +1,6 @@
 """A chain of two extractors, run two ways: whole in one invocation, or fanned out.
 
-    apix run examples/chains/app.py
+    apix run examples/chains/app.py      # one tick of sync_catalog, drained, with a summary
 
 ``chain.yaml`` lists a catalog's categories, then fetches each category's products. The app
 registers the chain twice:
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from apix_core import App
+from apix_core import App, Message, ProcessorContext
 from apix_core.extract.base import BaseExtractor, ExtractorFactory, Inputs, Record
 from apix_core.extract.chain_processors import register_chain_processors
 from apix_core.extract.chains import load_chain_yaml
@@ -68,7 +68,7 @@ class Products(BaseExtractor):
 
 CHAIN = load_chain_yaml(Path(__file__).with_name("chain.yaml"))
 
-app = App("catalog")
+app = App("catalog", tenant_id="demo-shop")
 register_chain_processors(
     app, CHAIN, consumes="catalog-sync", name="catalog-inline", output_queue="products"
 )
@@ -80,3 +80,12 @@ register_chain_processors(
     fan_out=True,
     output_queue="products",
 )
+
+
+@app.processor(
+    "sync_catalog", schedule="0 * * * *", produces=["catalog-sync", "catalog-sync-fanout"]
+)
+async def sync_catalog(message: Message, ctx: ProcessorContext) -> None:
+    """Every hour, start the chain both ways (a real app would pick one)."""
+    ctx.send("catalog-sync", {"status": "active"})
+    ctx.send("catalog-sync-fanout", {"status": "active"})
