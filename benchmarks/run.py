@@ -24,6 +24,7 @@ BENCHMARKS = {
     "azure": "bench_azure",
     "extract": "bench_extract",
     "extract-parallel": "bench_extract_parallel",
+    "extract-sources": "bench_extract_sources",
 }
 
 

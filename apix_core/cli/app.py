@@ -38,6 +38,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "queues": "apix_core.cli.queues",
     "serve": "apix_core.cli.serve",
     "db": "apix_core.cli.db",
+    "extract": "apix_core.cli.extract",
 }
 
 

@@ -133,10 +133,10 @@ class ComponentFactory(Generic[T]):
     """Name → class registry; ``create`` validates a mapping config with the class's
     ``config_model`` (errors name the bad key and value)."""
 
-    def __init__(self, kind: str, base: type[Any], builtins_module: str) -> None:
+    def __init__(self, kind: str, base: type[Any], *builtins_modules: str) -> None:
         self.kind = kind
         self.base = base
-        self._builtins_module = builtins_module
+        self._builtins_modules = builtins_modules
         self._builtins_loaded = False
         self._classes: dict[str, type[T]] = {}
 
@@ -182,16 +182,21 @@ class ComponentFactory(Generic[T]):
         if self._builtins_loaded:
             return
         self._builtins_loaded = True
-        try:
-            importlib.import_module(self._builtins_module)
-        except ModuleNotFoundError as exc:
-            # Only a missing built-ins module is fine; a broken import inside it is not.
-            if exc.name != self._builtins_module:
-                raise
+        for module in self._builtins_modules:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                # Only a missing built-ins module is fine; a broken import inside it is not.
+                if exc.name != module:
+                    raise
 
 
 ExtractorFactory: ComponentFactory[BaseExtractor] = ComponentFactory(
-    "extractor", BaseExtractor, "apix_core.extract.http"
+    "extractor",
+    BaseExtractor,
+    "apix_core.extract.http",
+    "apix_core.extract.sql",
+    "apix_core.extract.files",
 )
 OutputFactory: ComponentFactory[BaseOutput] = ComponentFactory(
     "output", BaseOutput, "apix_core.extract.outputs"

@@ -46,7 +46,19 @@ sys.stderr.write("\\nPROBE " + json.dumps({"code": code, "new": new, "all": sort
 HEAVY = ("typer", "click", "rich", "sqlalchemy", "alembic", "aiosqlite", "asyncpg")
 COMMAND_MODULES = tuple(
     f"apix_core.cli.{m}"
-    for m in ("app", "_common", "run", "send", "entities", "dlq", "errors", "graph", "db", "loader")
+    for m in (
+        "app",
+        "_common",
+        "run",
+        "send",
+        "entities",
+        "dlq",
+        "errors",
+        "graph",
+        "db",
+        "loader",
+        "extract",
+    )
 )
 
 
@@ -134,6 +146,7 @@ def test_help_has_no_bool_placeholders_or_braced_arguments() -> None:
         "entities",
         "dlq",
         "db",
+        "extract",
     ):
         assert f" {name} " in pages[0]
 
