@@ -60,6 +60,18 @@ _EXPORTS: dict[str, str] = {
     "PipelineBusyError": "pipeline",
     "load_pipeline_yaml": "pipeline",
     "register_extract_processors": "processors",
+    # windows, parallel fetching, chains, more sources
+    "WindowConfig": "config",
+    "ParallelConfig": "config",
+    "plan_windows": "windows",
+    "ParallelExtractor": "parallel",
+    "ChainConfig": "chains",
+    "ChainExecutor": "chains",
+    "ChainReport": "chains",
+    "load_chain_yaml": "chains",
+    "register_chain_processors": "chain_processors",
+    "SqlExtractor": "sql",
+    "FileExtractor": "files",
 }
 
 if TYPE_CHECKING:
@@ -70,6 +82,8 @@ if TYPE_CHECKING:
         OutputFactory,
         OutputResult,
     )
+    from apix_core.extract.chain_processors import register_chain_processors
+    from apix_core.extract.chains import ChainConfig, ChainExecutor, ChainReport, load_chain_yaml
     from apix_core.extract.client import ExtractClient
     from apix_core.extract.config import (
         ApiKeyAuthConfig,
@@ -80,9 +94,11 @@ if TYPE_CHECKING:
         OAuth2ClientCredentialsConfig,
         OutputBatchConfig,
         PaginationConfig,
+        ParallelConfig,
         RateLimitConfig,
         RetryConfig,
         WatermarkConfig,
+        WindowConfig,
         parse_config,
         parse_duration,
     )
@@ -96,12 +112,14 @@ if TYPE_CHECKING:
         PaginationLoopError,
         UnknownComponentError,
     )
+    from apix_core.extract.files import FileExtractor
     from apix_core.extract.http import HttpExtractor
     from apix_core.extract.incremental import Incremental, IncrementalError
     from apix_core.extract.outputs.entity import EntityOutput
     from apix_core.extract.outputs.jsonl import JsonlOutput
     from apix_core.extract.outputs.queue import QueueOutput
     from apix_core.extract.paginators import Paginator
+    from apix_core.extract.parallel import ParallelExtractor
     from apix_core.extract.pipeline import (
         PipelineBusyError,
         PipelineConfig,
@@ -111,11 +129,13 @@ if TYPE_CHECKING:
     from apix_core.extract.processors import register_extract_processors
     from apix_core.extract.ratelimit import RequestBudget, TokenBucket
     from apix_core.extract.selectors import select
+    from apix_core.extract.sql import SqlExtractor
     from apix_core.extract.watermarks import (
         InvalidWatermarkError,
         WatermarkConflictError,
         WatermarkStore,
     )
+    from apix_core.extract.windows import plan_windows
 
 
 def __getattr__(name: str) -> Any:
@@ -138,6 +158,9 @@ __all__ = [
     "BasicAuthConfig",
     "BatchConfig",
     "BearerAuthConfig",
+    "ChainConfig",
+    "ChainExecutor",
+    "ChainReport",
     "EntityOutput",
     "ExtractAuthError",
     "ExtractClient",
@@ -147,6 +170,7 @@ __all__ = [
     "ExtractRequestError",
     "ExtractorConfig",
     "ExtractorFactory",
+    "FileExtractor",
     "HttpExtractor",
     "Incremental",
     "IncrementalError",
@@ -160,6 +184,8 @@ __all__ = [
     "PaginationConfig",
     "PaginationLoopError",
     "Paginator",
+    "ParallelConfig",
+    "ParallelExtractor",
     "PipelineBusyError",
     "PipelineConfig",
     "PipelineManager",
@@ -167,14 +193,19 @@ __all__ = [
     "RateLimitConfig",
     "RequestBudget",
     "RetryConfig",
+    "SqlExtractor",
     "TokenBucket",
     "UnknownComponentError",
     "WatermarkConfig",
     "WatermarkConflictError",
     "WatermarkStore",
+    "WindowConfig",
+    "load_chain_yaml",
     "load_pipeline_yaml",
     "parse_config",
     "parse_duration",
+    "plan_windows",
+    "register_chain_processors",
     "register_extract_processors",
     "select",
 ]
