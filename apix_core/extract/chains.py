@@ -126,56 +126,20 @@ def load_chain_yaml(source: str | Path, *, check_extractors: bool = True) -> Cha
     """A :class:`ChainConfig` from YAML text or a ``.yaml``/``.yml`` file. An invalid one raises
     :class:`ExtractConfigError` naming the key, its value and its line; with
     ``check_extractors`` every step's extractor must resolve (registered, or importable)."""
-    import yaml  # type: ignore[import-untyped]
+    from apix_core.extract.yaml_files import line_of, raise_invalid, read_yaml
 
-    from apix_core.extract.pipeline import _line_of, _short
-
-    where, text = "chain", source
-    if isinstance(source, Path) or (
-        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
-    ):
-        path = Path(source)
-        where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ExtractConfigError(f"{where}: cannot read the chain file: {exc}") from None
-    assert isinstance(text, str)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ExtractConfigError(f"{where}{line}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ExtractConfigError(
-            f"{where}: a chain is a mapping with chain_id and extractors, not {type(data).__name__}"
-        )
+    where, root, data = read_yaml(source, "chain", "chain_id and extractors")
     try:
         chain = ChainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        first: tuple[str, Any] = ("", None)
-        for i, err in enumerate(exc.errors(include_url=False)):
-            loc = _as_written(
-                data, [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-            )
-            key = ".".join(map(str, loc)) or "chain"
-            line_no = _line_of(root, loc)
-            at = f" (line {line_no})" if line_no else ""
-            value = err.get("input")
-            if err["type"] == "missing":
-                problems.append(f"{key}{at}: required and missing")
-            elif err["type"] == "extra_forbidden":
-                problems.append(f"{key}{at}: unknown key")
-            else:
-                problems.append(f"{key}{at}: {err['msg']} (got {_short(value)})")
-            if i == 0:
-                first = (key, value)
-        raise ExtractConfigError(
-            f"{where}: invalid chain: " + "; ".join(problems), key=first[0], value=first[1]
-        ) from None
+        raise_invalid(
+            exc,
+            root,
+            where,
+            "chain",
+            as_written=lambda loc: _as_written(data, loc),
+            empty_key="chain",
+        )
     if check_extractors:
         for i, step in enumerate(chain.extractors):
             try:
@@ -184,7 +148,7 @@ def load_chain_yaml(source: str | Path, *, check_extractors: bool = True) -> Cha
                 key_name = (
                     "extractor" if "extractor" in data["extractors"][i] else "extractor_class"
                 )
-                line_no = _line_of(root, ["extractors", i, key_name])
+                line_no = line_of(root, ["extractors", i, key_name])
                 at = f" (line {line_no})" if line_no else ""
                 raise ExtractConfigError(
                     f"{where}: extractors.{i}.{key_name}{at}: {exc}",

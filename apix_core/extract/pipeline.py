@@ -36,11 +36,12 @@ from apix_core.extract.base import (
     OutputResult,
     Record,
 )
-from apix_core.extract.config import WatermarkConfig, parse_config
+from apix_core.extract.config import WatermarkConfig, _short, parse_config
 from apix_core.extract.exceptions import ExtractConfigError, ExtractError
 from apix_core.extract.incremental import Incremental, IncrementalRun
 from apix_core.extract.outputs.buffered import BufferedOutput
 from apix_core.extract.watermarks import DEFAULT_KEY, SqlWatermarks, Watermark, WatermarkStore
+from apix_core.extract.yaml_files import raise_invalid, read_yaml
 from apix_core.hashing import content_hash, deterministic_id
 
 if TYPE_CHECKING:
@@ -129,79 +130,11 @@ class PipelineConfig(BaseModel):
 def load_pipeline_yaml(source: str | Path) -> PipelineConfig:
     """A :class:`PipelineConfig` from YAML text or a ``.yaml``/``.yml`` file; an invalid one
     raises :class:`ExtractConfigError` naming the key, the value and its line."""
-    import yaml  # type: ignore[import-untyped]
-
-    where = "pipeline"
-    text = source
-    if isinstance(source, Path) or (
-        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
-    ):
-        path = Path(source)
-        where = str(path)
-        text = path.read_text(encoding="utf-8")
-    assert isinstance(text, str)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ExtractConfigError(f"{where}{line}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ExtractConfigError(
-            f"{where}: a pipeline is a mapping with pipeline_id, extractor and output, "
-            f"not {type(data).__name__}"
-        )
+    where, root, data = read_yaml(source, "pipeline", "pipeline_id, extractor and output")
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        first: tuple[str, Any] = ("", None)
-        for i, err in enumerate(exc.errors(include_url=False)):
-            loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-            key = ".".join(map(str, loc))
-            line_no = _line_of(root, loc)
-            at = f" (line {line_no})" if line_no else ""
-            value = err.get("input")
-            if err["type"] == "missing":
-                problems.append(f"{key}{at}: required and missing")
-            elif err["type"] == "extra_forbidden":
-                problems.append(f"{key}{at}: unknown key")
-            else:
-                problems.append(f"{key}{at}: {err['msg']} (got {_short(value)})")
-            if i == 0:
-                first = (key, value)
-        raise ExtractConfigError(
-            f"{where}: invalid pipeline: " + "; ".join(problems), key=first[0], value=first[1]
-        ) from None
-
-
-def _line_of(node: Any, loc: list[Any]) -> int | None:
-    """The 1-based line of the YAML node at ``loc`` (or of its nearest parent)."""
-    import yaml
-
-    line = None if node is None else node.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == str(part)), None)
-            key_node = next((k for k, v in node.value if k.value == str(part)), None)
-            if match is None:
-                return line
-            line = (key_node or match).start_mark.line + 1
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                return line
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise_invalid(exc, root, where, "pipeline")
 
 
 # -- runs ---------------------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""YAML configuration files (pipelines, chains): read and parse them, and turn a validation
+error into one :class:`ExtractConfigError` naming each bad key, its line and its value."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from apix_core.extract.config import _short
+from apix_core.extract.exceptions import ExtractConfigError
+
+
+def read_yaml(source: str | Path, what: str, shape: str) -> tuple[str, Any, Any]:
+    """``(where, root node, data)`` of YAML text or a ``.yaml``/``.yml`` file; ``what`` names
+    the document in errors ("pipeline"), ``shape`` says what its top level must hold."""
+    import yaml  # type: ignore[import-untyped]
+
+    where, text = what, source
+    if isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
+    ):
+        path = Path(source)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ExtractConfigError(f"{where}: cannot read the {what} file: {exc}") from None
+    assert isinstance(text, str)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ExtractConfigError(f"{where}{line}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ExtractConfigError(
+            f"{where}: a {what} is a mapping with {shape}, not {type(data).__name__}"
+        )
+    return where, root, data
+
+
+def line_of(node: Any, loc: list[Any]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest parent)."""
+    import yaml
+
+    line = None if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            key_node = next((k for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                return line
+            line = (key_node or match).start_mark.line + 1
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def raise_invalid(
+    exc: ValidationError,
+    root: Any,
+    where: str,
+    what: str,
+    *,
+    as_written: Callable[[list[Any]], list[Any]] = lambda loc: loc,
+    empty_key: str = "",
+) -> NoReturn:
+    """Raise one :class:`ExtractConfigError` for every problem of ``exc`` (key, line, value);
+    ``as_written`` maps a model location back to the keys the YAML used (aliases)."""
+    problems = []
+    first: tuple[str, Any] = ("", None)
+    for i, err in enumerate(exc.errors(include_url=False)):
+        # pydantic adds tagged-union labels like "function-after[...]" to locations
+        loc = as_written([p for p in err["loc"] if not (isinstance(p, str) and "[" in p)])
+        key = ".".join(map(str, loc)) or empty_key
+        line_no = line_of(root, loc)
+        at = f" (line {line_no})" if line_no else ""
+        value = err.get("input")
+        if err["type"] == "missing":
+            problems.append(f"{key}{at}: required and missing")
+        elif err["type"] == "extra_forbidden":
+            problems.append(f"{key}{at}: unknown key")
+        else:
+            problems.append(f"{key}{at}: {err['msg']} (got {_short(value)})")
+        if i == 0:
+            first = (key, value)
+    raise ExtractConfigError(
+        f"{where}: invalid {what}: " + "; ".join(problems), key=first[0], value=first[1]
+    ) from None
