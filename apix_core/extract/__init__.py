@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     # errors
     "ExtractError": "exceptions",
     "ExtractConfigError": "exceptions",
+    "ExtractDependencyError": "exceptions",
     "ExtractRequestError": "exceptions",
     "ExtractHTTPStatusError": "exceptions",
     "ExtractAuthError": "exceptions",
@@ -105,6 +106,7 @@ if TYPE_CHECKING:
     from apix_core.extract.exceptions import (
         ExtractAuthError,
         ExtractConfigError,
+        ExtractDependencyError,
         ExtractError,
         ExtractHTTPStatusError,
         ExtractRequestError,
@@ -142,7 +144,13 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'apix_core.extract' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"apix_core.extract.{module}"), name)
+    try:
+        imported = importlib.import_module(f"apix_core.extract.{module}")
+    except ModuleNotFoundError as exc:
+        from apix_core.extract.exceptions import missing_extra
+
+        raise (missing_extra(exc) or exc) from None
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 
@@ -165,6 +173,7 @@ __all__ = [
     "ExtractAuthError",
     "ExtractClient",
     "ExtractConfigError",
+    "ExtractDependencyError",
     "ExtractError",
     "ExtractHTTPStatusError",
     "ExtractRequestError",

@@ -188,7 +188,9 @@ class ComponentFactory(Generic[T]):
             except ModuleNotFoundError as exc:
                 # Only a missing built-ins module is fine; a broken import inside it is not.
                 if exc.name != module:
-                    raise
+                    from apix_core.extract.exceptions import missing_extra
+
+                    raise (missing_extra(exc) or exc) from None
 
 
 ExtractorFactory: ComponentFactory[BaseExtractor] = ComponentFactory(

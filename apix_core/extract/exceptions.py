@@ -32,6 +32,28 @@ class UnknownComponentError(ExtractConfigError):
     code = "EXTRACT_UNKNOWN_COMPONENT"
 
 
+class ExtractDependencyError(ExtractConfigError, ImportError):
+    """A package of the ``[extract]`` extra (httpx, h2, orjson, PyYAML) is not installed."""
+
+    code = "EXTRACT_MISSING_DEPENDENCY"
+
+
+#: Modules the ``[extract]`` extra brings (import name -> package name).
+EXTRA_MODULES = {"httpx": "httpx", "h2": "h2", "orjson": "orjson", "yaml": "pyyaml"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> ExtractDependencyError | None:
+    """The clear error for ``exc`` when it is a missing ``[extract]`` package, else ``None``."""
+    top = (exc.name or "").partition(".")[0]
+    if top not in EXTRA_MODULES:
+        return None
+    return ExtractDependencyError(
+        f"apix_core.extract needs {EXTRA_MODULES[top]}, which is not installed: "
+        "pip install 'apix-core[extract]'",
+        key=top,
+    )
+
+
 class ExtractRequestError(ExtractError, TransientError):
     """A request still failed after the last attempt (5xx, 429, timeout, connection error).
 
@@ -97,6 +119,7 @@ class PaginationLoopError(ExtractError, PermanentError):
 __all__ = [
     "ExtractAuthError",
     "ExtractConfigError",
+    "ExtractDependencyError",
     "ExtractError",
     "ExtractHTTPStatusError",
     "ExtractRequestError",
