@@ -139,6 +139,7 @@ def load_chain_yaml(source: str | Path, *, check_extractors: bool = True) -> Cha
             "chain",
             as_written=lambda loc: _as_written(data, loc),
             empty_key="chain",
+            model=ChainConfig,
         )
     if check_extractors:
         for i, step in enumerate(chain.extractors):

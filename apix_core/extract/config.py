@@ -292,13 +292,42 @@ def _config_error(model: type[BaseModel], exc: ValidationError, where: str) -> E
         if err["type"] == "missing":
             lines.append(f"{key}: required and missing")
         elif err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key (value {shown})")
+            # Never the value: a misspelled secret key ("tokn") must not print the secret.
+            hint = _did_you_mean(model, loc)
+            lines.append(f"{key}: unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
         else:
             lines.append(f"{key}: {err['msg']} (got {shown})")
         if i == 0:
-            first_key, first_value = key, None if _looks_secret(key) else value
+            hidden = _looks_secret(key) or err["type"] == "extra_forbidden"
+            first_key, first_value = key, None if hidden else value
     title = f"invalid {model.__name__}"
     return ExtractConfigError(f"{title}: " + "; ".join(lines), key=first_key, value=first_value)
+
+
+def _did_you_mean(model: type[BaseModel], loc: list[str]) -> str | None:
+    """The field name closest to the unknown key at ``loc`` among its siblings, if any."""
+    import difflib
+
+    candidates: list[type[BaseModel]] = [model]
+    for part in loc[:-1]:
+        found: list[type[BaseModel]] = []
+        for m in candidates:
+            field = m.model_fields.get(part)
+            if field is not None:
+                found.extend(_models_in(field.annotation))
+        if not found and not part.isdigit():
+            return None
+        candidates = found or candidates
+    names = {n for m in candidates for n in m.model_fields}
+    close = difflib.get_close_matches(loc[-1], sorted(names), n=1, cutoff=0.6) if loc else []
+    return close[0] if close else None
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    # The models a field can hold: X, X | None, list[X], dict[str, X], Annotated[...], unions.
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
 
 
 def _is_union_tag(part: object) -> bool:

@@ -134,7 +134,7 @@ def load_pipeline_yaml(source: str | Path) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise_invalid(exc, root, where, "pipeline")
+        raise_invalid(exc, root, where, "pipeline", model=PipelineConfig)
 
 
 # -- runs ---------------------------------------------------------------------------------------

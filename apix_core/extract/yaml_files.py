@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from apix_core.extract.config import _short
+from apix_core.extract.config import _did_you_mean, _short
 from apix_core.extract.exceptions import ExtractConfigError
 
 
@@ -74,6 +74,7 @@ def raise_invalid(
     *,
     as_written: Callable[[list[Any]], list[Any]] = lambda loc: loc,
     empty_key: str = "",
+    model: type[BaseModel] | None = None,
 ) -> NoReturn:
     """Raise one :class:`ExtractConfigError` for every problem of ``exc`` (key, line, value);
     ``as_written`` maps a model location back to the keys the YAML used (aliases)."""
@@ -89,7 +90,9 @@ def raise_invalid(
         if err["type"] == "missing":
             problems.append(f"{key}{at}: required and missing")
         elif err["type"] == "extra_forbidden":
-            problems.append(f"{key}{at}: unknown key")
+            hint = _did_you_mean(model, [str(p) for p in loc]) if model else None
+            also = f" (did you mean {hint!r}?)" if hint else ""
+            problems.append(f"{key}{at}: unknown key{also}")
         else:
             problems.append(f"{key}{at}: {err['msg']} (got {_short(value)})")
         if i == 0:

@@ -44,6 +44,37 @@ def test_unknown_key_is_an_error_not_ignored() -> None:
         parse_config(ExtractorConfig, {"base_url": "http://a", "retry": {"max_attempt": 3}})
 
 
+@pytest.mark.parametrize(
+    ("auth", "suggestion"),
+    [
+        ({"type": "bearer", "tokn": "SENTINEL-misspelt-4711"}, "token"),
+        ({"type": "basic", "username": "u", "pasword": "SENTINEL-misspelt-4711"}, "password"),
+        ({"type": "api_key", "key": "SENTINEL-misspelt-4711"}, None),
+    ],
+)
+def test_a_misspelt_secret_key_never_prints_its_value(
+    auth: dict[str, Any], suggestion: str | None
+) -> None:
+    # GIVEN a secret under a key the config does not know (so nothing marks it as secret)
+    with pytest.raises(ExtractConfigError) as info:
+        parse_config(ExtractorConfig, {"base_url": "http://a", "auth": auth})
+    # THEN the error names the key, not its value, and suggests the key meant
+    assert "SENTINEL-misspelt-4711" not in str(info.value)
+    assert "SENTINEL-misspelt-4711" not in repr(info.value.value)
+    if suggestion:
+        assert f"(did you mean '{suggestion}'?)" in str(info.value)
+
+
+def test_unknown_keys_suggest_the_key_meant() -> None:
+    with pytest.raises(ExtractConfigError) as info:
+        parse_config(
+            ExtractorConfig,
+            {"base_url": "http://a", "data_selecter": "x", "pagination": {"page_sise": 4}},
+        )
+    assert "data_selecter: unknown key (did you mean 'data_selector'?)" in str(info.value)
+    assert "pagination.page_sise: unknown key (did you mean 'page_size'?)" in str(info.value)
+
+
 def test_secret_values_never_appear_in_config_errors_or_reprs() -> None:
     sentinel = "SENTINEL-secret-4711"
     config = parse_config(
