@@ -31,7 +31,25 @@ Record = dict[str, Any]
 Inputs = Mapping[str, Any] | list[Mapping[str, Any]] | None
 
 
-class BaseExtractor(ABC):
+class Closing:
+    """``async with`` for anything with an async :meth:`close` (extractors, outputs, clients)."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class BaseExtractor(Closing, ABC):
     """Extracts records from one source; one instance per extraction configuration.
 
     Subclasses implement :meth:`extract_stream`. An extractor may hold connections: use it as
@@ -52,19 +70,8 @@ class BaseExtractor(ABC):
             records.extend(batch)
         return records
 
-    async def close(self) -> None:  # noqa: B027 - a hook: most extractors hold nothing
+    async def close(self) -> None:
         """Release what the extractor holds (connections); safe to call twice."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 @dataclass
@@ -90,7 +97,7 @@ class OutputResult:
         )
 
 
-class BaseOutput(ABC):
+class BaseOutput(Closing, ABC):
     """Writes records to one destination.
 
     Subclasses implement :meth:`write`; :meth:`write_stream` writes batch after batch, pulling
@@ -111,19 +118,8 @@ class BaseOutput(ABC):
                 result = result.merge(await self.write(batch))
         return result
 
-    async def close(self) -> None:  # noqa: B027 - a hook: most outputs hold nothing
+    async def close(self) -> None:
         """Flush and release; safe to call twice."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 T = TypeVar("T", BaseExtractor, BaseOutput)

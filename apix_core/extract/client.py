@@ -14,12 +14,12 @@ import json
 import logging
 import ssl
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from apix_core.extract.base import Closing
 from apix_core.extract.config import ExtractorConfig
 from apix_core.extract.exceptions import (
     ExtractAuthError,
@@ -91,7 +91,7 @@ class Response:
         self.url = url
 
 
-class ExtractClient:
+class ExtractClient(Closing):
     """The HTTP side of one extraction (use ``async with``)."""
 
     def __init__(
@@ -117,17 +117,6 @@ class ExtractClient:
             follow_redirects=True,
         )
         self.requests = 0
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self.http.aclose()
