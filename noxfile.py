@@ -123,3 +123,14 @@ def bench(session: nox.Session) -> None:
     # dlt: the extraction benchmark's comparison (benchmarks/bench_extract.py); bench session only.
     session.install("-e", ".[dev]", "aws-lambda-powertools>=3", "redis>=5", "dlt>=1.0")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs + material), built with --strict into site/.
+
+    Its hook (docs/hooks/apix_docs.py) generates the CLI reference from the command tree, so
+    the project is installed with the extras whose `apix` plugins it walks (`deploy aws`,
+    `deploy azure`) and whose commands it renders (`extract`)."""
+    session.install("-e", ".[aws,azure,extract,serve]", "mkdocs>=1.6", "mkdocs-material>=9.5")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
