@@ -207,7 +207,7 @@ def _command_docs(
             continue
         record = param.get_help_record(ctx)
         if record is None:  # a plain click argument: its name is the metavar
-            record = (param.make_metavar(ctx) if _takes_ctx(param) else param.human_readable_name, "")
+            record = (param.human_readable_name, "")
         names_col, help_col = record
         rows.append(f"| `{names_col}` | {_cell(help_col)} |")
     if rows:
@@ -219,12 +219,6 @@ def _command_docs(
                 continue
             sub_ctx = sub.context_class(sub, info_name=name, parent=ctx)
             _command_docs(sub, sub_ctx, f"{path} {name}", out)
-
-
-def _takes_ctx(param: Any) -> bool:
-    import inspect
-
-    return "ctx" in inspect.signature(param.make_metavar).parameters
 
 
 def _help_markdown(text: str) -> str:
@@ -279,9 +273,8 @@ def _config_reference(docs_dir: Path, page_uri: str) -> str:
         ]
         if not doc and not where:
             log.warning("apix:config-reference: %s (%s) is documented nowhere", name, module)
-        rows.append(
-            f"| `{name}` | `{module}` | {default} | {_cell(doc) or '—'} | {', '.join(where) or '—'} |"
-        )
+        described = ", ".join(where) or "—"
+        rows.append(f"| `{name}` | `{module}` | {default} | {_cell(doc) or '—'} | {described} |")
     known = _all_apix_literals()
     for uri, text in mentions.items():
         for name in sorted(set(re.findall(r"\bAPIX_[A-Z0-9_]*[A-Z0-9]\b", text))):

@@ -12,6 +12,7 @@ the line just before its fence, by ``<!-- not-runnable: <reason> -->``; the reas
 from __future__ import annotations
 
 import asyncio
+import linecache
 import os
 import re
 import socket
@@ -150,7 +151,10 @@ def test_page_code_blocks_run(path: Path, reader_cwd: Path, no_network: None) ->
     namespace: dict[str, Any] = {"__name__": "__docs__"}
     # WHEN they run in order in one namespace, as a reader would paste them
     for block in blocks:
-        code = compile(block.code, f"{page}:{block.line}", "exec")
+        filename = f"{page}:{block.line}"
+        # the block's source in tracebacks, as for a file
+        linecache.cache[filename] = (len(block.code), None, block.code.splitlines(True), filename)
+        code = compile(block.code, filename, "exec")
         try:
             exec(code, namespace)
         except SystemExit as exc:
