@@ -26,6 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = re.compile(r"^\s*<!--\s*not-runnable\s*:(?P<reason>.*?)-->\s*$")
+LOOPBACK = ("127.0.0.1", "::1", "localhost", b"127.0.0.1", b"localhost")
 FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<info>[^`\s]*)")
 
 
@@ -89,20 +90,26 @@ def _page_id(path: Path) -> str:
 
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Connections to anything but the loopback interface fail at once."""
+    """Name lookups and connections for anything but the loopback interface fail at once."""
     real_connect = socket.socket.connect
+    real_getaddrinfo = socket.getaddrinfo
+
+    def refuse(what: str, host: object) -> OSError:
+        return OSError(f"docs code blocks may not use the network ({what} {host!r})")
 
     def connect(self: socket.socket, address: Any) -> Any:
         host = address[0] if isinstance(address, tuple) else address
-        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in (
-            "127.0.0.1",
-            "::1",
-            "localhost",
-        ):
-            raise OSError(f"docs code blocks may not use the network (connect to {host!r})")
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in LOOPBACK:
+            raise refuse("connect to", host)
         return real_connect(self, address)
 
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in LOOPBACK and host not in (None, "", b""):
+            raise refuse("look up", host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
@@ -169,6 +176,19 @@ def _no_running_loop() -> bool:
     except RuntimeError:
         return True
     return False
+
+
+def test_a_block_that_reaches_out_fails(no_network: None) -> None:
+    # GIVEN the guard of the page runs
+    # WHEN a block looks up or connects to a host beyond 127.0.0.1
+    # THEN it fails at once, without waiting for the network
+    with pytest.raises(OSError, match="may not use the network"):
+        socket.getaddrinfo("api.example.com", 443)
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock,
+        pytest.raises(OSError, match="may not use the network"),
+    ):
+        sock.connect(("192.0.2.1", 443))
 
 
 # -- the collector itself --------------------------------------------------------------------
