@@ -5,8 +5,6 @@ in one namespace, as a reader pastes them, in a scratch working directory (which
 repository's ``examples/`` as a reader in a clone does) with ``APIX_HOME`` in a temporary
 directory and no network beyond 127.0.0.1. A block that cannot run on its own is preceded, on
 the line just before its fence, by ``<!-- not-runnable: <reason> -->``; the reason is required.
-
-(In tests/unit although it starts apps: it touches only temporary SQLite files.)
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MARKER = re.compile(r"^\s*<!--\s*not-runnable\s*:(?P<reason>.*?)-->\s*$")
 LOOPBACK = ("127.0.0.1", "::1", "localhost", b"127.0.0.1", b"localhost")
 FENCE_OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<info>[^`\s]*)")
