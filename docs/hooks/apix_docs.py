@@ -236,13 +236,18 @@ def _help_markdown(text: str) -> str:
 def _cell(text: str) -> str:
     text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text)  # reST roles -> code
     text = text.replace("``", "`")
-    return _escape_html(" ".join(text.split()).replace("|", "\\|"))
+    return _escape_html(" ".join(text.split()), table=True)
 
 
-def _escape_html(text: str) -> str:
-    """``<`` outside code spans as an entity: help texts say ``<queue>``, not HTML."""
+def _escape_html(text: str, table: bool = False) -> str:
+    """``<`` outside code spans as an entity (help texts say ``<queue>``, not HTML), and in a
+    table cell ``|`` too (a pipe inside a code span does not end the cell)."""
     parts = text.split("`")
-    return "`".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;")
+        if table:
+            parts[i] = parts[i].replace("|", "\\|")
+    return "`".join(parts)
 
 
 def _config_reference(docs_dir: Path, page_uri: str) -> str:
@@ -284,7 +289,38 @@ def _config_reference(docs_dir: Path, page_uri: str) -> str:
         "| variable | defined in | default | meaning (from the source) | described in |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
-    return table + "\n## Constants\n\n" + _constants_table(ROOT / "apix_core" / "constants.py")
+    constants = _constants_table(ROOT / "apix_core" / "constants.py")
+    return f"{table}\n## `App(...)` settings\n\n{_settings_table()}\n## Constants\n\n{constants}"
+
+
+def _settings_table() -> str:
+    """The fields of ``apix_core.Settings``: the keywords ``App(...)`` takes, each with the
+    variable it overrides."""
+    import dataclasses
+
+    from apix_core import constants
+    from apix_core.config import Settings
+
+    rows = []
+    for f in dataclasses.fields(Settings):
+        env = getattr(constants, f"{f.name.upper()}_ENV", None)
+        if f.default is not dataclasses.MISSING:
+            default = f"`{f.default!r}`"
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f"`{f.default_factory()!r}`"
+        else:
+            default = "from the environment"
+        rows.append(f"| `{f.name}` | `{f.type}` | {default} | {f'`{env}`' if env else '—'} |")
+    return (
+        "`App(name, **settings)` and `Settings.from_env(**overrides)` take these keywords; a "
+        "value given there wins over its variable. A keyword not given takes its variable's "
+        "value, else that variable's default (table above; `auto_migrate`, for one, defaults "
+        "to true only for SQLite): the dataclass default below applies only to a `Settings` "
+        "built by hand.\n\n"
+        "| keyword | type | dataclass default | overrides |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def _page_title(markdown: str, uri: str) -> str:
