@@ -13,9 +13,10 @@ What a real partner API does, on 127.0.0.1 with the standard library only:
 - a rate limit (token bucket, ``rate_limit`` requests per second): beyond it, ``429`` with
   ``Retry-After``. ``POST /admin/throttle {"requests": N, "retry_after": S}`` answers the next
   N order requests with 429 (a "429 storm").
-- ``POST /admin/change {"update": 3, "touch": 2, "add": 2}``: changes the data between runs
-  (``update``: the status moves on; ``touch``: ``updatedAt`` moves, nothing else; ``add``:
-  new orders). ``GET /admin/log``: every request with its status and records returned.
+- ``POST /admin/change {"update": 3, "touch": 2, "add": 2, "broken": 0}``: changes the data
+  between runs (``update``: the status moves on; ``touch``: ``updatedAt`` moves, nothing else;
+  ``add``: new orders; ``broken``: new orders with a line of quantity 0).
+  ``GET /admin/log``: every request with its status and records returned.
 
 The data derives from ``seed``: the same seed gives the same orders, and ``version=N`` applies
 N - 1 rounds of ``change()`` at start (the embedded server of ``app.py`` uses it).
@@ -154,8 +155,12 @@ class PartnerApi:
         self._orders[order_id] = order
         return order
 
-    def change(self, *, update: int = 3, touch: int = 2, add: int = 2) -> dict[str, list[str]]:
-        """Change the data as a partner would between two syncs; returns the ids per kind."""
+    def change(
+        self, *, update: int = 3, touch: int = 2, add: int = 2, broken: int = 0
+    ) -> dict[str, list[str]]:
+        """Change the data as a partner would between two syncs; returns the ids per kind.
+
+        ``broken`` adds orders the partner should not send (a line of quantity 0)."""
         with self._lock:
             movable = sorted(k for k, o in self._orders.items() if o["status"] != STATUSES[-1])
             updated = self._rng.sample(movable, min(update, len(movable)))
@@ -168,7 +173,11 @@ class PartnerApi:
             for order_id in touched:  # a new updatedAt, the same content
                 self._orders[order_id]["updatedAt"] = _iso(self._tick())
             added = [self._add_order(self._tick())["orderId"] for _ in range(add)]
-            return {"updated": updated, "touched": touched, "added": added}
+            bad = [self._add_order(self._tick()) for _ in range(broken)]
+            for order in bad:
+                order["lines"][0]["qty"] = 0
+            ids = [o["orderId"] for o in bad]
+            return {"updated": updated, "touched": touched, "added": added, "broken": ids}
 
     def orders(self) -> list[dict[str, Any]]:
         """Every order as the API returns it (copies)."""
@@ -266,7 +275,7 @@ class PartnerApi:
                 status, answer = self._list(query)
                 records = len(answer.get("data", ()))
         elif (method, path) == ("POST", "/admin/change"):
-            status, answer = 200, self.change(**_ints(body, ("update", "touch", "add")))
+            status, answer = 200, self.change(**_ints(body, ("update", "touch", "add", "broken")))
         elif (method, path) == ("POST", "/admin/throttle"):
             self.throttle(**_ints(body, ("requests", "retry_after")))
             status, answer = 200, {"ok": True}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from typer.testing import Result
@@ -165,3 +168,89 @@ def test_a_429_storm_is_waited_out(apix: Callable[..., Result], partner: Partner
         assert after.at - before.at >= 0.95
     assert sum(c.records for c in calls) == 120
     assert len(_files()) == 120
+
+
+def test_an_order_the_partner_should_not_send_is_dead_lettered_alone(
+    apix: Callable[..., Result], partner: PartnerApi
+) -> None:
+    # GIVEN a partner that also sends one order with a line of quantity 0
+    broken = partner.change(update=0, touch=0, add=0, broken=1)["broken"]
+
+    # WHEN the app runs
+    result = _run(apix)
+
+    # THEN that order is dead-lettered with the field at fault, and the 120 others are written
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "1 dead-lettered" in result.output
+    assert len(_files()) == 120
+    dead = apix("dlq", "show", "1")
+    assert "INVALID_PAYLOAD" in dead.output
+    assert "lines.0.qty" in dead.output
+    assert broken[0] in dead.output
+
+
+def test_the_demo_runs_on_its_own_partner_api(
+    apix: Callable[..., Result], monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]
+) -> None:
+    # GIVEN no partner API and no token key configured (setenv first: the app sets the key,
+    # and monkeypatch then removes it again)
+    monkeypatch.delenv("PARTNER_API_URL", raising=False)
+    monkeypatch.setenv("APIX_TOKEN_KEY", "")
+    monkeypatch.delenv("APIX_TOKEN_KEY")
+
+    # WHEN the demo runs, then runs again on the partner's next data version
+    first = _run(apix)
+    monkeypatch.setenv("PARTNER_DATA_VERSION", "2")
+    second = _run(apix)
+
+    # THEN the first run wrote every order, the second only the 5 new or changed ones
+    assert first.exit_code == 0, first.output
+    assert "121 completed" in first.output
+    assert second.exit_code == 0, second.output
+    assert "8 completed" in second.output
+    assert len(_files()) == 125
+    # AND the demo's token key is kept in APIX_HOME, readable by its owner only
+    key = Path(os.environ["APIX_HOME"]) / "partner_sync.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_partner_api_starts_standalone(tmp_path: Path) -> None:
+    # GIVEN the partner API started as its own process on a free port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-u", str(EXAMPLE / "partner_api.py"), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+
+        # WHEN a client gets a token and lists the orders
+        token = httpx.post(
+            f"{url}/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "apix-demo",
+                "client_secret": "partner-secret",
+            },
+        ).json()["access_token"]
+        page = httpx.get(
+            f"{url}/v1/orders",
+            params={"per_page": 50},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        anonymous = httpx.get(f"{url}/v1/orders")
+
+        # THEN it answers like the partner: a page of orders with a token, 401 without
+        assert page.status_code == 200
+        assert len(page.json()["data"]) == 50
+        assert page.json()["meta"] == {"page": 1, "per_page": 50, "total": 120, "total_pages": 3}
+        assert anonymous.status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
