@@ -12,10 +12,11 @@ Incremental twice over: the watermark (``updatedAt``) means the next run asks on
 updated since; the entity's content hash means an order whose ``updatedAt`` moved but whose
 canonical content did not is recorded as unchanged and not written again.
 
-Settings: ``PARTNER_API_URL`` (else a local partner API starts in this process, its data at
-``PARTNER_DATA_VERSION``, default 1: run again with 2 to see changes), ``PARTNER_CLIENT_ID``,
-``PARTNER_CLIENT_SECRET``. OAuth2 tokens are stored encrypted with ``APIX_TOKEN_KEY``; when it
-is not set, the demo keeps a key in ``$APIX_HOME/partner_sync.key``.
+Settings (read by ``pipeline.yaml`` as ``${NAME}``): ``PARTNER_API_URL`` (else a local partner
+API starts in this process, its data at ``PARTNER_DATA_VERSION``, default 1: run again with 2
+to see changes), ``PARTNER_CLIENT_ID``, ``PARTNER_CLIENT_SECRET``. OAuth2 tokens are stored
+encrypted with ``APIX_TOKEN_KEY``; when it is not set, the demo keeps a key in
+``$APIX_HOME/partner_sync.key``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field
 
 from apix_core import App, FileOutputHandler, Message, ProcessingResult, ProcessorContext
@@ -44,16 +44,17 @@ TENANT = "demo-shop"
 
 
 # -- the partner API: configured, or started here -------------------------------------------
-def _partner_url() -> str:
-    url = os.environ.get("PARTNER_API_URL")
-    if url:
-        return url.rstrip("/")
-    sys.path.insert(0, str(HERE))
+def _start_partner_api() -> None:
+    """Without PARTNER_API_URL, the example's partner API serves this process (a daemon
+    thread), and pipeline.yaml's ``${PARTNER_API_URL}`` points at it."""
+    if os.environ.get("PARTNER_API_URL"):
+        return
+    if str(HERE) not in sys.path:  # `apix run` adds it; `python app.py` or an import may not
+        sys.path.insert(0, str(HERE))
     from partner_api import PartnerApi
 
     version = int(os.environ.get("PARTNER_DATA_VERSION") or 1)
-    # A daemon thread: it serves this process's run and ends with it.
-    return PartnerApi(version=version).start().url
+    os.environ["PARTNER_API_URL"] = PartnerApi(version=version).start().url
 
 
 def _token_key() -> None:
@@ -65,20 +66,11 @@ def _token_key() -> None:
     path = HOME / "partner_sync.key"
     if not path.exists():
         HOME.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(Fernet.generate_key())
-        path.chmod(0o600)
+        # Created owner-only: the key never sits on disk readable by others.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as key_file:
+            key_file.write(Fernet.generate_key())
     os.environ["APIX_TOKEN_KEY"] = path.read_text().strip()
-
-
-def pipeline_config(url: str) -> dict[str, Any]:
-    """``pipeline.yaml`` with the partner's address and credentials filled in."""
-    config: dict[str, Any] = yaml.safe_load((HERE / "pipeline.yaml").read_text())
-    extractor = config["extractor"]
-    extractor["base_url"] = url
-    extractor["auth"]["token_url"] = f"{url}/oauth/token"
-    extractor["auth"]["client_id"] = os.environ.get("PARTNER_CLIENT_ID", "apix-demo")
-    extractor["auth"]["client_secret"] = os.environ.get("PARTNER_CLIENT_SECRET", "partner-secret")
-    return config
 
 
 # -- the models: the partner's order, and ours ------------------------------------------------
@@ -159,8 +151,9 @@ def canonical(order: PartnerOrder) -> CanonicalOrder:
 # -- the app ----------------------------------------------------------------------------------
 app = App("partner_sync", tenant_id=TENANT)
 _token_key()
+_start_partner_api()
 manager = PipelineManager(app=app)
-manager.register_pipeline(pipeline_config(_partner_url()))
+manager.register_pipeline(HERE / "pipeline.yaml")
 
 # The timer: each tick runs the pipeline (continuing in a next invocation if the deadline
 # comes first); its queue output sends one message per order, through the outbox.

@@ -193,15 +193,16 @@ def test_an_order_the_partner_should_not_send_is_dead_lettered_alone(
 def test_the_demo_runs_on_its_own_partner_api(
     apix: Callable[..., Result], monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]
 ) -> None:
-    # GIVEN no partner API and no token key configured (setenv first: the app sets the key,
-    # and monkeypatch then removes it again)
-    monkeypatch.delenv("PARTNER_API_URL", raising=False)
-    monkeypatch.setenv("APIX_TOKEN_KEY", "")
-    monkeypatch.delenv("APIX_TOKEN_KEY")
+    # GIVEN no partner API and no token key configured (setenv first: the app sets both,
+    # and monkeypatch then removes them again)
+    for name in ("PARTNER_API_URL", "APIX_TOKEN_KEY"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
     # WHEN the demo runs, then runs again on the partner's next data version
     first = _run(apix)
     monkeypatch.setenv("PARTNER_DATA_VERSION", "2")
+    monkeypatch.delenv("PARTNER_API_URL")  # set by the first run; a new `apix run` is a new process
     second = _run(apix)
 
     # THEN the first run wrote every order, the second only the 5 new or changed ones
