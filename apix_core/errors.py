@@ -161,6 +161,15 @@ class TokenRefreshError(TransientError):
     code = "TOKEN_REFRESH_FAILED"
 
 
+class TokenRejectedError(PermanentError, TokenRefreshError):
+    """The token endpoint refused the request (HTTP 400, 401 or 403: a wrong client id or
+    secret, scope or grant type): retrying cannot fix it, so it is not retried.
+
+    Still a :class:`TokenRefreshError`, for code that catches every token failure."""
+
+    code = "TOKEN_REJECTED"
+
+
 class StateConflictError(TransientError):
     """A compare-and-set ``put`` of per-tenant state found another version than expected:
     someone wrote first."""
@@ -481,6 +490,7 @@ __all__ = [
     "StateConflictError",
     "TenantRequiredError",
     "TokenRefreshError",
+    "TokenRejectedError",
     "TopologyError",
     "TransientError",
     "TransportError",

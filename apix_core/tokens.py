@@ -24,7 +24,10 @@ token row commits with the message (the process keeps its copy either way).
 Failures: a failed refresh is recorded with a short ``failed_until`` so a broken endpoint is not
 hammered, and retried after it. While the current token has not expired yet (it was only inside
 the renewal window), a failed or blocked renewal is not an error: callers keep getting the
-current token until it expires.
+current token until it expires. A refusal (HTTP 400, 401 or 403 from the endpoint of
+:func:`oauth2_client_credentials`: wrong credentials, scope or grant) is a
+:class:`TokenRejectedError`, permanent: a processor dead-letters its message at once instead
+of retrying credentials that cannot work.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,7 +45,12 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from apix_core.constants import TOKEN_KEY_ENV
-from apix_core.errors import ConfigurationError, TokenRefreshError, redact_error_message
+from apix_core.errors import (
+    ConfigurationError,
+    TokenRefreshError,
+    TokenRejectedError,
+    redact_error_message,
+)
 from apix_core.observability.logging import get_logger
 from apix_core.store.database import Database
 from apix_core.store.errors import is_lock_timeout
@@ -294,7 +303,11 @@ class ApiTokenService:
                 self._cache[key] = _Cached(token, token_id, expires_at, now)
                 result = (token, token_id)
         if failure is not None:
-            error = TokenRefreshError(f"token refresh for {operation!r} failed: {failure}")
+            # A refusal stays permanent: retrying the same credentials cannot succeed.
+            kind = (
+                TokenRejectedError if isinstance(failure, TokenRejectedError) else TokenRefreshError
+            )
+            error = kind(f"token refresh for {operation!r} failed: {failure}")
             error.__cause__ = failure
             return self._fallback(key, row, error)
         assert result is not None
@@ -315,6 +328,21 @@ def _backoff_error(row: sa.Row | None) -> TokenRefreshError | None:  # type: ign
 def _aware(value: datetime) -> datetime:
     # SQLite hands back naive datetimes; apix always stores UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+#: Token endpoint answers that retrying cannot change (RFC 6749 section 5.2 errors).
+REJECTED_STATUSES = frozenset({400, 401, 403})
+_OAUTH_ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
+
+
+def _oauth_error(body: bytes) -> str:
+    """``: invalid_client`` from an RFC 6749 error body; only a code of that shape, since the
+    body may echo the request (and its secret)."""
+    try:
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {code}" if isinstance(code, str) and _OAUTH_ERROR_CODE.match(code) else ""
 
 
 def oauth2_client_credentials(
@@ -348,6 +376,12 @@ def oauth2_client_credentials(
                 data={**form, "client_secret": client_secret},
                 headers={"Accept": "application/json"},
             )
+        if response.status_code in REJECTED_STATUSES:
+            raise TokenRejectedError(
+                f"token endpoint refused the client credentials: HTTP {response.status_code} "
+                f"{response.reason_phrase}{_oauth_error(response.content)} (check the client "
+                "id, the secret and the scope)"
+            )
         if response.status_code != 200:
             # The body may echo the request (and its secret): report the status only.
             raise TokenRefreshError(
@@ -370,4 +404,10 @@ def oauth2_client_credentials(
     return fetch_token
 
 
-__all__ = ["ApiTokenService", "FetchToken", "TokenRefreshError", "oauth2_client_credentials"]
+__all__ = [
+    "ApiTokenService",
+    "FetchToken",
+    "TokenRefreshError",
+    "TokenRejectedError",
+    "oauth2_client_credentials",
+]

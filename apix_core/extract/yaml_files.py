@@ -3,6 +3,8 @@ error into one :class:`ExtractConfigError` naming each bad key, its line and its
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,7 +42,47 @@ def read_yaml(source: str | Path, what: str, shape: str) -> tuple[str, Any, Any]
         raise ExtractConfigError(
             f"{where}: a {what} is a mapping with {shape}, not {type(data).__name__}"
         )
-    return where, root, data
+    return where, root, expand_env(data, root, where)
+
+
+#: ``${NAME}``, ``${NAME:-default}``; ``$${`` is a literal ``${``.
+_ENV_REF = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(data: Any, root: Any = None, where: str = "config") -> Any:
+    """``data`` with ``${NAME}`` / ``${NAME:-default}`` in string values replaced from the
+    environment, so secrets and addresses stay out of the file. A variable that is not set
+    and has no default is an :class:`ExtractConfigError` naming it, its key and its line."""
+
+    def walk(value: Any, loc: list[Any]) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, [*loc, k]) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, [*loc, i]) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return _ENV_REF.sub(lambda m: substitute(m, loc), value)
+        return value
+
+    def substitute(match: re.Match[str], loc: list[Any]) -> str:
+        escaped, name, default = match.groups()
+        if escaped:
+            return match.group(0)[1:]
+        found = os.environ.get(name)
+        if found is not None:
+            return found
+        if default is not None:
+            return default
+        key = ".".join(map(str, loc))
+        line_no = line_of(root, loc) if root is not None else None
+        at = f" (line {line_no})" if line_no else ""
+        raise ExtractConfigError(
+            f"{where}: {key}{at}: environment variable {name} is not set (set it, or give a "
+            f"default: ${{{name}:-value}})",
+            key=key,
+            value=None,
+        )
+
+    return walk(data, [])
 
 
 def line_of(node: Any, loc: list[Any]) -> int | None:
