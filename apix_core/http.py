@@ -190,6 +190,8 @@ def field_errors(model: type[BaseModel], payload: dict[str, Any]) -> list[dict[s
             {"field": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
+    except Exception:  # noqa: BLE001 - a broken model is the processor's failure to report
+        return []
     return []
 
 

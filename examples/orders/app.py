@@ -63,12 +63,12 @@ CATALOG: dict[str, tuple[str, float, int]] = {
     # product id: (name, unit price, units in stock at start)
     "SKU-1001": ("Espresso beans 1kg", 24.90, 900),
     "SKU-1002": ("Filter papers x100", 4.50, 2000),
-    "SKU-1003": ("Hand grinder", 69.00, 40),
-    "SKU-1004": ("Milk jug 600ml", 17.50, 400),
-    "SKU-1005": ("Travel mug", 21.00, 600),
+    "SKU-1003": ("Hand grinder", 69.00, 260),
+    "SKU-1004": ("Milk jug 600ml", 17.50, 800),
+    "SKU-1005": ("Travel mug", 21.00, 900),
     "SKU-1006": ("Descaler", 9.90, 900),
-    "SKU-1007": ("Pour-over kettle", 54.00, 25),
-    "SKU-1008": ("Scale 0.1g", 32.00, 300),
+    "SKU-1007": ("Pour-over kettle", 54.00, 240),
+    "SKU-1008": ("Scale 0.1g", 32.00, 700),
 }
 #: The simulated gateway declines card payments above this total ...
 CARD_LIMIT = 1500.0
