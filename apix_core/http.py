@@ -35,7 +35,7 @@ from apix_core.hashing import deterministic_id
 from apix_core.message import Message, MessageType, check_json_depth, check_json_input
 from apix_core.processing.outcomes import Outcome, OutcomeKind
 from apix_core.processor import ProcessorSpec
-from apix_core.result import HttpResponse
+from apix_core.result import HttpResponse as HttpResponse
 from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
 
 
@@ -190,7 +190,7 @@ def field_errors(model: type[BaseModel], payload: dict[str, Any]) -> list[dict[s
             {"field": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
             for e in exc.errors(include_url=False, include_input=False)
         ]
-    except Exception:  # noqa: BLE001 - a broken model is the processor's failure to report
+    except Exception:
         return []
     return []
 

@@ -29,7 +29,9 @@ class HttpResponse:
 
     def __post_init__(self) -> None:
         if type(self.status_code) is not int or not 100 <= self.status_code <= 599:
-            raise ValueError(f"HTTP status must be an int from 100 to 599, not {self.status_code!r}")
+            raise ValueError(
+                f"HTTP status must be an int from 100 to 599, not {self.status_code!r}"
+            )
         if not isinstance(self.body, dict | list):
             raise TypeError(
                 f"HTTP body must be a JSON object or array (dict or list), "

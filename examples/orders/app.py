@@ -52,6 +52,7 @@ def home() -> Path:
     """Where apix keeps its files (``APIX_HOME``, default ./.apix); read at call time."""
     return Path(os.environ.get("APIX_HOME") or ".apix")
 
+
 #: Every order entity has this (canonical type, source); the order id is its external id.
 ORDER, SOURCE = "order", "order-service"
 
@@ -226,7 +227,9 @@ async def get_order(message: Message, ctx: ProcessorContext) -> HttpResponse:
 def sample_orders(tick: str, count: int = FEED_SIZE) -> list[dict[str, Any]]:
     """The partner feed's orders for one tick: the same tick always gives the same batch."""
     stamp = datetime.fromisoformat(tick).strftime("%Y%m%d-%H%M%S")
-    orders = [sample_order(f"PO-{stamp}-{i:03d}", random.Random(f"{tick}/{i}")) for i in range(count)]
+    orders = [
+        sample_order(f"PO-{stamp}-{i:03d}", random.Random(f"{tick}/{i}")) for i in range(count)
+    ]
     for i in range(BAD_EVERY - 1, count, BAD_EVERY):
         _break(orders[i], i // BAD_EVERY)
     return orders
@@ -238,12 +241,21 @@ def sample_order(order_id: str | None, rng: random.Random) -> dict[str, Any]:
     )
     n = rng.randint(1000, 9999)
     order: dict[str, Any] = {
-        "customer": {"customer_id": f"cust-{n}", "email": f"buyer{n}@example.com", "name": f"Buyer {n}"},
+        "customer": {
+            "customer_id": f"cust-{n}",
+            "email": f"buyer{n}@example.com",
+            "name": f"Buyer {n}",
+        },
         "items": [
             {"product_id": sku, "quantity": rng.randint(1, 8), "unit_price": CATALOG[sku][1]}
             for sku in rng.sample(sorted(CATALOG), rng.randint(1, 3))
         ],
-        "shipping_address": {"street": f"{n % 200 + 1} Main St", "city": city, "postal_code": postal, "country": country},
+        "shipping_address": {
+            "street": f"{n % 200 + 1} Main St",
+            "city": city,
+            "postal_code": postal,
+            "country": country,
+        },
         "payment": {"payment_method": rng.choice(["credit_card", "invoice", "paypal"])},
         "shipping": "express" if rng.random() < 0.3 else "standard",
     }
@@ -333,11 +345,19 @@ def reserve(order: dict[str, Any]) -> str | None:
                 reason = f"out of stock: {item['product_id']} ({row[0]} left)"
             if reason:
                 break
-        db.execute("INSERT INTO reservations VALUES (?, ?, ?)", (order["order_id"], reason is None, reason))
+        db.execute(
+            "INSERT INTO reservations VALUES (?, ?, ?)", (order["order_id"], reason is None, reason)
+        )
         if reason is None:
             for item in order["items"]:
-                db.execute("INSERT INTO reserved_lines VALUES (?, ?, ?)", (order["order_id"], item["product_id"], item["quantity"]))
-                db.execute("UPDATE stock SET reserved = reserved + ? WHERE product_id = ?", (item["quantity"], item["product_id"]))
+                db.execute(
+                    "INSERT INTO reserved_lines VALUES (?, ?, ?)",
+                    (order["order_id"], item["product_id"], item["quantity"]),
+                )
+                db.execute(
+                    "UPDATE stock SET reserved = reserved + ? WHERE product_id = ?",
+                    (item["quantity"], item["product_id"]),
+                )
         return reason
 
 
@@ -361,7 +381,9 @@ def gateway_charge(order: dict[str, Any], amount: float) -> str | None:
     apix retries it in the same invocation). A charge is idempotent per order id."""
     order_id = order["order_id"]
     with shop_db() as db:
-        done = db.execute("SELECT approved, reason FROM payments WHERE order_id = ?", (order_id,)).fetchone()
+        done = db.execute(
+            "SELECT approved, reason FROM payments WHERE order_id = ?", (order_id,)
+        ).fetchone()
         if done is not None:
             return None if done[0] else str(done[1])
         calls = db.execute(
@@ -379,7 +401,9 @@ def gateway_charge(order: dict[str, Any], amount: float) -> str | None:
     elif method == "invoice" and number % CREDIT_CHECK_EVERY == 0:
         reason = "credit check failed"
     with shop_db() as db:
-        db.execute("INSERT OR IGNORE INTO payments VALUES (?, ?, ?)", (order_id, reason is None, reason))
+        db.execute(
+            "INSERT OR IGNORE INTO payments VALUES (?, ?, ?)", (order_id, reason is None, reason)
+        )
         if reason is not None:
             release(db, order_id, shipped=False)
     return reason
@@ -431,7 +455,10 @@ def fulfil(message: Message, ctx: ProcessorContext) -> None:
     carrier = "ExpressAir" if order["shipping"] == "express" else "GroundPost"
     parcels = max(1, sum(i["quantity"] for i in order["items"]) // 6)
     with shop_db() as db:
-        if db.execute("INSERT OR IGNORE INTO shipments VALUES (?, ?, ?)", (order["order_id"], carrier, parcels)).rowcount:
+        if db.execute(
+            "INSERT OR IGNORE INTO shipments VALUES (?, ?, ?)",
+            (order["order_id"], carrier, parcels),
+        ).rowcount:
             release(db, order["order_id"], shipped=True)
     forward(ctx, "fulfilled", {**order, "shipment": {"carrier": carrier, "parcels": parcels}})
 
@@ -448,7 +475,9 @@ def notify(message: Message, ctx: ProcessorContext) -> ProcessingResult:
         "total": totals(order)["total"],
     }
     file = FileOutputHandler(
-        destination=str(home() / "out" / "orders"), payload=notice, config={"file_pattern": "{date}/{message_id}.jsonl"}
+        destination=str(home() / "out" / "orders"),
+        payload=notice,
+        config={"file_pattern": "{date}/{message_id}.jsonl"},
     )
     return ProcessingResult.create_success(output_handlers=[file])
 

@@ -85,7 +85,7 @@ async def main(orders: int, feed: bool) -> None:
         stats = await LocalRunner(app, fire_schedules=feed).run()
         elapsed = time.perf_counter() - started
         states = await order_states(app)
-        sample = (await app.handle_http("GET", "/orders", headers=TENANT, query={"limit": "1"}))
+        sample = await app.handle_http("GET", "/orders", headers=TENANT, query={"limit": "1"})
         first = sample.body["orders"][0]["order_id"]
         detail = (await app.handle_http("GET", f"/orders/{first}", headers=TENANT)).body
         dead = (
@@ -95,7 +95,7 @@ async def main(orders: int, feed: bool) -> None:
         )
 
     console.print(
-        f"[bold]POST /orders[/]: "
+        "[bold]POST /orders[/]: "
         + ", ".join(f"{n} × {code}" for code, n in sorted(statuses.items()))
         + "  (202 accepted, 400 invalid body with field errors; the retried key is one order)"
     )
@@ -119,21 +119,22 @@ async def main(orders: int, feed: bool) -> None:
 
     with sqlite3.connect(module.db_path()) as shop:
         (timeouts,) = shop.execute("SELECT count(*) FROM gateway_calls WHERE calls > 1").fetchone()
-    console.print(
-        f"[bold]payment gateway timeouts[/]: {timeouts} (retried in the same invocation)"
-    )
+    console.print(f"[bold]payment gateway timeouts[/]: {timeouts} (retried in the same invocation)")
     console.print(f"[bold]dead letters[/]: {len(dead)}")
     for d in dead[:10]:
-        console.print(f"  {d.queue} · {d.processor} · {d.error_code}: {d.error_message[:90]}")
+        reason = d.error_message.split(": ", 1)[-1]  # without the exception's class name
+        console.print(f"  {d.queue} · {d.processor} · {d.error_code}: {reason[:100]}")
     processed = stats.completed + stats.dead_lettered
     console.print(
         f"[bold]{processed} messages[/] in {elapsed:.1f}s "
         f"([green]{processed / elapsed:.0f} messages/s[/]), "
         f"{sum(states.values())} orders"
     )
-    console.print(f"[bold]GET /orders/{first}[/]: status {detail['status']}, total "
-                  f"{detail['totals']['total']} {detail['totals']['currency']}, history "
-                  + " → ".join(h["state"] for h in detail["history"]))
+    console.print(
+        f"[bold]GET /orders/{first}[/]: status {detail['status']}, total "
+        f"{detail['totals']['total']} {detail['totals']['currency']}, history "
+        + " → ".join(h["state"] for h in detail["history"])
+    )
 
     graph = app.topology.mermaid()
     path = Path(os.environ["APIX_HOME"]) / "orders-pipeline.mmd"

@@ -160,9 +160,7 @@ async def test_get_orders_filters_pages_and_is_tenant_scoped(orders: App) -> Non
 
     # AND an unknown id, or another tenant's order, is a 404
     unknown = await _get(orders, "/orders/NOPE")
-    other = await orders.handle_http(
-        "GET", "/orders/S-OK-1", headers={"X-Tenant-Id": "other-shop"}
-    )
+    other = await orders.handle_http("GET", "/orders/S-OK-1", headers={"X-Tenant-Id": "other-shop"})
     assert unknown.status_code == other.status_code == 404
     assert other.body["error"] == "ORDER_NOT_FOUND"
     assert (await orders.handle_http("GET", "/orders", headers={"X-Tenant-Id": "other-shop"})).body[

@@ -30,9 +30,7 @@ def _reading_app(make_app: Any) -> App:
     async def create(message: Message, ctx: ProcessorContext) -> ProcessingResult:
         name = message.payload["name"]
         ctx.persist_entity(name, "thing", "api", message.payload, state="new", size=3)
-        return ProcessingResult.respond(
-            {"id": name}, 201, headers={"Location": f"/things/{name}"}
-        )
+        return ProcessingResult.respond({"id": name}, 201, headers={"Location": f"/things/{name}"})
 
     @app.processor("move", route="POST /things/{name}/{state}")
     async def move(message: Message, ctx: ProcessorContext) -> HttpResponse:
