@@ -110,9 +110,10 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """Run the flagship order pipeline on the embedded default (SQLite + local queue)."""
+    """Run the flagship order service on the embedded default (SQLite + local queue): orders
+    posted over HTTP, driven to completion, a summary and the pipeline graph."""
     session.install("-e", ".")
-    session.run("apix", "run", "examples/orders/app.py", *session.posargs)
+    session.run("python", "examples/orders/demo.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "App": "apix_core.app",
-    "HttpResponse": "apix_core.http",
+    "HttpResponse": "apix_core.result",
     "Settings": "apix_core.config",
     "ProcessorContext": "apix_core.context",
     "ErrorCategory": "apix_core.errors",
@@ -98,7 +98,6 @@ if TYPE_CHECKING:
         TransientError,
         UnsupportedEnvelopeVersionError,
     )
-    from apix_core.http import HttpResponse
     from apix_core.message import EntityReference, Message, MessageType
     from apix_core.observability import configure_logging, get_logger, operation
     from apix_core.outputs import (
@@ -110,7 +109,7 @@ if TYPE_CHECKING:
     from apix_core.processing.handler import ProcessorHandler, create_processor_handler
     from apix_core.processing.outcomes import Outcome, OutcomeKind
     from apix_core.processor import BackoffPolicy, ProcessorConfig, ProcessorInterface
-    from apix_core.result import ProcessingResult, ProcessingStatus
+    from apix_core.result import HttpResponse, ProcessingResult, ProcessingStatus
     from apix_core.store.types import Entity
     from apix_core.tenancy import current_tenant, tenant_context
 

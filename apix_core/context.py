@@ -26,10 +26,13 @@ from apix_core.store.types import (
     SOURCE_LENGTH,
     STATE_LENGTH,
     Entity,
+    EntityPage,
+    EntityVersion,
     EntityWriteBatch,
     EntityWriteResult,
     PendingEntity,
     PendingTransition,
+    StateTransition,
 )
 
 if TYPE_CHECKING:
@@ -90,6 +93,54 @@ class EntityAccess(Protocol):
     async def state(self) -> StateStore:
         """Per-tenant state in the unit of work's transaction, undone if the call fails."""
         ...
+
+
+class EntityReader:
+    """``ctx.entities``: the current tenant's committed entity metadata, read-only.
+
+    Every read is scoped to the message's tenant (another tenant's entity is simply not
+    found). For an HTTP processor answering a ``GET``: it needs no queue and sends nothing."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, entity_id: str) -> Entity | None:
+        """The entity with this id, or None."""
+        from apix_core.errors import EntityNotFoundError
+
+        try:
+            return await self._store.entities.get(entity_id)
+        except EntityNotFoundError:
+            return None
+
+    async def find(self, canonical_type: str, source: str, external_id: str) -> Entity | None:
+        """The entity with this natural key, or None."""
+        return await self._store.entities.find(canonical_type, source, external_id)
+
+    async def page(
+        self,
+        *,
+        canonical_type: str | None = None,
+        state: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> EntityPage:
+        """Entities newest first, ``limit`` at a time; pass ``page.next_cursor`` back as
+        ``cursor`` for the next page (an invalid cursor raises ``InvalidCursorError``)."""
+        return await self._store.entities.page(
+            canonical_type=canonical_type, state=state, source=source, limit=limit, cursor=cursor
+        )
+
+    async def history(self, entity_id: str) -> list[StateTransition]:
+        """The entity's state transitions, oldest first."""
+        return await self._store.states.transitions(entity_id)
+
+    async def versions(self, entity_id: str) -> list[EntityVersion]:
+        """The entity's versions (content hashes and attributes), oldest first."""
+        return await self._store.entities.versions(entity_id)
 
 
 class ContextState:
@@ -217,6 +268,15 @@ class ProcessorContext:
     def state(self) -> ContextState:
         """Per-tenant state committed with this message (``await ctx.state.get("cursor")``)."""
         return ContextState(self)
+
+    @property
+    def entities(self) -> EntityReader:
+        """Tenant-scoped reads of committed entity metadata (``await ctx.entities.page(...)``)."""
+        if self.store is None:
+            raise ProcessorContextError(
+                "ctx.entities needs persistence (ProcessorConfig.enable_persistence)"
+            )
+        return EntityReader(self.store)
 
     @property
     def writes(self) -> EntityWriteBatch:

@@ -96,6 +96,12 @@ class PermanentError(ProcessingError):
     retryable = False
 
 
+class InvalidCursorError(PermanentError):
+    """A page cursor or limit that the listing API did not issue or cannot use."""
+
+    code = "INVALID_CURSOR"
+
+
 class OutputSerializationError(PermanentError):
     """A value in an output (payload, metadata, entity attribute) has no JSON form.
 
@@ -475,6 +481,7 @@ __all__ = [
     "ErrorInfo",
     "FileOutputError",
     "InputTooLargeError",
+    "InvalidCursorError",
     "InvalidFilePatternError",
     "InvalidMessageIdError",
     "InvalidTenantError",

@@ -2,8 +2,11 @@
 mapping of an :class:`Outcome` to an HTTP response that every adapter (``apix serve``, API
 Gateway, Azure Functions) answers with.
 
-Status mapping: 200 (done), 202 (done, work queued: the processor produces), 400 (validation,
-bad JSON, nesting over ``MAX_JSON_DEPTH``), 404 (no route), 413 (body over ``MAX_INPUT_BYTES``),
+An HTTP processor may answer with a status and body of its choosing: it returns an
+:class:`HttpResponse` (or ``ProcessingResult.respond(body, status)``), and that is the answer.
+Otherwise the status mapping: 200 (done), 202 (done, work queued: the processor produces),
+400 (validation — a ``payload=`` model's failures listed per field under ``"fields"`` — bad
+JSON, nesting over ``MAX_JSON_DEPTH``), 404 (no route), 413 (body over ``MAX_INPUT_BYTES``),
 503 + ``Retry-After`` (retryable), 500 (unexpected). Error bodies are JSON
 ``{"error": CODE, "message": ...}`` without stack traces.
 """
@@ -14,8 +17,10 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from apix_core.constants import MAX_JSON_DEPTH, MAX_MESSAGE_ID_CHARS
 from apix_core.errors import (
@@ -30,17 +35,8 @@ from apix_core.hashing import deterministic_id
 from apix_core.message import Message, MessageType, check_json_depth, check_json_input
 from apix_core.processing.outcomes import Outcome, OutcomeKind
 from apix_core.processor import ProcessorSpec
+from apix_core.result import HttpResponse as HttpResponse
 from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
-
-
-@dataclass
-class HttpResponse:
-    status_code: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
-
-    def text(self) -> str:
-        return json.dumps(self.body, separators=(",", ":"), default=str)
 
 
 class HttpRejected(Exception):
@@ -121,6 +117,22 @@ def request_message(
         raise HttpRejected(error_response(413, exc)) from None
     except (MalformedMessageError, InvalidMessageIdError) as exc:
         raise HttpRejected(error_response(400, exc)) from None
+    if spec.payload_model is not None:
+        # Checked here too (the processor checks it again) so that the caller gets each field's
+        # error, and a rejected body leaves no record: the same Idempotency-Key may be retried.
+        problems = field_errors(spec.payload_model, payload)
+        if problems:
+            raise HttpRejected(
+                HttpResponse(
+                    400,
+                    {
+                        "error": "INVALID_PAYLOAD",
+                        "message": f"request body does not match {spec.payload_model.__name__}: "
+                        + "; ".join(f"{p['field']}: {p['message']}" for p in problems),
+                        "fields": problems,
+                    },
+                )
+            )
     message_id = (
         deterministic_id("http", app_name, spec.name, tenant, key) if key else str(uuid.uuid4())
     )
@@ -146,6 +158,8 @@ def response_for(outcome: Outcome, spec: ProcessorSpec) -> HttpResponse:
     base = {"message_id": message_id, "status": outcome.kind.value}
     if outcome.kind in (OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE):
         result = outcome.result
+        if result is not None and result.http is not None:
+            return result.http
         body_out: dict[str, Any] = dict(base)
         if result is not None:
             body_out["entities_created"] = result.entities_created
@@ -164,6 +178,21 @@ def response_for(outcome: Outcome, spec: ProcessorSpec) -> HttpResponse:
         )
     status = 400 if error.category.value == "validation" else 500
     return HttpResponse(status, {**base, "error": error.code, "message": error.message})
+
+
+def field_errors(model: type[BaseModel], payload: dict[str, Any]) -> list[dict[str, str]]:
+    """``[{"field": "customer.email", "message": ...}]`` for each problem (no input values:
+    they may be personal data)."""
+    try:
+        model.model_validate(payload)
+    except PydanticValidationError as exc:
+        return [
+            {"field": ".".join(map(str, e["loc"])) or "(body)", "message": e["msg"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+    except Exception:
+        return []
+    return []
 
 
 def error_response(status: int, exc: Exception) -> HttpResponse:

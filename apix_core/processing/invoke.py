@@ -36,7 +36,7 @@ from apix_core.observability.logging import pop_log_fields, push_log_fields
 from apix_core.observability.tracing import extract_trace_context, get_tracer, inject_trace_context
 from apix_core.outputs import OutboxRow, OutputHandler, QueueOutputHandler, RowContext, kind_of
 from apix_core.processor import FunctionProcessor, ProcessorSpec, is_async_processor
-from apix_core.result import ProcessingResult
+from apix_core.result import HttpResponse, ProcessingResult
 
 if TYPE_CHECKING:
     from apix_core.context import EntityAccess
@@ -352,9 +352,12 @@ class Invoker:
             return ProcessingResult(
                 output_handlers=[QueueOutputHandler(self.spec.produces[0], payload=raw)]
             )
+        if isinstance(raw, HttpResponse):
+            # An HTTP processor's own answer (status and body of its choosing).
+            return ProcessingResult(http=raw)
         raise ConfigurationError(
             f"processor {self.name!r} returned {type(raw).__name__}; "
-            "return a ProcessingResult, a dict (one produces queue) or None"
+            "return a ProcessingResult, an HttpResponse, a dict (one produces queue) or None"
         )
 
     def _check_topology(self, handlers: list[OutputHandler]) -> None:

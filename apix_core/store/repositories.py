@@ -6,7 +6,9 @@ no way to pass a tenant explicitly, so a caller cannot forget the scope or cross
 
 from __future__ import annotations
 
+import base64
 import builtins
+import json
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from apix_core.errors import EntityNotFoundError
+from apix_core.errors import EntityNotFoundError, InvalidCursorError
 from apix_core.store.database import Database
 from apix_core.store.models import (
     entities,
@@ -25,7 +27,7 @@ from apix_core.store.models import (
     processing_errors,
     state_transitions,
 )
-from apix_core.store.types import Entity, EntityVersion, StateTransition
+from apix_core.store.types import Entity, EntityPage, EntityVersion, StateTransition
 from apix_core.tenancy import require_tenant
 
 if TYPE_CHECKING:
@@ -88,6 +90,42 @@ class EntityRepository(_Repository):
         )
         return [Entity.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
 
+    async def page(
+        self,
+        *,
+        canonical_type: str | None = None,
+        state: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> EntityPage:
+        """Entities newest first (by creation, which never changes, so a page boundary never
+        moves while entities change state); ``cursor`` is a previous page's ``next_cursor``.
+        Raises :class:`~apix_core.errors.InvalidCursorError` for a cursor it did not issue."""
+        tenant = require_tenant()
+        if type(limit) is not int or limit < 1:
+            raise InvalidCursorError(f"limit must be a positive integer, not {limit!r}")
+        stmt = sa.select(entities).where(entities.c.tenant_id == tenant)
+        if canonical_type:
+            stmt = stmt.where(entities.c.canonical_type == canonical_type)
+        if state:
+            stmt = stmt.where(entities.c.state == state)
+        if source:
+            stmt = stmt.where(entities.c.source == source)
+        if cursor:
+            created, last_id = _decode_cursor(cursor)
+            stmt = stmt.where(
+                sa.or_(
+                    entities.c.created_at < created,
+                    sa.and_(entities.c.created_at == created, entities.c.id < last_id),
+                )
+            )
+        stmt = stmt.order_by(entities.c.created_at.desc(), entities.c.id.desc()).limit(limit + 1)
+        items = [Entity.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
+        more = len(items) > limit
+        items = items[:limit]
+        return EntityPage(items, _encode_cursor(items[-1]) if more else None)
+
     async def count(self) -> int:
         tenant = require_tenant()
         rows = await self._all(
@@ -106,6 +144,23 @@ class EntityRepository(_Repository):
         return [
             EntityVersion.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)
         ]
+
+
+def _encode_cursor(last: Entity) -> str:
+    raw = json.dumps([last.created_at.isoformat(), last.id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, last_id = json.loads(raw)
+        when = datetime.fromisoformat(created)
+        if not isinstance(last_id, str):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidCursorError("invalid cursor: pass a next_cursor this API returned") from None
+    return when, last_id
 
 
 class StateRepository(_Repository):

@@ -41,6 +41,15 @@ class Entity(BaseModel):
     updated_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class EntityPage:
+    """One page of entities, newest first; ``next_cursor`` (opaque) fetches the next page, None
+    on the last."""
+
+    items: list[Entity]
+    next_cursor: str | None
+
+
 class EntityVersion(BaseModel):
     model_config = ConfigDict(frozen=True)
 
