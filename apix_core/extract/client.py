@@ -228,8 +228,10 @@ class ExtractClient(Closing):
         try:
             raw = await pool.request(method, url, params, body=body, headers=headers)
         except Unsupported as exc:
-            if "cookie" in str(exc):
-                self.pool = None  # the API keeps a session: httpx's cookie jar from here on
+            if exc.answered:
+                # A redirect or a session cookie: this API needs httpx's redirects and cookie
+                # jar, for this request and the rest of the extraction.
+                self.pool = None
             raise
         if _http_log.isEnabledFor(logging.INFO):
             _http_log.info(

@@ -18,7 +18,7 @@ import ssl
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 USER_AGENT = "apix-extract"
 _SAFE_URL = frozenset(
@@ -27,7 +27,12 @@ _SAFE_URL = frozenset(
 
 
 class Unsupported(Exception):
-    """This request (or its answer) needs httpx: send it there."""
+    """This request (or its answer) needs httpx: send it there. ``answered``: the server
+    answered (a redirect, a cookie) — the request went out once already."""
+
+    def __init__(self, reason: str, *, answered: bool = False) -> None:
+        super().__init__(reason)
+        self.answered = answered
 
 
 class ConnectTimeout(TimeoutError):
@@ -239,10 +244,8 @@ class Http1Pool:
             raise Unsupported("not a plain http(s) URL")
         port = parts.port or (443 if scheme == "https" else 80)
         target = parts.path or "/"
-        query = parts.query
-        if params:
-            extra = encode_params(params)
-            query = _merge_query(query, params, extra) if query else extra
+        # As httpx 0.28 sends it: parameters replace the URL's own query.
+        query = encode_params(params) if params else parts.query
         if query:
             target += "?" + query
         default_port = port == (443 if scheme == "https" else 80)
@@ -370,7 +373,7 @@ class Http1Pool:
             except zlib.error as exc:
                 raise ConnectionError(f"undecodable {encoding} body ({exc})") from None
         if "set-cookie" in fields or (300 <= status < 400 and "location" in fields):
-            raise Unsupported("cookies or a redirect: httpx follows them")
+            raise Unsupported("cookies or a redirect: httpx follows them", answered=True)
         return RawResponse(status, reason, headers, content, url)
 
 
@@ -408,16 +411,6 @@ def _decode(encoding: str, content: bytes) -> bytes:
         elif coding != "identity":
             raise Unsupported(f"content encoding {coding!r}")
     return content
-
-
-def _merge_query(query: str, params: Mapping[str, Any], extra: str) -> str:
-    # As httpx merges: the URL's own pairs whose names params does not set, then params.
-    kept = [pair for pair in query.split("&") if pair and _unquoted_name(pair) not in params]
-    return "&".join([*kept, extra]) if kept else extra
-
-
-def _unquoted_name(pair: str) -> str:
-    return unquote_plus(pair.split("=", 1)[0])
 
 
 def _title(name: str) -> str:
