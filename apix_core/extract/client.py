@@ -118,7 +118,12 @@ class ExtractClient(Closing):
         self.pool: Http1Pool | None = None
         self._lean_https = False
         static = _static_auth(auth)
-        if transport is None and static is not None and not _env_proxies():
+        if (
+            transport is None
+            and static is not None
+            and _plain_headers({**config.headers, **static[0]})
+            and not _env_proxies()
+        ):
             self._auth_headers, self._auth_params = static
             self.pool = Http1Pool(
                 headers=config.headers,
@@ -311,6 +316,19 @@ def _static_auth(auth: httpx.Auth | None) -> tuple[dict[str, str], dict[str, str
         return {}, {}
     static = getattr(auth, "static_parts", None)
     return static() if static is not None else None
+
+
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def _plain_headers(headers: Mapping[str, str]) -> bool:
+    """Headers the lean path may write as they are: printable ASCII, none that frames the
+    message (httpx validates and places those)."""
+    for name, value in headers.items():
+        text = f"{name}{value}"
+        if not (text.isascii() and text.isprintable()) or name.lower() in _FRAMING:
+            return False
+    return True
 
 
 def _env_proxies() -> bool:

@@ -129,3 +129,20 @@ async def test_the_query_is_written_as_httpx_writes_it(
     lean, reference = (r.raw_target for r in api.requests_to("/echo"))
     assert lean == reference
     assert encode_params({"b": True, "n": None}) == str(httpx.QueryParams({"b": True, "n": None}))
+
+
+async def test_a_header_the_lean_path_cannot_write_as_is_goes_through_httpx(
+    api: ApiServer,
+) -> None:
+    # GIVEN a configured Host header (it frames the message: httpx places it)
+    extractor = HttpExtractor(
+        {"base_url": api.url, "path": "/echo", "headers": {"Host": "api.example.test"}}
+    )
+
+    # WHEN it extracts
+    [echo] = await extractor.extract()
+
+    # THEN httpx sent the request, with that one Host header
+    assert echo["headers"]["host"] == "api.example.test"
+    client = extractor.last_client
+    assert client is not None and client.pool is None and client._http is not None
