@@ -227,11 +227,12 @@ class ExtractClient(Closing):
         body: bytes | None = None
         if json_body is not None:
             body = _json_body(json_body)
-            headers = {**(headers or {}), "Content-Type": "application/json"}
-        if self._auth_params:
-            params = {**(params or {}), **self._auth_params}
+            if not any(k.lower() == "content-type" for k in self.config.headers):
+                headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
-            raw = await pool.request(method, url, params, body=body, headers=headers)
+            raw = await pool.request(
+                method, url, params, body=body, headers=headers, merge=self._auth_params
+            )
         except Unsupported as exc:
             if exc.answered:
                 # A redirect or a session cookie: this API needs httpx's redirects and cookie

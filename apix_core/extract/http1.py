@@ -18,7 +18,7 @@ import ssl
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit
 
 USER_AGENT = "apix-extract"
 _SAFE_URL = frozenset(
@@ -232,6 +232,7 @@ class Http1Pool:
         *,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        merge: Mapping[str, str] | None = None,
     ) -> RawResponse:
         """Send one request; raises :class:`Unsupported` when httpx must take it, a
         ``TimeoutError`` subclass or ``OSError`` (``ConnectionError``) when it failed."""
@@ -244,8 +245,11 @@ class Http1Pool:
             raise Unsupported("not a plain http(s) URL")
         port = parts.port or (443 if scheme == "https" else 80)
         target = parts.path or "/"
-        # As httpx 0.28 sends it: parameters replace the URL's own query.
+        # As httpx 0.28 sends it: parameters replace the URL's own query; ``merge`` (an auth
+        # flow's query key) is merged into what is there.
         query = encode_params(params) if params else parts.query
+        if merge:
+            query = _merge_query(query, merge)
         if query:
             target += "?" + query
         default_port = port == (443 if scheme == "https" else 80)
@@ -411,6 +415,11 @@ def _decode(encoding: str, content: bytes) -> bytes:
         elif coding != "identity":
             raise Unsupported(f"content encoding {coding!r}")
     return content
+
+
+def _merge_query(query: str, merge: Mapping[str, str]) -> str:
+    kept = [p for p in query.split("&") if p and unquote_plus(p.split("=", 1)[0]) not in merge]
+    return "&".join([*kept, encode_params(merge)])
 
 
 def _title(name: str) -> str:

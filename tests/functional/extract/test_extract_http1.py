@@ -146,3 +146,47 @@ async def test_a_header_the_lean_path_cannot_write_as_is_goes_through_httpx(
     assert echo["headers"]["host"] == "api.example.test"
     client = extractor.last_client
     assert client is not None and client.pool is None and client._http is not None
+
+
+async def test_a_query_key_is_merged_into_next_urls_as_httpx_merges_it(api: ApiServer) -> None:
+    # GIVEN next-URL pagination (the next URL carries its own query) and an API key in the query
+    extractor = HttpExtractor(
+        {
+            "base_url": api.url,
+            "path": "/next-url",
+            "params": {"total": 25},
+            "data_selector": "records",
+            "pagination": {"type": "next_url", "next_url_path": "links.next"},
+            "auth": {"type": "api_key", "name": "key", "value": "k-1", "location": "query"},
+        }
+    )
+
+    # WHEN everything is extracted
+    records = await extractor.extract()
+
+    # THEN every page was followed (its own query kept) and every request carried the key
+    assert [r["id"] for r in records] == list(range(25))
+    seen = api.requests_to("/next-url")
+    assert [r.query.get("page", "1") for r in seen] == ["1", "2", "3"]
+    assert all(r.query["key"] == "k-1" and r.query["total"] == "25" for r in seen)
+
+
+async def test_a_json_body_keeps_a_configured_content_type(api: ApiServer) -> None:
+    # GIVEN a POST endpoint with a JSON body and a configured Content-Type
+    extractor = HttpExtractor(
+        {
+            "base_url": api.url,
+            "path": "/echo",
+            "method": "POST",
+            "json_body": {"q": "é"},
+            "headers": {"Content-Type": "application/vnd.api+json"},
+        }
+    )
+
+    # WHEN it extracts
+    [echo] = await extractor.extract()
+
+    # THEN one Content-Type went out, the configured one, with the body httpx would send
+    assert echo["headers"]["content-type"] == "application/vnd.api+json"
+    [request] = api.requests_to("/echo")
+    assert request.body == '{"q":"é"}'.encode()
