@@ -1,5 +1,8 @@
-"""One HTTP client per extraction: httpx.AsyncClient (keep-alive, HTTP/2 when offered) under the
-extraction's budget, retry policy and auth.
+"""One HTTP client per extraction under the extraction's budget, retry policy and auth.
+
+A plain page request goes out on the lean HTTP/1.1 keep-alive path of
+:mod:`apix_core.extract.http1`; httpx.AsyncClient (HTTP/2 when offered, proxies, auth flows,
+redirects, cookies), made on first use, takes every request that path cannot.
 
 ``ExtractClient.get_json`` is the one way a page is fetched: take a budget slot (rate,
 concurrency, pauses), send, classify the answer — 2xx parsed as JSON; ``retry_statuses``,
