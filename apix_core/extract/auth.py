@@ -43,6 +43,12 @@ class ApiKeyAuth(httpx.Auth):
             request.headers[self._name] = self._value
         yield request
 
+    def static_parts(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(headers, query parameters) to add: all this auth does (the lean HTTP path)."""
+        if self._in_query:
+            return {}, {self._name: self._value}
+        return {self._name: self._value}, {}
+
     def __repr__(self) -> str:
         return f"ApiKeyAuth(name={self._name!r}, value='**********')"
 
@@ -56,6 +62,10 @@ class BearerAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = self._header
         yield request
+
+    def static_parts(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(headers, query parameters) to add: all this auth does (the lean HTTP path)."""
+        return {"Authorization": self._header}, {}
 
     def __repr__(self) -> str:
         return "BearerAuth(token='**********')"

@@ -1,5 +1,8 @@
-"""One HTTP client per extraction: httpx.AsyncClient (keep-alive, HTTP/2 when offered) under the
-extraction's budget, retry policy and auth.
+"""One HTTP client per extraction under the extraction's budget, retry policy and auth.
+
+A plain page request goes out on the lean HTTP/1.1 keep-alive path of
+:mod:`apix_core.extract.http1`; httpx.AsyncClient (HTTP/2 when offered, proxies, auth flows,
+redirects, cookies), made on first use, takes every request that path cannot.
 
 ``ExtractClient.get_json`` is the one way a page is fetched: take a budget slot (rate,
 concurrency, pauses), send, classify the answer — 2xx parsed as JSON; ``retry_statuses``,
@@ -26,6 +29,7 @@ from apix_core.extract.exceptions import (
     ExtractHTTPStatusError,
     MalformedResponseError,
 )
+from apix_core.extract.http1 import Http1Pool, RawResponse, Unsupported
 from apix_core.extract.ratelimit import RequestBudget
 from apix_core.extract.retry import Retrier, RetryableFailure, parse_retry_after
 
@@ -106,20 +110,61 @@ class ExtractClient(Closing):
         self.budget = budget or RequestBudget(config.rate_limit)
         self.retrier = Retrier(config.retry)
         self.auth = auth
-        connections = max(config.rate_limit.max_concurrent, config.batch.max_concurrent_batches)
-        self.http = httpx.AsyncClient(
-            headers=config.headers or None,
-            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            http2=config.http2 and _http2_available(),
-            transport=transport,
-            verify=_verify(config.verify),
-            follow_redirects=True,
+        self._connections = max(
+            config.rate_limit.max_concurrent, config.batch.max_concurrent_batches
         )
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self.closed = False
         self.requests = 0
+        #: The lean HTTP/1.1 path (:mod:`apix_core.extract.http1`) when nothing needs httpx's.
+        self.pool: Http1Pool | None = None
+        self._lean_https = False
+        static = _static_auth(auth)
+        if (
+            transport is None
+            and static is not None
+            and _plain_headers({**config.headers, **static[0]})
+            and not _env_proxies()
+        ):
+            self._auth_headers, self._auth_params = static
+            self.pool = Http1Pool(
+                headers=config.headers,
+                timeout=config.timeout,
+                connect_timeout=config.connect_timeout,
+                max_idle=self._connections,
+                ssl_context=lambda: _verify_context(config.verify),
+            )
+            # HTTPS that may negotiate HTTP/2 (ALPN) stays with httpx.
+            self._lean_https = not (config.http2 and _http2_available())
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The httpx client: made on first use (the lean path may never need it)."""
+        if self._http is None:
+            if self.closed:
+                raise RuntimeError("the extraction client is closed")
+            config = self.config
+            connections = self._connections
+            self._http = httpx.AsyncClient(
+                headers=config.headers or None,
+                timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                ),
+                http2=config.http2 and _http2_available(),
+                transport=self._transport,
+                verify=_verify(config.verify),
+                follow_redirects=True,
+            )
+        return self._http
 
     async def close(self) -> None:
-        await self.http.aclose()
+        self.closed = True
+        if self.pool is not None:
+            await self.pool.close()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def get_json(
         self,
@@ -135,6 +180,23 @@ class ExtractClient(Closing):
         async def attempt() -> Response:
             async with self.budget.slot():
                 self.requests += 1
+                pool = self.pool
+                if pool is not None and (url.startswith("http://") or self._lean_https):
+                    try:
+                        raw = await self._lean(pool, url, params, method, json_body)
+                    except Unsupported:
+                        pass  # httpx takes this request (below)
+                    except TimeoutError as exc:
+                        raise RetryableFailure(
+                            f"timed out ({type(exc).__name__}, timeout {self.config.timeout}s)",
+                            url=shown,
+                        ) from None
+                    except OSError as exc:
+                        raise RetryableFailure(
+                            f"connection error ({type(exc).__name__}: {_reason(exc)})", url=shown
+                        ) from None
+                    else:
+                        return self._classify_raw(raw, shown)
                 try:
                     response = await self.http.request(
                         method,
@@ -156,27 +218,67 @@ class ExtractClient(Closing):
 
         return await self.retrier.call(attempt)
 
+    async def _lean(
+        self,
+        pool: Http1Pool,
+        url: str,
+        params: Mapping[str, Any] | None,
+        method: str,
+        json_body: Any,
+    ) -> RawResponse:
+        headers: dict[str, str] | None = self._auth_headers or None
+        body: bytes | None = None
+        if json_body is not None:
+            body = _json_body(json_body)
+            if not any(k.lower() == "content-type" for k in self.config.headers):
+                headers = {**(headers or {}), "Content-Type": "application/json"}
+        try:
+            raw = await pool.request(
+                method, url, params, body=body, headers=headers, merge=self._auth_params
+            )
+        except Unsupported as exc:
+            if exc.answered:
+                # A redirect or a session cookie: this API needs httpx's redirects and cookie
+                # jar, for this request and the rest of the extraction.
+                self.pool = None
+            raise
+        if _http_log.isEnabledFor(logging.INFO):
+            _http_log.info(
+                'HTTP Request: %s %s "HTTP/1.1 %d %s"',
+                method,
+                redacted_url(httpx.URL(raw.url)),
+                raw.status,
+                raw.reason,
+            )
+        return raw
+
+    def _classify_raw(self, raw: RawResponse, shown: str) -> Response:
+        status = raw.status
+        if 200 <= status < 300:
+            return Response(
+                status, httpx.Headers(raw.headers), _parse(raw.content, shown, status), raw.url
+            )
+        return self._classify_error(status, raw.reason, httpx.Headers(raw.headers), shown)
+
     def _classify(self, response: httpx.Response, shown: str) -> Response:
         status = response.status_code
         if 200 <= status < 300:
-            try:
-                body = _loads(response.content) if response.content else None
-            except _JSONError as exc:
-                raise MalformedResponseError(
-                    f"response of {shown} (HTTP {status}) is not valid JSON: {exc}; "
-                    f"it starts with {response.content[:60]!r}",
-                    url=shown,
-                ) from None
+            body = _parse(response.content, shown, status)
             return Response(status, response.headers, body, str(response.url))
+        return self._classify_error(status, response.reason_phrase, response.headers, shown)
+
+    def _classify_error(
+        self, status: int, reason_phrase: str, headers: httpx.Headers, shown: str
+    ) -> Response:
         if status in self.config.retry.retry_statuses:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            retry_after = parse_retry_after(headers.get("retry-after"))
             if (
                 retry_after is not None
                 and status in (429, 503)
                 and retry_after <= self.config.retry.max_retry_after
             ):
                 self.budget.pause(retry_after)
-            what = f"HTTP {status} {response.reason_phrase}".rstrip()
+            what = f"HTTP {status} {reason_phrase}".rstrip()
             if retry_after is not None:
                 what += f" (Retry-After {retry_after:.0f}s)"
             raise RetryableFailure(what, url=shown, status=status, retry_after=retry_after)
@@ -189,11 +291,73 @@ class ExtractClient(Closing):
                 status=status,
             )
         raise ExtractHTTPStatusError(
-            f"{shown} answered HTTP {status} {response.reason_phrase}: not retryable "
+            f"{shown} answered HTTP {status} {reason_phrase}: not retryable "
             f"(retried statuses: {sorted(self.config.retry.retry_statuses)})",
             url=shown,
             status=status,
         )
+
+
+def _parse(content: bytes, shown: str, status: int) -> Any:
+    try:
+        return _loads(content) if content else None
+    except _JSONError as exc:
+        raise MalformedResponseError(
+            f"response of {shown} (HTTP {status}) is not valid JSON: {exc}; "
+            f"it starts with {content[:60]!r}",
+            url=shown,
+        ) from None
+
+
+def _json_body(value: Any) -> bytes:
+    # As httpx encodes json=: compact, UTF-8, no NaN.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _static_auth(auth: httpx.Auth | None) -> tuple[dict[str, str], dict[str, str]] | None:
+    """Headers and query parameters that are all ``auth`` does, or None (an auth flow)."""
+    if auth is None:
+        return {}, {}
+    static = getattr(auth, "static_parts", None)
+    return static() if static is not None else None
+
+
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+def _plain_headers(headers: Mapping[str, str]) -> bool:
+    """Headers the lean path may write as they are: printable ASCII, none that frames the
+    message (httpx validates and places those)."""
+    for name, value in headers.items():
+        text = f"{name}{value}"
+        if not (text.isascii() and text.isprintable()) or name.lower() in _FRAMING:
+            return False
+    return True
+
+
+def _env_proxies() -> bool:
+    """A proxy in the environment (httpx honours HTTP(S)_PROXY, ALL_PROXY): httpx sends."""
+    import os
+
+    return any(
+        os.environ.get(name) or os.environ.get(name.lower())
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+    )
+
+
+def _verify_context(setting: bool | str) -> ssl.SSLContext | bool:
+    made = _verify(setting)
+    if made is True:
+        return httpx.create_ssl_context()
+    if made is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return made
+
+
+_http_log = logging.getLogger("apix_core.extract.http1")
 
 
 def _verify(setting: bool | str) -> bool | ssl.SSLContext:

@@ -425,15 +425,19 @@ class ParallelConfig(_Config):
     ``known_pages`` (pages 1..N of page-number pagination; N from ``total_pages`` or from the
     first page's ``pagination.total_pages_path`` / ``total_path``), ``calculated_offsets`` (a
     count request first — ``count_params`` added, the count at ``count_path`` — then one task
-    per ``pagination.limit`` offset). Every task shares ONE budget: at most ``max_concurrency``
-    requests in flight and the extractor's ``rate_limit``. A failed task is retried alone up
-    to ``max_task_attempts`` times; then ``on_error`` ``fail`` stops the extraction and
-    ``continue`` reports it and goes on. Output keeps task order when ``ordered``.
+    per ``pagination.limit`` offset). ``speculative_pages`` (known_pages without
+    ``total_pages``): that many pages after the first are requested together with it, before
+    the count is known; those past the end are cancelled or dropped. Every task shares ONE
+    budget: at most ``max_concurrency`` requests in flight and the extractor's
+    ``rate_limit``. A failed task is retried alone up to ``max_task_attempts`` times; then
+    ``on_error`` ``fail`` stops the extraction and ``continue`` reports it and goes on. Output
+    keeps task order when ``ordered``.
     """
 
     strategy: ParallelStrategy
     max_concurrency: int = Field(16, ge=1)
     total_pages: int | None = Field(None, ge=0)
+    speculative_pages: int = Field(0, ge=0)
     count_path: str | None = None
     count_params: dict[str, Any] = Field(default_factory=dict)
     window: WindowConfig | None = None

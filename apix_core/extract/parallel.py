@@ -154,7 +154,8 @@ class ParallelExtractor(BaseExtractor):
             budget=RequestBudget(self.config.rate_limit),
             transport=self._transport,
         )
-        running: dict[int, asyncio.Task[TaskResult | TaskFailure]] = {}
+        running: dict[int, asyncio.Future[TaskResult | TaskFailure]] = {}
+        prefetched: Prefetched = {}
         try:
             tasks, prefetched = await self._plan(client, item)
             report.tasks = len(tasks)
@@ -163,8 +164,11 @@ class ParallelExtractor(BaseExtractor):
             while emitted < len(tasks):
                 while launched < len(tasks) and len(running) < ahead:
                     task = tasks[launched]
-                    if task.index in prefetched:
-                        running[task.index] = asyncio.ensure_future(_done(prefetched[task.index]))
+                    early = prefetched.pop(task.index, None)
+                    if isinstance(early, asyncio.Task):
+                        running[task.index] = early  # a speculative page, already under way
+                    elif early is not None:
+                        running[task.index] = asyncio.ensure_future(_done(early))
                     else:
                         running[task.index] = asyncio.create_task(self._run(client, item, task))
                     launched += 1
@@ -190,6 +194,7 @@ class ParallelExtractor(BaseExtractor):
             for pending in running.values():
                 pending.cancel()
             await asyncio.gather(*running.values(), return_exceptions=True)
+            await _cancel(prefetched)
             report.requests = client.requests
             report.request_retries = client.retrier.retries
             report.rate_limit_pauses = client.budget.pauses
@@ -199,7 +204,7 @@ class ParallelExtractor(BaseExtractor):
     # -- planning -----------------------------------------------------------------------------
     async def _plan(
         self, client: ExtractClient, item: Mapping[str, Any]
-    ) -> tuple[list[Task], dict[int, TaskResult]]:
+    ) -> tuple[list[Task], Prefetched]:
         first = self.extractor.first_request(item)
         strategy = self.parallel.strategy
         if strategy == "time_windows":
@@ -216,30 +221,39 @@ class ParallelExtractor(BaseExtractor):
                 for w in plan_windows(window)
             ], {}
         if strategy == "known_pages":
-            return await self._plan_pages(client, first)
+            return await self._plan_pages(client, item, first)
         return await self._plan_offsets(client, first)
 
     async def _plan_pages(
-        self, client: ExtractClient, first: PageRequest
-    ) -> tuple[list[Task], dict[int, TaskResult]]:
+        self, client: ExtractClient, item: Mapping[str, Any], first: PageRequest
+    ) -> tuple[list[Task], Prefetched]:
         pag = self.config.pagination
         size = {pag.page_size_param: pag.page_size} if pag.page_size_param and pag.page_size else {}
 
         def page(n: int, index: int) -> Task:
             return Task(index, f"page {n}", first.with_params(**{pag.page_param: n}, **size))
 
-        prefetched: dict[int, TaskResult] = {}
+        prefetched: dict[int, TaskResult | asyncio.Task[TaskResult | TaskFailure]] = {}
         total = self.parallel.total_pages
         if total is None:
-            # The first page is data too: it tells how many pages there are.
+            # The first page is data too: it tells how many pages there are. Speculative pages
+            # go out with it (one round trip less); those past the end are not used.
+            ahead = min(self.parallel.speculative_pages, self.parallel.max_concurrency - 1)
+            for i in range(1, ahead + 1):
+                prefetched[i] = asyncio.create_task(
+                    self._run(client, item, page(pag.start_page + i, i))
+                )
             task = page(pag.start_page, 0)
-            body, records = await self._fetch(client, task.request)
+            try:
+                body, records = await self._fetch(client, task.request)
+                total = self._total_pages(body, len(records))
+            except BaseException:
+                await _cancel(prefetched)
+                raise
             prefetched[0] = TaskResult(task, records, 1, 1)
-            total = self._total_pages(body, len(records))
+            await _cancel({i: t for i, t in prefetched.items() if i >= total})
         tasks = [page(pag.start_page + i, i) for i in range(total)]
-        if not tasks:
-            prefetched.clear()
-        return tasks, prefetched
+        return tasks, {i: t for i, t in prefetched.items() if i < total}
 
     def _total_pages(self, body: Any, first_size: int) -> int:
         pag = self.config.pagination
@@ -257,7 +271,7 @@ class ParallelExtractor(BaseExtractor):
 
     async def _plan_offsets(
         self, client: ExtractClient, first: PageRequest
-    ) -> tuple[list[Task], dict[int, TaskResult]]:
+    ) -> tuple[list[Task], Prefetched]:
         pag = self.config.pagination
         path = self.parallel.count_path or pag.total_path
         if not path:
@@ -322,8 +336,19 @@ class ParallelExtractor(BaseExtractor):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+#: Tasks done (or under way) before the plan was complete, by task index.
+Prefetched = dict[int, "TaskResult | asyncio.Task[TaskResult | TaskFailure]"]
+
+
 async def _done(result: TaskResult) -> TaskResult:
     return result
+
+
+async def _cancel(prefetched: Prefetched) -> None:
+    pending = [t for t in prefetched.values() if isinstance(t, asyncio.Task)]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _count(body: Any, path: str, key: str) -> int:

@@ -48,7 +48,7 @@ async def test_stopping_early_stops_fetching_and_closes_the_client(api: ApiServe
     fetched = len(api.log)
     await asyncio.sleep(0.3)
     assert len(api.log) == fetched <= 3
-    assert extractor.last_client is not None and extractor.last_client.http.is_closed
+    assert extractor.last_client is not None and extractor.last_client.closed
 
 
 async def test_iter_pages_gives_a_position_to_resume_from(api: ApiServer) -> None:

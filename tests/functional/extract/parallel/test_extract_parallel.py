@@ -246,3 +246,57 @@ async def test_unordered_output_comes_as_tasks_finish(api: ApiServer) -> None:
     # THEN every page comes exactly once (order not promised)
     assert sorted(labels) == ["page 1", "page 2", "page 3", "page 4"]
     assert extractor.report.records == 40
+
+
+def _speculative(api: ApiServer, total: int, speculative: int, **params: Any) -> ParallelExtractor:
+    return ParallelExtractor(
+        http(
+            api,
+            "/pp",
+            params={"total": total, "delay": 0.05, **params},
+            data_selector="data",
+            pagination={
+                "type": "page_number",
+                "page_size": 10,
+                "total_pages_path": "meta.total_pages",
+            },
+        ),
+        {"strategy": "known_pages", "max_concurrency": 4, "speculative_pages": speculative},
+    )
+
+
+async def test_speculative_pages_go_out_with_the_first(api: ApiServer) -> None:
+    # GIVEN 10 pages of 10 (50 ms each), 3 speculative pages beside the first, 4 in flight
+    extractor = _speculative(api, 100, 3)
+    # WHEN extracted
+    records = await extractor.extract()
+    # THEN pages 1-4 went out together (before the page count was known), every page was
+    # requested once and every record comes once, in order
+    assert [r["id"] for r in records] == list(range(100))
+    requests = sorted(api.requests_to("/pp"), key=lambda r: r.at)
+    assert sorted(int(r.query["page"]) for r in requests) == list(range(1, 11))
+    first_four = requests[:4]
+    assert {int(r.query["page"]) for r in first_four} == {1, 2, 3, 4}
+    assert first_four[-1].at - first_four[0].at < 0.04  # one round trip, not four
+    assert extractor.report.tasks == 10 and extractor.report.pages == 10
+
+
+async def test_speculative_pages_past_the_end_are_dropped(api: ApiServer) -> None:
+    # GIVEN 2 pages only (15 records), 3 speculative pages beside the first
+    extractor = _speculative(api, 15, 3)
+    # WHEN extracted
+    records = await extractor.extract()
+    # THEN only the 15 records of pages 1-2 come out; the pages past the end are not used
+    assert [r["id"] for r in records] == list(range(15))
+    assert extractor.report.tasks == 2 and extractor.report.failed == []
+
+
+async def test_a_failing_speculative_page_is_retried_like_any_task(api: ApiServer) -> None:
+    # GIVEN page 3 (speculative) answers 503 once
+    extractor = _speculative(api, 100, 3, fail_page=3, fail_times=1)
+    # WHEN extracted
+    records = await extractor.extract()
+    # THEN it was retried alone and every record comes once
+    assert [r["id"] for r in records] == list(range(100))
+    assert extractor.report.task_retries == 1
+    assert [r.query["page"] for r in api.requests_to("/pp")].count("3") == 2
