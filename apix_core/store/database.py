@@ -14,11 +14,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-
 from apix_core.constants import (
     DB_PGBOUNCER_ENV,
     DB_POOL_SIZE_ENV,
@@ -27,11 +22,19 @@ from apix_core.constants import (
 )
 from apix_core.errors import ConfigurationError, DatabaseUnavailableError
 from apix_core.message import dump_json
+from apix_core.store.lazy import lazy_module
 from apix_core.store.sql import SQLITE_WRITER_KEY
 from apix_core.store.sqlite_inline import retry_busy as _retry_busy
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
     from apix_core.store.pg import Pipeline
+else:
+    # Loaded on first use: a SQLite write transaction that claims ids and commits (a cold
+    # start's first batch) runs on the sqlite3 connection alone, without SQLAlchemy.
+    sa = lazy_module("sqlalchemy")
 
 _WRITE_OPTION = "apix_write"
 #: Page cache of the SQLite writer connection (KiB, an upper bound: pages are allocated as read).
@@ -44,13 +47,46 @@ _PREPARED_KEY = "apix_prepared"
 
 #: The SQLite write transaction the current task holds: (database, connection, a lock that
 #: serialises the savepoints of nested write transactions joining it).
-_sqlite_writer: contextvars.ContextVar[tuple[Database, AsyncConnection, asyncio.Lock] | None] = (
+_sqlite_writer: contextvars.ContextVar[tuple[Database, WriterHandle, asyncio.Lock] | None] = (
     contextvars.ContextVar("apix_sqlite_writer", default=None)
 )
+
+#: The connection settings of every SQLite connection apix opens.
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    # Lock waits are retried asynchronously by sqlite_inline, never blocking the loop.
+    "PRAGMA busy_timeout=0",
+    "PRAGMA secure_delete=ON",
+    # Checkpoint every ~40 MB of WAL instead of ~4 MB: checkpoints dominate commit cost.
+    "PRAGMA wal_autocheckpoint=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _plain_sqlite_url(url: str) -> tuple[str, str | None] | None:
+    """``(normalized url, database path or None for memory)`` of a plain SQLite file URL
+    (``sqlite:///path``, ``sqlite+aiosqlite:////abs``, ``sqlite://``), read without
+    SQLAlchemy; None for anything else (query strings, escapes: SQLAlchemy's parser decides)."""
+    for scheme in ("sqlite://", "sqlite+aiosqlite://"):
+        if url.startswith(scheme):
+            rest = url[len(scheme) :]
+            break
+    else:
+        return None
+    if "?" in rest or "%" in rest or "#" in rest or (rest and not rest.startswith("/")):
+        return None
+    database = rest[1:] or None
+    return "sqlite+aiosqlite://" + rest, database
 
 
 def normalize_url(url: str) -> str:
     """Pick the async driver: ``sqlite:///`` → aiosqlite, ``postgresql://`` → asyncpg."""
+    plain = _plain_sqlite_url(url)
+    if plain is not None:
+        return plain[0]
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.drivername == "sqlite":
@@ -82,8 +118,14 @@ class Database:
         engine_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = normalize_url(url)
-        parsed = make_url(self.url)
-        self.dialect = parsed.get_backend_name()
+        plain = _plain_sqlite_url(self.url)
+        if plain is not None:
+            self.dialect, database = "sqlite", plain[1]
+        else:
+            from sqlalchemy.engine import make_url
+
+            parsed = make_url(self.url)
+            self.dialect, database = parsed.get_backend_name(), parsed.database
         self.timeout = timeout
         self.pgbouncer = False
         self.idle_ping_seconds = idle_ping_seconds
@@ -91,8 +133,19 @@ class Database:
         # JSON columns (entity attributes...) are written by the outputs' one rule
         # (``message.json_default``: datetimes as ISO 8601, decimals exact...).
         options.setdefault("json_serializer", dump_json)
+        #: SQLite file databases: the writer is a sqlite3 connection apix opens itself, and
+        #: SQLAlchemy joins it only when a statement needs it (see WriterHandle).
+        self._lean_path: str | None = None
         if self.dialect == "sqlite":
-            database = parsed.database or ""
+            database = database or ""
+            if (
+                database
+                and database != ":memory:"
+                and not database.startswith("file:")
+                and "async_creator" not in options
+                and plain is not None
+            ):
+                self._lean_path = database
             if database and database != ":memory:" and not database.startswith("file:"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             from apix_core.store.sqlite_inline import inline_creator
@@ -126,7 +179,8 @@ class Database:
                 connect_args["prepared_statement_name_func"] = _unique_statement_name
             options.setdefault("connect_args", connect_args)
         self._options = options
-        self.engine: AsyncEngine = self._create_engine()
+        # Created on first use (see WriterHandle): SQLAlchemy loads with it.
+        self._engine: AsyncEngine | None = None
         # asyncpg connections (and asyncio locks) belong to one event loop; a warm serverless
         # function may run each invocation under a fresh ``asyncio.run``.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,7 +191,7 @@ class Database:
         # BEGIN IMMEDIATE / COMMIT on the sqlite3 connection directly: SQLAlchemy's checkout,
         # begin, commit and checkin cost about 140 us of CPU per transaction, more than the
         # statements of a small one. None until the first write transaction of the event loop.
-        self._writer: tuple[AsyncConnection, sqlite3.Connection] | None = None
+        self._writer: WriterHandle | None = None
         self._inline_writer = True  # False with a custom async_creator: SQLAlchemy's way
         # PostgreSQL transactions keep their connection checked out between transactions (most
         # recent last, with the time it came back): SQLAlchemy's checkout and checkin (two
@@ -150,7 +204,15 @@ class Database:
         # only be dropped, and SQLAlchemy warns about it.
         self._janitor: asyncio.Task[None] | None = None
 
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = self._create_engine()
+        return self._engine
+
     def _create_engine(self) -> AsyncEngine:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         try:
             engine = create_async_engine(self.url, **self._options)
         except ModuleNotFoundError as exc:
@@ -171,15 +233,18 @@ class Database:
         if self._loop is loop:
             return
         if self._loop is not None:
-            old = self.engine
-            self.engine = self._create_engine()
+            old = self._engine
+            self._engine = None
             self._write_lock = None
-            self._writer = None
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                await writer.drop()
             self._idle.clear()  # their loop is gone: dropped with the old engine
             self._janitor = None
             # The old loop is closed: its connections cannot be closed politely, only dropped
             # (the server ends those sessions when the sockets are collected).
-            await old.dispose(close=False)
+            if old is not None:
+                await old.dispose(close=False)
         self._loop = loop
 
     @property
@@ -252,10 +317,10 @@ class Database:
             await asyncio.Event().wait()
         finally:
             idle, self._idle = self._idle, []
-            if self._writer is not None:
-                idle.append((self._writer[0], 0.0))
-                self._writer[0].info.pop(SQLITE_WRITER_KEY, None)
-                self._writer = None
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    await writer.close()
             for conn, _ in idle:
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -292,6 +357,31 @@ class Database:
         transaction) joins it in a SAVEPOINT instead of waiting for the single write lock,
         which it holds itself; its writes commit with the outer transaction.
         """
+        async with self._transaction(
+            tenant_id, write, maintenance, cross_tenant, pipeline, lean=False
+        ) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def unit_transaction(
+        self, *, tenant_id: str, pipeline: Pipeline | None = None
+    ) -> AsyncIterator[AsyncConnection | WriterHandle]:
+        """The unit of work's write transaction (:meth:`transaction`), except that on SQLite
+        it yields the :class:`WriterHandle`: SQLAlchemy joins only if a statement needs it."""
+        async with self._transaction(tenant_id, True, False, False, pipeline, lean=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(
+        self,
+        tenant_id: str | None,
+        write: bool,
+        maintenance: bool,
+        cross_tenant: bool,
+        pipeline: Pipeline | None,
+        *,
+        lean: bool,
+    ) -> AsyncIterator[Any]:
         if self.is_postgres:
             if pipeline is not None and not self.pipelines:
                 raise ValueError("pipelined transactions need PostgreSQL without PgBouncer")
@@ -307,16 +397,17 @@ class Database:
                 # transaction — e.g. a token refresh inside a processor. Waiting for the write
                 # lock would wait for ourselves: join that transaction in a savepoint instead,
                 # which commits (or rolls back) with it.
-                _, outer, nested_lock = held
+                _, handle, nested_lock = held
+                outer = await handle.connection()
                 async with nested_lock, outer.begin_nested():
                     yield outer
                 return
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
-            async with self._write_lock, self._sqlite_write() as conn:
-                token = _sqlite_writer.set((self, conn, asyncio.Lock()))
+            async with self._write_lock, self._sqlite_write() as handle:
+                token = _sqlite_writer.set((self, handle, asyncio.Lock()))
                 try:
-                    yield conn
+                    yield handle if lean and handle.raw is not None else await handle.connection()
                 finally:
                     _sqlite_writer.reset(token)
         else:
@@ -332,7 +423,7 @@ class Database:
                 yield conn
 
     @asynccontextmanager
-    async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
+    async def _sqlite_write(self) -> AsyncIterator[WriterHandle]:
         """A write transaction on the writer connection, under the write lock.
 
         SQLAlchemy's own transaction on the writer stays open between apix transactions (its
@@ -345,27 +436,34 @@ class Database:
             writer = await self._open_writer()
         if writer is None:  # not an inline connection (a custom async_creator)
             async with self._sqlite_transaction(True) as conn:
-                yield conn
+                yield WriterHandle(self, None, conn)
             return
-        conn, raw = writer
+        raw = writer.raw
+        assert raw is not None
         clean = False
         try:
             await _sqlite_call(lambda: raw.execute("BEGIN IMMEDIATE"), self.timeout, "BEGIN")
-            yield conn
+            yield writer
             await _sqlite_call(raw.commit, self.timeout, "COMMIT")
             clean = True
         finally:
             if not clean:
                 self._writer = None
-                conn.info.pop(SQLITE_WRITER_KEY, None)
                 with contextlib.suppress(Exception):
                     if raw.in_transaction:
                         raw.rollback()
-                await conn.close()
+                await writer.close()
 
-    async def _open_writer(self) -> tuple[AsyncConnection, sqlite3.Connection] | None:
+    async def _open_writer(self) -> WriterHandle | None:
         from apix_core.store.sqlite_inline import InlineConnection
 
+        if self._lean_path is not None:
+            raw = await _sqlite_call(self._connect_raw, self.timeout, "PRAGMA")
+            raw.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            self._writer = WriterHandle(self, raw, None)
+            if self._janitor is None or self._janitor.done():
+                self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
+            return self._writer
         conn = await self._start()
         raw = (await conn.get_raw_connection()).driver_connection
         if not isinstance(raw, InlineConnection):
@@ -377,10 +475,49 @@ class Database:
         # batch: with the default 2 MiB cache it re-read pages from the WAL (a pread each).
         raw.sqlite_connection.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         conn.info[SQLITE_WRITER_KEY] = raw.sqlite_connection
-        self._writer = (conn, raw.sqlite_connection)
+        self._writer = WriterHandle(self, raw.sqlite_connection, conn)
         if self._janitor is None or self._janitor.done():
             self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
         return self._writer
+
+    def _connect_raw(self) -> sqlite3.Connection:
+        """A sqlite3 connection to the file, set up as every apix connection (WAL...)."""
+        assert self._lean_path is not None
+        Path(self._lean_path).parent.mkdir(parents=True, exist_ok=True)
+        raw = sqlite3.connect(
+            self._lean_path, timeout=0, check_same_thread=False, isolation_level=None
+        )
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                raw.execute(pragma)
+        except BaseException:
+            raw.close()
+            raise
+        return raw
+
+    async def _adopt(self, raw: sqlite3.Connection) -> AsyncConnection:
+        """A SQLAlchemy connection over the writer's sqlite3 connection, possibly inside its
+        open transaction: an engine of its own with that one connection, which never commits,
+        rolls back or closes it (apix does, see ``InlineConnection(managed=True)``)."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy.pool import StaticPool
+
+        from apix_core.store.sqlite_inline import InlineConnection
+
+        inline = InlineConnection(raw, self.timeout, managed=True)
+
+        async def creator() -> InlineConnection:
+            return inline
+
+        options = {k: v for k, v in self._options.items() if k != "async_creator"}
+        engine = create_async_engine(
+            self.url, async_creator=creator, poolclass=StaticPool, **options
+        )
+        _install_sqlite_hooks(engine, self.timeout, configure=False)
+        conn = await engine.connect()
+        conn = await conn.execution_options(**{_RAW_TX_OPTION: True, _WRITE_OPTION: True})
+        conn.info[SQLITE_WRITER_KEY] = raw
+        return conn
 
     @asynccontextmanager
     async def _pg_transaction(
@@ -449,6 +586,10 @@ class Database:
 
     @property
     def safe_url(self) -> str:
+        if self._lean_path is not None:
+            return self.url  # a file path: no password in it
+        from sqlalchemy.engine import make_url
+
         return make_url(self.url).render_as_string(hide_password=True)
 
     async def upgrade(self, revision: str = "head") -> None:
@@ -465,6 +606,20 @@ class Database:
     async def _at_head(self) -> bool:
         from apix_core.store.revision import head_revision
 
+        if self._lean_path is not None:
+            # The file read directly: no engine (nor SQLAlchemy) for a store at the head.
+            def read() -> list[str]:
+                raw = self._connect_raw()
+                try:
+                    return [r[0] for r in raw.execute("SELECT version_num FROM alembic_version")]
+                finally:
+                    raw.close()
+
+            try:
+                versions = await _sqlite_call(read, self.timeout, "SELECT version_num")
+            except sa.exc.DBAPIError:
+                return False
+            return bool(versions == [head_revision()])
         try:
             async with self.connect() as conn:
                 result = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
@@ -494,15 +649,17 @@ class Database:
             self._janitor.cancel()
             self._janitor = None
         idle, self._idle = self._idle, []
-        if self._writer is not None:
-            idle.append((self._writer[0], 0.0))
-            self._writer[0].info.pop(SQLITE_WRITER_KEY, None)
-            self._writer = None
+        writer, self._writer = self._writer, None
         if self._loop is loop:
+            if writer is not None:
+                await writer.close()
             for conn, _ in idle:
                 await conn.close()
+        elif writer is not None:
+            await writer.drop()
         # Connections made on another (closed) loop can only be dropped, not closed.
-        await self.engine.dispose(close=self._loop is None or self._loop is loop)
+        if self._engine is not None:
+            await self._engine.dispose(close=self._loop is None or self._loop is loop)
         self._loop = None
 
 
@@ -530,6 +687,8 @@ def explain_database_error(exc: BaseException, url: str | None = None) -> Config
     if found is None:
         return None
     state, text = found
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url) if url else None
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}" if parsed else "the server"
     opts = f"-h {parsed.host or 'localhost'} -p {parsed.port or 5432}" if parsed else ""
@@ -580,6 +739,8 @@ def _unique_statement_name() -> str:
 
 
 def _install_idle_ping(engine: AsyncEngine, idle_seconds: float) -> None:
+    from sqlalchemy import event
+
     """Ping a pooled connection before use only if it sat idle longer than ``idle_seconds``
     (it may have been cut by a proxy, a failover or a frozen serverless instance)."""
     pool_events = engine.sync_engine.pool
@@ -600,21 +761,21 @@ def _install_idle_ping(engine: AsyncEngine, idle_seconds: float) -> None:
             raise sa.exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, timeout: float) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us emit BEGIN ourselves (pysqlite's implicit transactions are not usable here).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # Lock waits are retried asynchronously by sqlite_inline, never blocking the loop.
-        cursor.execute("PRAGMA busy_timeout=0")
-        cursor.execute("PRAGMA secure_delete=ON")
-        # Checkpoint every ~40 MB of WAL instead of ~4 MB: checkpoints dominate commit cost.
-        cursor.execute("PRAGMA wal_autocheckpoint=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+def _install_sqlite_hooks(engine: AsyncEngine, timeout: float, *, configure: bool = True) -> None:
+    """``configure``: set up each new connection (a writer's adopted connection is already,
+    and may be inside its transaction, where setting ``isolation_level`` would commit it)."""
+    from sqlalchemy import event
+
+    if configure:
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let us emit BEGIN ourselves (pysqlite's implicit transactions are not usable).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
@@ -625,3 +786,47 @@ def _install_sqlite_hooks(engine: AsyncEngine, timeout: float) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+class WriterHandle:
+    """apix's SQLite writer: its sqlite3 connection (``raw``, None for a custom
+    ``async_creator``), and the SQLAlchemy connection over it, made on first need
+    (:meth:`connection`). Hot statements run on ``raw`` (``store.sql.sqlite_writer`` finds it in
+    :attr:`info`), so a transaction that only claims and commits never loads SQLAlchemy."""
+
+    __slots__ = ("_conn", "_db", "_engine_owned", "info", "raw")
+
+    def __init__(
+        self, db: Database, raw: sqlite3.Connection | None, conn: AsyncConnection | None
+    ) -> None:
+        self._db = db
+        self.raw = raw
+        self._conn = conn
+        #: Whether this handle opened ``raw`` itself (then it closes it, and its engine).
+        self._engine_owned = conn is None
+        self.info: dict[str, Any] = conn.info if conn is not None else {SQLITE_WRITER_KEY: raw}
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            assert self.raw is not None
+            self._conn = await self._db._adopt(self.raw)
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.info.pop(SQLITE_WRITER_KEY, None)
+            await conn.close()
+            if self._engine_owned:
+                await conn.engine.dispose()
+        if self._engine_owned and self.raw is not None:
+            self.raw.close()
+
+    async def drop(self) -> None:
+        """Forget it without a polite close (its event loop is gone)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._engine_owned:
+            await conn.engine.dispose(close=False)
+        if self._engine_owned and self.raw is not None:
+            with contextlib.suppress(Exception):
+                self.raw.close()

@@ -2,12 +2,14 @@
 SQS processor that sends nothing) and handling its first SQS batch on an already-migrated store
 (SQLite, and PostgreSQL under ``APIX_TEST_BACKENDS=postgres``) loads no CLI library, HTTP
 client, AWS SDK or OpenTelemetry SDK, no Alembic, and not SQLAlchemy's ORM (which its asyncio
-package would import with ``AsyncSession``)."""
+package would import with ``AsyncSession``). On SQLite the first batch loads no SQLAlchemy at
+all (its claim and commit run on the writer's sqlite3 connection), yet records its effect."""
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -102,8 +104,9 @@ def test_handler_import_and_first_batch_stay_lean(tmp_path: Path, database_url: 
     event = {"Records": [_record(n) for n in range(10)]}
     not_on_batch = NOT_ON_BATCH
     if url.startswith("sqlite"):
-        # SQLite needs neither PostgreSQL's dialect (models' index options) nor its driver.
-        not_on_batch += ("sqlalchemy.dialects.postgresql", "asyncpg")
+        # SQLite: claim and commit on the writer's sqlite3 connection, no SQLAlchemy at all
+        # (nor the tables it builds, nor aiosqlite), and no PostgreSQL driver.
+        not_on_batch += ("sqlalchemy", "aiosqlite", "apix_core.store.models", "asyncpg")
     probe = PROBE.format(not_on_import=NOT_ON_IMPORT, not_on_batch=not_on_batch)
 
     # WHEN a fresh interpreter imports it and handles its first batch of 10 records
@@ -123,3 +126,21 @@ def test_handler_import_and_first_batch_stay_lean(tmp_path: Path, database_url: 
     assert found["response"] == {"batchItemFailures": []}
     assert found["import"] == []
     assert found["batch"] == []
+    if url.startswith("sqlite"):
+        # ... and the effect is recorded: one idempotency row per record, none twice when
+        # Lambda delivers the same batch again to another fresh interpreter
+        again = subprocess.run(
+            [sys.executable, "-c", probe, json.dumps(event)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+        assert again.returncode == 0, again.stderr
+        path = url.split(":///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            ids = [r[0] for r in conn.execute("SELECT message_id FROM apix_idempotency")]
+        # (foreign bodies: their ids derive from the SQS message ids)
+        assert len(ids) == len(set(ids)) == len(event["Records"])
