@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -80,11 +81,26 @@ def _plain_sqlite_url(url: str) -> tuple[str, str | None] | None:
     return "sqlite+aiosqlite://" + rest, database
 
 
+_PLAIN_PG = re.compile(r"(?:postgresql|postgres|postgresql\+asyncpg)://([^/?#%]*)/([^/?#%]+)")
+
+
+def _plain_pg_url(url: str) -> str | None:
+    """The asyncpg URL of a plain PostgreSQL URL (``postgresql://user:pw@host:port/db``),
+    read without SQLAlchemy; None for anything else (query strings, escapes...)."""
+    found = _PLAIN_PG.fullmatch(url)
+    if found is None:
+        return None
+    return f"postgresql+asyncpg://{found.group(1)}/{found.group(2)}"
+
+
 def normalize_url(url: str) -> str:
     """Pick the async driver: ``sqlite:///`` → aiosqlite, ``postgresql://`` → asyncpg."""
     plain = _plain_sqlite_url(url)
     if plain is not None:
         return plain[0]
+    plain_pg = _plain_pg_url(url)
+    if plain_pg is not None:
+        return plain_pg
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -119,8 +135,11 @@ class Database:
     ) -> None:
         self.url = normalize_url(url)
         plain = _plain_sqlite_url(self.url)
+        plain_pg = _plain_pg_url(self.url)
         if plain is not None:
             self.dialect, database = "sqlite", plain[1]
+        elif plain_pg is not None:
+            self.dialect, database = "postgresql", None
         else:
             from sqlalchemy.engine import make_url
 
@@ -136,6 +155,7 @@ class Database:
         #: SQLite file databases: the writer is a sqlite3 connection apix opens itself, and
         #: SQLAlchemy joins it only when a statement needs it (see WriterHandle).
         self._lean_path: str | None = None
+        self._lean_pg = False
         if self.dialect == "sqlite":
             database = database or ""
             if (
@@ -157,11 +177,6 @@ class Database:
             if pgbouncer is None:
                 pgbouncer = _env_true(DB_PGBOUNCER_ENV)
             self.pgbouncer = pgbouncer
-            # The models' PostgreSQL index options (BRIN...) for whatever compares or creates
-            # them from the metadata here; kept off SQLite's path (see models).
-            from apix_core.store.models import attach_postgres_index_options
-
-            attach_postgres_index_options()
             # apix sends BEGIN itself (see _pg_transaction); SQLAlchemy must not add its own.
             options.setdefault("isolation_level", "AUTOCOMMIT")
             options.setdefault("pool_size", pool_size)
@@ -177,6 +192,14 @@ class Database:
                 connect_args["statement_cache_size"] = 0
                 connect_args["prepared_statement_cache_size"] = 0
                 connect_args["prepared_statement_name_func"] = _unique_statement_name
+            #: Transactions on asyncpg connections apix opens itself until something needs
+            #: the engine (SQLAlchemy then joins an open one: see PgHandle); plain URLs only.
+            self._lean_pg = (
+                plain_pg is not None
+                and not pgbouncer
+                and not {"connect_args", "async_creator", "creator"} & options.keys()
+            )
+            self._connect_args = connect_args
             options.setdefault("connect_args", connect_args)
         self._options = options
         # Created on first use (see WriterHandle): SQLAlchemy loads with it.
@@ -197,7 +220,7 @@ class Database:
         # recent last, with the time it came back): SQLAlchemy's checkout and checkin (two
         # greenlet switches, the pool's bookkeeping) were about 40% of the client CPU of an
         # empty transaction. At most pool_size connections wait here.
-        self._idle: list[tuple[AsyncConnection, float]] = []
+        self._idle: list[tuple[PgHandle, float]] = []
         self._max_idle = int(options.get("pool_size", 0))
         # Returns them to the pool when their event loop ends (asyncio.run, Runner.close and
         # pytest cancel the loop's tasks first): a connection still checked out then could
@@ -212,6 +235,13 @@ class Database:
 
     def _create_engine(self) -> AsyncEngine:
         from sqlalchemy.ext.asyncio import create_async_engine
+
+        if self.is_postgres:
+            # The models' PostgreSQL index options (BRIN...) for whatever compares or creates
+            # them from the metadata here; kept off SQLite's path (see models).
+            from apix_core.store.models import attach_postgres_index_options
+
+            attach_postgres_index_options()
 
         try:
             engine = create_async_engine(self.url, **self._options)
@@ -239,7 +269,9 @@ class Database:
             writer, self._writer = self._writer, None
             if writer is not None:
                 await writer.drop()
-            self._idle.clear()  # their loop is gone: dropped with the old engine
+            for handle, _ in self._idle:  # their loop is gone: dropped with the old engine
+                await handle.drop()
+            self._idle.clear()
             self._janitor = None
             # The old loop is closed: its connections cannot be closed politely, only dropped
             # (the server ends those sessions when the sockets are collected).
@@ -286,31 +318,82 @@ class Database:
             ) from exc
         return conn
 
-    async def _checkout(self) -> AsyncConnection:
+    async def _checkout(self) -> PgHandle:
         """A connection for a PostgreSQL transaction: the last one put back if it idled less
-        than ``idle_ping_seconds``, else one from the pool (which pings it if it idled)."""
+        than ``idle_ping_seconds``, else one from the pool (which pings it if it idled); while
+        no engine exists (a cold start), one apix opens itself (pinged likewise)."""
         await self._bind_loop()
         now = time.monotonic()
         while self._idle:
-            conn, since = self._idle.pop()
+            handle, since = self._idle.pop()
             if now - since < self.idle_ping_seconds:
-                return conn
-            await conn.close()
-        return await self._start()
+                return handle
+            if handle.owned and await handle.ping(self.timeout):
+                return handle
+            await handle.close()
+        if self._lean_pg and self._engine is None:
+            return PgHandle(self, await self._connect_pg(), None)
+        conn = await self._start()
+        from apix_core.store.pg import driver
 
-    async def _checkin(self, conn: AsyncConnection, clean: bool) -> None:
+        return PgHandle(self, driver(conn), conn)
+
+    async def _connect_pg(self) -> Any:
+        """An asyncpg connection with the engine's connect arguments; failures typed as
+        :meth:`_start` types them."""
+        try:
+            import asyncpg
+        except ModuleNotFoundError:
+            raise ConfigurationError(
+                f"{self.safe_url} needs the asyncpg driver: pip install 'apix-core[postgres]'"
+            ) from None
+        dsn = "postgresql://" + self.url.split("://", 1)[1]
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                return await asyncpg.connect(dsn, **self._connect_args)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            explained = explain_database_error(exc, self.url)
+            if explained is not None:
+                raise explained from exc
+            raise DatabaseUnavailableError(
+                f"cannot reach the database {self.safe_url}: {exc}"
+            ) from exc
+
+    async def _adopt_pg(self, raw: Any) -> AsyncConnection:
+        """A SQLAlchemy connection over an asyncpg connection apix opened, possibly inside its
+        open transaction: an engine of its own with that one connection. In AUTOCOMMIT mode
+        SQLAlchemy's adapter begins, commits and rolls back nothing itself."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy.pool import StaticPool
+
+        from apix_core.store.models import attach_postgres_index_options
+
+        attach_postgres_index_options()
+
+        async def creator() -> Any:
+            return raw
+
+        pooling = ("pool_size", "max_overflow", "pool_timeout", "pool_pre_ping", "connect_args")
+        options = {k: v for k, v in self._options.items() if k not in pooling}
+        engine = create_async_engine(
+            self.url, async_creator=creator, poolclass=StaticPool, **options
+        )
+        return await engine.connect()
+
+    async def _checkin(self, handle: PgHandle, clean: bool) -> None:
         """Keep a connection whose transaction ended cleanly for the next transaction; return
         any other to the pool."""
-        if clean and len(self._idle) < self._max_idle and not (conn.invalidated or conn.closed):
-            if conn.in_transaction():
+        if clean and len(self._idle) < self._max_idle and handle.usable():
+            conn = handle.adopted
+            if conn is not None and conn.in_transaction():
                 # SQLAlchemy's bookkeeping of the statements it ran (autobegin): the engine is
                 # in AUTOCOMMIT, so this sends nothing; the server transaction is over.
                 await conn.rollback()
-            self._idle.append((conn, time.monotonic()))
+            self._idle.append((handle, time.monotonic()))
             if self._janitor is None or self._janitor.done():
                 self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
         else:
-            await conn.close()
+            await handle.close()
 
     async def _close_idle_at_end(self) -> None:
         try:
@@ -321,9 +404,9 @@ class Database:
             if writer is not None:
                 with contextlib.suppress(Exception):
                     await writer.close()
-            for conn, _ in idle:
+            for handle, _ in idle:
                 with contextlib.suppress(Exception):
-                    await conn.close()
+                    await handle.close()
 
     @property
     def pipelines(self) -> bool:
@@ -365,9 +448,10 @@ class Database:
     @asynccontextmanager
     async def unit_transaction(
         self, *, tenant_id: str, pipeline: Pipeline | None = None
-    ) -> AsyncIterator[AsyncConnection | WriterHandle]:
-        """The unit of work's write transaction (:meth:`transaction`), except that on SQLite
-        it yields the :class:`WriterHandle`: SQLAlchemy joins only if a statement needs it."""
+    ) -> AsyncIterator[AsyncConnection | WriterHandle | PgHandle]:
+        """The unit of work's write transaction (:meth:`transaction`), except that it may yield
+        the connection's handle (:class:`WriterHandle` on SQLite, :class:`PgHandle`), whose
+        SQLAlchemy connection is made only if a statement needs it."""
         async with self._transaction(tenant_id, True, False, False, pipeline, lean=True) as conn:
             yield conn
 
@@ -386,7 +470,7 @@ class Database:
             if pipeline is not None and not self.pipelines:
                 raise ValueError("pipelined transactions need PostgreSQL without PgBouncer")
             bypass = maintenance or cross_tenant
-            async with self._pg_transaction(tenant_id, bypass, maintenance, pipeline) as conn:
+            async with self._pg_transaction(tenant_id, bypass, maintenance, pipeline, lean) as conn:
                 yield conn
             return
         await self._bind_loop()
@@ -521,22 +605,27 @@ class Database:
 
     @asynccontextmanager
     async def _pg_transaction(
-        self, tenant_id: str | None, bypass: bool, scans: bool, pipeline: Pipeline | None
-    ) -> AsyncIterator[AsyncConnection]:
+        self,
+        tenant_id: str | None,
+        bypass: bool,
+        scans: bool,
+        pipeline: Pipeline | None,
+        lean: bool = False,
+    ) -> AsyncIterator[Any]:
         """apix sends ``BEGIN`` itself, together with the transaction-local settings, in one
         round trip; the engine runs in ``AUTOCOMMIT`` mode (SQLAlchemy would otherwise send its
         own ``BEGIN``), so its statements and :mod:`apix_core.store.pg`'s share the
         transaction. Settings are transaction-local (``set_config(..., true)``): nothing leaks
         to the next user of the connection, which keeps PgBouncer transaction pooling safe."""
-        from apix_core.store.pg import SETTINGS_SQL, begin_sql, driver, settings
+        from apix_core.store.pg import SETTINGS_SQL, begin_sql, settings
 
-        conn = await self._checkout()
+        handle = await self._checkout()
         clean = False
         try:
-            raw = driver(conn)
+            raw = handle.raw
             lock_ms = int(self.timeout * 1000)
             sql = begin_sql(tenant_id, bypass, lock_ms, scans)
-            prepared = await self._prepared(conn, raw) if pipeline is not None else set()
+            prepared = await self._prepared(handle.info, raw) if pipeline is not None else set()
             try:
                 if sql is None:
                     await raw.execute("BEGIN")
@@ -548,13 +637,13 @@ class Database:
                     pipeline.first_status = await raw.execute(f"{sql}; {first}" if sql else first)
                 elif sql is not None:
                     await raw.execute(sql)
-                yield conn
+                yield handle if lean else await handle.connection()
                 status = await raw.execute("COMMIT")
             except BaseException:
                 if pipeline is not None:
                     # A PREPARE that failed would be marked prepared: start afresh.
-                    conn.info.pop(_PREPARED_KEY, None)
-                await _discard(conn, raw)
+                    handle.info.pop(_PREPARED_KEY, None)
+                await _discard(handle, raw)
                 raise
             clean = not raw.is_in_transaction()
             if status != "COMMIT":
@@ -564,9 +653,9 @@ class Database:
                     f"transaction was rolled back by the server (COMMIT answered {status!r})"
                 )
         finally:
-            await self._checkin(conn, clean)
+            await self._checkin(handle, clean)
 
-    async def _prepared(self, conn: AsyncConnection, raw: Any) -> set[str]:
+    async def _prepared(self, info: dict[str, Any], raw: Any) -> set[str]:
         """Names of the statements apix prepared on this connection, kept in the pool record's
         ``info`` (SQLAlchemy clears it when it replaces the connection). When unknown (a new
         connection, or an error since) or past :data:`~apix_core.store.pg.MAX_PREPARED`, the
@@ -574,20 +663,22 @@ class Database:
         PREPARE failed, or that went stale, is never trusted."""
         from apix_core.store.pg import MAX_PREPARED
 
-        prepared: set[str] | None = conn.info.get(_PREPARED_KEY)
+        prepared: set[str] | None = info.get(_PREPARED_KEY)
         if prepared is None or len(prepared) >= MAX_PREPARED:
             rows = await raw.fetch(
                 "SELECT name FROM pg_prepared_statements WHERE name LIKE 'apix\\_%'"
             )
             if rows:
                 await raw.execute("; ".join(f"DEALLOCATE {r[0]}" for r in rows))
-            prepared = conn.info[_PREPARED_KEY] = set()
+            prepared = info[_PREPARED_KEY] = set()
         return prepared
 
     @property
     def safe_url(self) -> str:
         if self._lean_path is not None:
             return self.url  # a file path: no password in it
+        if self._lean_pg:
+            return re.sub(r"^(postgresql\+asyncpg://[^:@/]*:)[^@/]*@", r"\1***@", self.url)
         from sqlalchemy.engine import make_url
 
         return make_url(self.url).render_as_string(hide_password=True)
@@ -620,6 +711,18 @@ class Database:
             except sa.exc.DBAPIError:
                 return False
             return bool(versions == [head_revision()])
+        if self._lean_pg:
+            await self._bind_loop()
+            handle = await self._checkout()
+            clean = False
+            try:
+                rows = await handle.raw.fetch("SELECT version_num FROM alembic_version")
+                clean = True
+            except Exception:
+                return False  # no schema yet (or unreadable): Alembic decides
+            finally:
+                await self._checkin(handle, clean)
+            return [r[0] for r in rows] == [head_revision()]
         try:
             async with self.connect() as conn:
                 result = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
@@ -653,10 +756,13 @@ class Database:
         if self._loop is loop:
             if writer is not None:
                 await writer.close()
-            for conn, _ in idle:
-                await conn.close()
-        elif writer is not None:
-            await writer.drop()
+            for handle, _ in idle:
+                await handle.close()
+        else:
+            if writer is not None:
+                await writer.drop()
+            for handle, _ in idle:
+                await handle.drop()
         # Connections made on another (closed) loop can only be dropped, not closed.
         if self._engine is not None:
             await self._engine.dispose(close=self._loop is None or self._loop is loop)
@@ -721,13 +827,13 @@ async def _sqlite_call(fn: Callable[[], Any], lock_wait: float, sql: str) -> Any
         raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
-async def _discard(conn: AsyncConnection, raw: Any) -> None:
+async def _discard(handle: PgHandle, raw: Any) -> None:
     """Roll back an explicit transaction; a connection that cannot is dropped from the pool."""
     try:
         if raw.is_in_transaction():
             await raw.execute("ROLLBACK")
     except BaseException:
-        await conn.invalidate()
+        await handle.invalidate()
 
 
 def _env_true(name: str) -> bool:
@@ -830,3 +936,75 @@ class WriterHandle:
         if self._engine_owned and self.raw is not None:
             with contextlib.suppress(Exception):
                 self.raw.close()
+
+
+class PgHandle:
+    """A PostgreSQL connection of apix's transactions: the asyncpg connection (``raw``) and the
+    SQLAlchemy connection over it — a pooled one, or, for a connection apix opened itself
+    (``owned``: a cold start's), one made on first need (:meth:`connection`)."""
+
+    __slots__ = ("_conn", "_db", "info", "owned", "raw")
+
+    def __init__(self, db: Database, raw: Any, conn: AsyncConnection | None) -> None:
+        self._db = db
+        self.raw = raw
+        self._conn = conn
+        self.owned = conn is None
+        #: Per-connection state (the names prepared on it, store.pg.Pipeline).
+        self.info: dict[str, Any] = conn.info if conn is not None else {}
+
+    @property
+    def adopted(self) -> AsyncConnection | None:
+        return self._conn
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            self._conn = await self._db._adopt_pg(self.raw)
+        return self._conn
+
+    def usable(self) -> bool:
+        if not self.owned:
+            assert self._conn is not None
+            return not (self._conn.invalidated or self._conn.closed)
+        return not self.raw.is_closed()
+
+    async def ping(self, wait: float) -> bool:
+        """Whether an owned connection that sat idle still answers (within ``wait`` s)."""
+        try:
+            async with asyncio.timeout(wait):
+                await self.raw.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if not self.owned:
+            if conn is not None:
+                await conn.close()
+            return
+        try:
+            if conn is not None:
+                await conn.close()
+                await conn.engine.dispose()
+        finally:
+            if not self.raw.is_closed():
+                await self.raw.close()
+
+    async def invalidate(self) -> None:
+        if not self.owned:
+            assert self._conn is not None
+            await self._conn.invalidate()
+            return
+        await self.drop()
+
+    async def drop(self) -> None:
+        """Forget it without a polite close (its event loop may be gone)."""
+        conn, self._conn = self._conn, None
+        if not self.owned:
+            return  # the engine's pool drops it (dispose(close=False))
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.engine.dispose(close=False)
+        with contextlib.suppress(Exception):
+            self.raw.terminate()

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from apix_core.store.database import WriterHandle
+    from apix_core.store.database import PgHandle, WriterHandle
     from apix_core.store.pg import WriteBundle
 else:
     # Loaded on first use: the writer's claim-and-commit path needs no SQLAlchemy (store.lazy).
@@ -25,7 +25,7 @@ else:
 SQLITE_WRITER_KEY = "apix_sqlite_writer"
 
 
-def sqlite_writer(conn: AsyncConnection | WriterHandle) -> sqlite3.Connection | None:
+def sqlite_writer(conn: AsyncConnection | WriterHandle | PgHandle) -> sqlite3.Connection | None:
     """The sqlite3 connection under ``conn`` when ``conn`` is apix's SQLite writer, else None.
 
     The writer is only used inside its ``BEGIN IMMEDIATE`` transactions (it holds the write

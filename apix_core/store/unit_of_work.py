@@ -30,7 +30,7 @@ from apix_core.outputs.base import OutboxRow
 from apix_core.outputs.queue import QueueOutput, outgoing
 from apix_core.processing.outcomes import OutcomeKind
 from apix_core.processing.unit_of_work import Completed, UnitOfWork, error_record
-from apix_core.store.database import WriterHandle
+from apix_core.store.database import PgHandle, WriterHandle
 from apix_core.store.lazy import lazy_module
 from apix_core.store.sql import run_sqlite, sqlite_writer
 from apix_core.store.types import Entity, EntityWriteBatch, PendingTransition
@@ -76,7 +76,7 @@ class SqlUnitOfWork(UnitOfWork):
     def __init__(
         self,
         db: Database,
-        conn: AsyncConnection | WriterHandle,
+        conn: AsyncConnection | WriterHandle | PgHandle,
         *,
         tenant: str,
         processor: str,
@@ -87,7 +87,9 @@ class SqlUnitOfWork(UnitOfWork):
         #: The transaction's connection: on SQLite possibly apix's writer handle, whose
         #: SQLAlchemy connection :meth:`sa` makes on first need.
         self.target = conn
-        self._conn: AsyncConnection | None = None if isinstance(conn, WriterHandle) else conn
+        self._conn: AsyncConnection | None = (
+            None if isinstance(conn, WriterHandle | PgHandle) else conn
+        )
         self.tenant = tenant
         self.processor = processor
         self.config = config
