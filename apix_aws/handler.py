@@ -77,7 +77,9 @@ class _LambdaHandler:
         if not isinstance(event, Mapping):
             self._unsupported(f"event is a {type(event).__name__}, not an object")
         if sqs.is_sqs(event):
-            return run_sync(self._sqs(event, context))
+            # Eager: a batch that never waits (the embedded store, no persistence) completes
+            # without a turn of the event loop (run_sync).
+            return run_sync(self._sqs(event, context), eager=True)
         if apigw.is_http(event):
             if self.spec.route is None:
                 self._unsupported("an HTTP event, but the processor has no route")

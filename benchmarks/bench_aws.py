@@ -18,7 +18,11 @@ what one apix stage sends the next) with a no-op processor and persistence off (
 idempotency and a ``json.loads`` of the body (Powertools), alternated run by run. Goal ≤ 2×
 Powertools.
 
-    python benchmarks/bench_aws.py [--importtime]
+    python benchmarks/bench_aws.py [--importtime] [--baseline DIR]
+
+``--baseline DIR`` adds the apix contenders once more with ``DIR`` (a checkout of the code to
+compare with, e.g. a worktree of main) first on their ``PYTHONPATH``, alternated in the same
+rounds: before/after ratios from one run.
 
 Needs ``aws-lambda-powertools`` and ``redis`` (the nox ``bench`` session installs them), Redis
 on 127.0.0.1:6379 and, for the PostgreSQL contender, PostgreSQL on ``APIX_BENCH_PG_URL``
@@ -185,13 +189,14 @@ def _migrate(url: str) -> None:
 class ColdStart:
     """The contenders' handler modules and environments in a temporary directory."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, baseline: Path | None = None) -> None:
         self.workdir = workdir
         (workdir / "apix_handler.py").write_text(APIX_HANDLER)
         (workdir / "powertools_handler.py").write_text(POWERTOOLS_HANDLER)
         base = {k: v for k, v in os.environ.items() if not k.startswith("APIX_")}
+        inherited = os.environ.get("PYTHONPATH")
         base |= {
-            "PYTHONPATH": str(workdir),
+            "PYTHONPATH": os.pathsep.join([str(workdir), *([inherited] if inherited else [])]),
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "POWERTOOLS_SERVICE_NAME": "bench",
@@ -215,6 +220,10 @@ class ColdStart:
             )
         else:
             self.notes.append("PostgreSQL not reachable: its contender skipped")
+        if baseline is not None:
+            for name, (module, env) in list(self.contenders.items()):
+                path = os.pathsep.join([str(workdir), str(baseline)])
+                self.contenders[f"baseline {name}"] = (module, env | {"PYTHONPATH": path})
         if _up("127.0.0.1", 6379):
             self.contenders["Powertools, Redis"] = ("powertools_handler", base)
         else:
@@ -233,29 +242,36 @@ class ColdStart:
         event_file.unlink()
         return elapsed
 
-    def importtime(self, top: int = 15) -> list[tuple[str, int]]:
-        """The handler module's largest imports (cumulative µs) from ``python -X importtime``."""
-        _, env = self.contenders["apix, SQLite"]
+    def importtime(self, name: str, top: int = 15) -> list[tuple[str, int]]:
+        """The largest top-level imports (cumulative µs, ``python -X importtime``) of one cold
+        start of contender ``name``: the handler module's import and its first batch's."""
+        module, env = self.contenders[name]
+        event_file = self.workdir / f"event-{uuid.uuid4().hex}.json"
+        event_file.write_text(json.dumps(_event()))
         proc = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", "import apix_handler"],
+            [sys.executable, "-X", "importtime", "-c", INVOKE.format(module=module), event_file],
             capture_output=True,
             text=True,
             env=env,
             cwd=self.workdir,
             check=True,
         )
+        event_file.unlink()
         rows: list[tuple[str, int]] = []
         for line in proc.stderr.splitlines():
             if not line.startswith("import time:") or "cumulative" in line:
                 continue
             parts = line[len("import time:") :].split("|")
-            rows.append((parts[2].strip(), int(parts[1])))
+            if not parts[2].startswith("  "):  # top level: what the process itself imported
+                rows.append((parts[2].strip(), int(parts[1])))
         rows.sort(key=lambda r: r[1], reverse=True)
         return rows[:top]
 
 
-def measure_cold(workdir: Path) -> tuple[dict[str, list[float]], list[str]]:
-    bench = ColdStart(workdir)
+def measure_cold(
+    workdir: Path, baseline: Path | None = None
+) -> tuple[dict[str, list[float]], list[str]]:
+    bench = ColdStart(workdir, baseline)
     for name in bench.contenders:  # warm the OS caches once
         bench.once(name)
     samples: dict[str, list[float]] = {name: [] for name in bench.contenders}
@@ -339,10 +355,10 @@ def measure_overhead() -> tuple[list[float], list[float]]:
     return apix_samples, pt_samples
 
 
-def run(importtime: bool = False) -> list[Result]:
+def run(importtime: bool = False, baseline: Path | None = None) -> list[Result]:
     out: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="apix-bench-aws-") as tmp:
-        samples, notes = measure_cold(Path(tmp))
+        samples, notes = measure_cold(Path(tmp), baseline)
         med = {name: statistics.median(v) * 1000 for name, v in samples.items()}
         for name, value in med.items():
             spread = f"min {min(samples[name]) * 1000:.0f}, max {max(samples[name]) * 1000:.0f}"
@@ -350,7 +366,8 @@ def run(importtime: bool = False) -> list[Result]:
                 Result(f"aws cold start: {name} (median of {ROUNDS})", value, "ms", "", spread)
             )
         pt = med.get("Powertools, Redis")
-        for name in ("apix, SQLite", "apix, PostgreSQL"):
+        apix_names = [n for n in med if n.startswith(("apix", "baseline apix"))]
+        for name in apix_names:
             if pt and name in med:
                 paired = statistics.median(
                     a / p for a, p in zip(samples[name], samples["Powertools, Redis"], strict=True)
@@ -364,11 +381,29 @@ def run(importtime: bool = False) -> list[Result]:
                         f"median of rounds {paired:.2f}",
                     )
                 )
+        for name in ("apix, SQLite", "apix, PostgreSQL"):
+            if f"baseline {name}" in med and name in med:
+                paired = statistics.median(
+                    a / b for a, b in zip(samples[name], samples[f"baseline {name}"], strict=True)
+                )
+                out.append(
+                    Result(
+                        f"aws cold start ratio {name} / baseline",
+                        med[name] / med[f"baseline {name}"],
+                        "×",
+                        "",
+                        f"median of rounds {paired:.2f}",
+                    )
+                )
         for note in notes:
             out.append(Result(f"aws cold start: {note}", 0, "", ""))
         if importtime:
-            for name, us in ColdStart(Path(tmp)).importtime():
-                print(f"  importtime {us / 1000:8.1f} ms  {name}")
+            bench = ColdStart(Path(tmp), baseline)
+            for contender in bench.contenders:
+                if "apix" in contender:
+                    print(f"  -X importtime, top level, {contender}:")
+                    for module, us in bench.importtime(contender):
+                        print(f"    {us / 1000:8.1f} ms  {module}")
     apix_us, pt_us = measure_overhead()
     a, p = statistics.median(apix_us), statistics.median(pt_us)
     paired = statistics.median(x / y for x, y in zip(apix_us, pt_us, strict=True))
@@ -389,6 +424,7 @@ def run(importtime: bool = False) -> list[Result]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--importtime", action="store_true", help="print the top imports")
+    parser.add_argument("--baseline", type=Path, help="code to compare with (on PYTHONPATH)")
     args = parser.parse_args()
-    for r in run(args.importtime):
+    for r in run(args.importtime, args.baseline):
         print(r.row(), flush=True)

@@ -48,7 +48,9 @@ def is_fifo(event: Mapping[str, Any]) -> bool:
 def parse_record(queue: str, record: object) -> SqsRecord:
     """The delivery of one record; :class:`MalformedEventError` when it has no ``messageId``
     (it then cannot be reported: an unknown ``itemIdentifier`` fails the whole batch)."""
-    if not isinstance(record, Mapping):
+    # ``type(...) is dict`` first: the ABC check of ``Mapping`` costs more than the rest of a
+    # well-formed record (Lambda's events are plain JSON objects).
+    if type(record) is not dict and not isinstance(record, Mapping):
         raise MalformedEventError(f"SQS record is a {type(record).__name__}, not an object")
     item_id = record.get("messageId")
     if not isinstance(item_id, str) or not item_id:
@@ -63,7 +65,7 @@ def parse_record(queue: str, record: object) -> SqsRecord:
         )
         body = ""
     system = record.get("attributes")
-    system = system if isinstance(system, Mapping) else {}
+    system = system if type(system) is dict or isinstance(system, Mapping) else {}
     attributes = _string_attributes(record.get("messageAttributes"))
     message_id = attributes.pop(MESSAGE_ID_ATTRIBUTE, None) or item_id
     group = system.get("MessageGroupId")
@@ -108,11 +110,13 @@ def unusable_delivery(queue: str, record: object) -> ReceivedMessage:
 
 
 def _string_attributes(raw: object) -> dict[str, str]:
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         return {}
     out: dict[str, str] = {}
+    if not raw:
+        return out
     for name, value in raw.items():
-        if isinstance(name, str) and isinstance(value, Mapping):
+        if isinstance(name, str) and (type(value) is dict or isinstance(value, Mapping)):
             text = value.get("stringValue")
             if isinstance(text, str):  # binary attributes have no apix meaning
                 out[name] = text
@@ -120,6 +124,9 @@ def _string_attributes(raw: object) -> dict[str, str]:
 
 
 def _count(value: object) -> int:
+    if type(value) is str and value.isascii() and value.isdigit():  # AWS's form: "1"
+        count = int(value)
+        return count if 1 <= count < 2**31 else 1
     try:
         count = int(str(value))
     except ValueError:
@@ -128,6 +135,8 @@ def _count(value: object) -> int:
 
 
 def _timestamp(value: object) -> float | None:
+    if type(value) is str and value.isascii() and value.isdigit():  # AWS's form: epoch ms
+        return int(value) / 1000
     try:
         return int(str(value)) / 1000
     except ValueError:

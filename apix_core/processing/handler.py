@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,7 +146,7 @@ class ProcessorHandler:
                 continue
             groups.setdefault(message.tenant_id, []).append(_Item(i, delivery, message))
 
-        traced = tracing_enabled() if groups else False
+        traced = _traced() if groups else False
         for tenant, items in groups.items():
             with tenant_context(tenant):
                 if self.store is None:
@@ -359,6 +361,17 @@ class ProcessorHandler:
             else:
                 outcomes[it.index] = self._failure(it, inv)
         await self._dispatch(sends, items, outcomes)
+
+
+def _traced() -> bool:
+    """:func:`tracing_enabled`, without importing the OpenTelemetry API (~15 ms of a cold
+    start) while nothing has: installing an SDK provider imports it, and a provider named by
+    ``OTEL_PYTHON_TRACER_PROVIDER`` is loaded by the API itself."""
+    if "opentelemetry.trace" not in sys.modules and not os.environ.get(
+        "OTEL_PYTHON_TRACER_PROVIDER"
+    ):
+        return False
+    return tracing_enabled()
 
 
 def _past(deadline: float | None) -> bool:

@@ -26,7 +26,9 @@ import atexit
 import contextlib
 import contextvars
 import threading
-from collections.abc import Coroutine
+import types
+from asyncio import events, tasks
+from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
 from apix_core.runtime.loop import new_runner
@@ -37,14 +39,23 @@ T = TypeVar("T")
 # asyncio.Runner's "cannot be called from a running event loop" error instead of deadlocking.
 _lock = threading.RLock()
 _runner: asyncio.Runner | None = None
+#: Tasks of eager calls that completed without the loop (see _run_eager): each ends at its
+#: first step, run when the loop next runs; drained every _MAX_FINISHERS calls at the latest.
+_finishers: list[asyncio.Task[Any]] = []
+_MAX_FINISHERS = 32
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+def run_sync(coro: Coroutine[Any, Any, T], *, eager: bool = False) -> T:
     """Run ``coro`` to completion on the process's long-lived event loop and return its result.
 
     The loop is created on the first call (uvloop when installed, see
     :mod:`apix_core.runtime.loop`) and kept until :func:`close_runner` (or interpreter exit), so
     pools opened by one invocation are reused by the next.
+
+    ``eager=True`` runs ``coro`` on the calling thread until it first waits, as Python 3.12's
+    eager tasks do, and needs no turn of the loop at all when it never waits (a batch on the
+    embedded store, or without persistence: the loop's per-run set-up was about half of a
+    warm Lambda batch's cost). A coroutine that waits goes on in its task, on the loop.
     """
     global _runner
     with _lock:
@@ -56,15 +67,95 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         # every call (and uvloop then rebuilds its signal wake-up pipe), several hundred µs a
         # Lambda invocation pays for nothing (benchmarks/bench_aws.py).
         loop = _runner.get_loop()
-        task = loop.create_task(coro, context=contextvars.copy_context())
+        context = contextvars.copy_context()
+        if eager:
+            return _run_eager(loop, coro, context)
+        task = loop.create_task(coro, context=context)
+        return _complete(loop, task)
+
+
+def _complete(loop: asyncio.AbstractEventLoop, task: asyncio.Task[T]) -> T:
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():  # interrupted (KeyboardInterrupt): leave nothing half-run
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(task)
+        raise
+
+
+class _Eager:
+    """The state a task shares with the eager first step of its coroutine."""
+
+    __slots__ = ("coro", "done", "waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.done = False
+        self.waiting_on: Any = None
+
+    async def finish(self) -> Any:
+        """The task's coroutine: nothing when the first step completed it, else the rest."""
+        if self.done:
+            return None
+        return await _resume(self.coro, self.waiting_on)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], waiting_on: Any) -> Generator[Any, Any, T]:
+    """Drive a coroutine suspended on ``waiting_on`` (what it yielded) from inside a task, as
+    ``await`` would have: the task waits on what it yields, and sends or throws back."""
+    pending = waiting_on
+    while True:
         try:
-            return loop.run_until_complete(task)
-        except BaseException:
-            if not task.done():  # interrupted (KeyboardInterrupt): leave nothing half-run
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    loop.run_until_complete(task)
-            raise
+            sent = yield pending
+        except BaseException as exc:  # cancellation included: the coroutine decides
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+
+def _run_eager(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    context: contextvars.Context,
+) -> T:
+    """The first step of ``coro`` on this thread, inside its real task (``current_task()``,
+    ``asyncio.timeout``, locks... see the task that goes on if it waits) with ``loop`` as the
+    running loop; the loop runs only when the coroutine waits."""
+    state = _Eager(coro)
+    task = loop.create_task(state.finish(), context=context)
+    events._set_running_loop(loop)
+    tasks._enter_task(loop, task)
+    try:
+        state.waiting_on = context.run(coro.send, None)
+    except StopIteration as stop:
+        state.done = True
+        result: T = stop.value
+    except BaseException:
+        state.done = True
+        raise
+    finally:
+        tasks._leave_task(loop, task)
+        events._set_running_loop(None)
+        if state.done:
+            # The task ends at its first step; anything the step scheduled runs with it.
+            _finishers.append(task)
+            if len(_finishers) >= _MAX_FINISHERS:
+                last = _finishers[-1]
+                _finishers.clear()
+                loop.run_until_complete(last)
+    if not state.done:
+        rest: T = _complete(loop, task)
+        return rest
+    return result
 
 
 def close_runner() -> None:
@@ -73,6 +164,7 @@ def close_runner() -> None:
     global _runner
     with _lock:
         runner, _runner = _runner, None
+        _finishers.clear()
         if runner is not None:
             runner.close()
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -13,11 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from apix_core.constants import (
     DB_PGBOUNCER_ENV,
@@ -27,11 +23,19 @@ from apix_core.constants import (
 )
 from apix_core.errors import ConfigurationError, DatabaseUnavailableError
 from apix_core.message import dump_json
+from apix_core.store.lazy import lazy_module
 from apix_core.store.sql import SQLITE_WRITER_KEY
 from apix_core.store.sqlite_inline import retry_busy as _retry_busy
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
     from apix_core.store.pg import Pipeline
+else:
+    # Loaded on first use: a SQLite write transaction that claims ids and commits (a cold
+    # start's first batch) runs on the sqlite3 connection alone, without SQLAlchemy.
+    sa = lazy_module("sqlalchemy")
 
 _WRITE_OPTION = "apix_write"
 #: Page cache of the SQLite writer connection (KiB, an upper bound: pages are allocated as read).
@@ -44,13 +48,61 @@ _PREPARED_KEY = "apix_prepared"
 
 #: The SQLite write transaction the current task holds: (database, connection, a lock that
 #: serialises the savepoints of nested write transactions joining it).
-_sqlite_writer: contextvars.ContextVar[tuple[Database, AsyncConnection, asyncio.Lock] | None] = (
+_sqlite_writer: contextvars.ContextVar[tuple[Database, WriterHandle, asyncio.Lock] | None] = (
     contextvars.ContextVar("apix_sqlite_writer", default=None)
 )
+
+#: The connection settings of every SQLite connection apix opens.
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    # Lock waits are retried asynchronously by sqlite_inline, never blocking the loop.
+    "PRAGMA busy_timeout=0",
+    "PRAGMA secure_delete=ON",
+    # Checkpoint every ~40 MB of WAL instead of ~4 MB: checkpoints dominate commit cost.
+    "PRAGMA wal_autocheckpoint=10000",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def _plain_sqlite_url(url: str) -> tuple[str, str | None] | None:
+    """``(normalized url, database path or None for memory)`` of a plain SQLite file URL
+    (``sqlite:///path``, ``sqlite+aiosqlite:////abs``, ``sqlite://``), read without
+    SQLAlchemy; None for anything else (query strings, escapes: SQLAlchemy's parser decides)."""
+    for scheme in ("sqlite://", "sqlite+aiosqlite://"):
+        if url.startswith(scheme):
+            rest = url[len(scheme) :]
+            break
+    else:
+        return None
+    if "?" in rest or "%" in rest or "#" in rest or (rest and not rest.startswith("/")):
+        return None
+    database = rest[1:] or None
+    return "sqlite+aiosqlite://" + rest, database
+
+
+_PLAIN_PG = re.compile(r"(?:postgresql|postgres|postgresql\+asyncpg)://([^/?#%]*)/([^/?#%]+)")
+
+
+def _plain_pg_url(url: str) -> str | None:
+    """The asyncpg URL of a plain PostgreSQL URL (``postgresql://user:pw@host:port/db``),
+    read without SQLAlchemy; None for anything else (query strings, escapes...)."""
+    found = _PLAIN_PG.fullmatch(url)
+    if found is None:
+        return None
+    return f"postgresql+asyncpg://{found.group(1)}/{found.group(2)}"
 
 
 def normalize_url(url: str) -> str:
     """Pick the async driver: ``sqlite:///`` → aiosqlite, ``postgresql://`` → asyncpg."""
+    plain = _plain_sqlite_url(url)
+    if plain is not None:
+        return plain[0]
+    plain_pg = _plain_pg_url(url)
+    if plain_pg is not None:
+        return plain_pg
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.drivername == "sqlite":
@@ -82,8 +134,17 @@ class Database:
         engine_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = normalize_url(url)
-        parsed = make_url(self.url)
-        self.dialect = parsed.get_backend_name()
+        plain = _plain_sqlite_url(self.url)
+        plain_pg = _plain_pg_url(self.url)
+        if plain is not None:
+            self.dialect, database = "sqlite", plain[1]
+        elif plain_pg is not None:
+            self.dialect, database = "postgresql", None
+        else:
+            from sqlalchemy.engine import make_url
+
+            parsed = make_url(self.url)
+            self.dialect, database = parsed.get_backend_name(), parsed.database
         self.timeout = timeout
         self.pgbouncer = False
         self.idle_ping_seconds = idle_ping_seconds
@@ -91,8 +152,20 @@ class Database:
         # JSON columns (entity attributes...) are written by the outputs' one rule
         # (``message.json_default``: datetimes as ISO 8601, decimals exact...).
         options.setdefault("json_serializer", dump_json)
+        #: SQLite file databases: the writer is a sqlite3 connection apix opens itself, and
+        #: SQLAlchemy joins it only when a statement needs it (see WriterHandle).
+        self._lean_path: str | None = None
+        self._lean_pg = False
         if self.dialect == "sqlite":
-            database = parsed.database or ""
+            database = database or ""
+            if (
+                database
+                and database != ":memory:"
+                and not database.startswith("file:")
+                and "async_creator" not in options
+                and plain is not None
+            ):
+                self._lean_path = database
             if database and database != ":memory:" and not database.startswith("file:"):
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             from apix_core.store.sqlite_inline import inline_creator
@@ -104,11 +177,6 @@ class Database:
             if pgbouncer is None:
                 pgbouncer = _env_true(DB_PGBOUNCER_ENV)
             self.pgbouncer = pgbouncer
-            # The models' PostgreSQL index options (BRIN...) for whatever compares or creates
-            # them from the metadata here; kept off SQLite's path (see models).
-            from apix_core.store.models import attach_postgres_index_options
-
-            attach_postgres_index_options()
             # apix sends BEGIN itself (see _pg_transaction); SQLAlchemy must not add its own.
             options.setdefault("isolation_level", "AUTOCOMMIT")
             options.setdefault("pool_size", pool_size)
@@ -124,9 +192,18 @@ class Database:
                 connect_args["statement_cache_size"] = 0
                 connect_args["prepared_statement_cache_size"] = 0
                 connect_args["prepared_statement_name_func"] = _unique_statement_name
+            #: Transactions on asyncpg connections apix opens itself until something needs
+            #: the engine (SQLAlchemy then joins an open one: see PgHandle); plain URLs only.
+            self._lean_pg = (
+                plain_pg is not None
+                and not pgbouncer
+                and not {"connect_args", "async_creator", "creator"} & options.keys()
+            )
+            self._connect_args = connect_args
             options.setdefault("connect_args", connect_args)
         self._options = options
-        self.engine: AsyncEngine = self._create_engine()
+        # Created on first use (see WriterHandle): SQLAlchemy loads with it.
+        self._engine: AsyncEngine | None = None
         # asyncpg connections (and asyncio locks) belong to one event loop; a warm serverless
         # function may run each invocation under a fresh ``asyncio.run``.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,20 +214,35 @@ class Database:
         # BEGIN IMMEDIATE / COMMIT on the sqlite3 connection directly: SQLAlchemy's checkout,
         # begin, commit and checkin cost about 140 us of CPU per transaction, more than the
         # statements of a small one. None until the first write transaction of the event loop.
-        self._writer: tuple[AsyncConnection, sqlite3.Connection] | None = None
+        self._writer: WriterHandle | None = None
         self._inline_writer = True  # False with a custom async_creator: SQLAlchemy's way
         # PostgreSQL transactions keep their connection checked out between transactions (most
         # recent last, with the time it came back): SQLAlchemy's checkout and checkin (two
         # greenlet switches, the pool's bookkeeping) were about 40% of the client CPU of an
         # empty transaction. At most pool_size connections wait here.
-        self._idle: list[tuple[AsyncConnection, float]] = []
+        self._idle: list[tuple[PgHandle, float]] = []
         self._max_idle = int(options.get("pool_size", 0))
         # Returns them to the pool when their event loop ends (asyncio.run, Runner.close and
         # pytest cancel the loop's tasks first): a connection still checked out then could
         # only be dropped, and SQLAlchemy warns about it.
         self._janitor: asyncio.Task[None] | None = None
 
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            self._engine = self._create_engine()
+        return self._engine
+
     def _create_engine(self) -> AsyncEngine:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        if self.is_postgres:
+            # The models' PostgreSQL index options (BRIN...) for whatever compares or creates
+            # them from the metadata here; kept off SQLite's path (see models).
+            from apix_core.store.models import attach_postgres_index_options
+
+            attach_postgres_index_options()
+
         try:
             engine = create_async_engine(self.url, **self._options)
         except ModuleNotFoundError as exc:
@@ -171,15 +263,20 @@ class Database:
         if self._loop is loop:
             return
         if self._loop is not None:
-            old = self.engine
-            self.engine = self._create_engine()
+            old = self._engine
+            self._engine = None
             self._write_lock = None
-            self._writer = None
-            self._idle.clear()  # their loop is gone: dropped with the old engine
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                await writer.drop()
+            for handle, _ in self._idle:  # their loop is gone: dropped with the old engine
+                await handle.drop()
+            self._idle.clear()
             self._janitor = None
             # The old loop is closed: its connections cannot be closed politely, only dropped
             # (the server ends those sessions when the sockets are collected).
-            await old.dispose(close=False)
+            if old is not None:
+                await old.dispose(close=False)
         self._loop = loop
 
     @property
@@ -221,44 +318,95 @@ class Database:
             ) from exc
         return conn
 
-    async def _checkout(self) -> AsyncConnection:
+    async def _checkout(self) -> PgHandle:
         """A connection for a PostgreSQL transaction: the last one put back if it idled less
-        than ``idle_ping_seconds``, else one from the pool (which pings it if it idled)."""
+        than ``idle_ping_seconds``, else one from the pool (which pings it if it idled); while
+        no engine exists (a cold start), one apix opens itself (pinged likewise)."""
         await self._bind_loop()
         now = time.monotonic()
         while self._idle:
-            conn, since = self._idle.pop()
+            handle, since = self._idle.pop()
             if now - since < self.idle_ping_seconds:
-                return conn
-            await conn.close()
-        return await self._start()
+                return handle
+            if handle.owned and await handle.ping(self.timeout):
+                return handle
+            await handle.close()
+        if self._lean_pg and self._engine is None:
+            return PgHandle(self, await self._connect_pg(), None)
+        conn = await self._start()
+        from apix_core.store.pg import driver
 
-    async def _checkin(self, conn: AsyncConnection, clean: bool) -> None:
+        return PgHandle(self, driver(conn), conn)
+
+    async def _connect_pg(self) -> Any:
+        """An asyncpg connection with the engine's connect arguments; failures typed as
+        :meth:`_start` types them."""
+        try:
+            import asyncpg
+        except ModuleNotFoundError:
+            raise ConfigurationError(
+                f"{self.safe_url} needs the asyncpg driver: pip install 'apix-core[postgres]'"
+            ) from None
+        dsn = "postgresql://" + self.url.split("://", 1)[1]
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                return await asyncpg.connect(dsn, **self._connect_args)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            explained = explain_database_error(exc, self.url)
+            if explained is not None:
+                raise explained from exc
+            raise DatabaseUnavailableError(
+                f"cannot reach the database {self.safe_url}: {exc}"
+            ) from exc
+
+    async def _adopt_pg(self, raw: Any) -> AsyncConnection:
+        """A SQLAlchemy connection over an asyncpg connection apix opened, possibly inside its
+        open transaction: an engine of its own with that one connection. In AUTOCOMMIT mode
+        SQLAlchemy's adapter begins, commits and rolls back nothing itself."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy.pool import StaticPool
+
+        from apix_core.store.models import attach_postgres_index_options
+
+        attach_postgres_index_options()
+
+        async def creator() -> Any:
+            return raw
+
+        pooling = ("pool_size", "max_overflow", "pool_timeout", "pool_pre_ping", "connect_args")
+        options = {k: v for k, v in self._options.items() if k not in pooling}
+        engine = create_async_engine(
+            self.url, async_creator=creator, poolclass=StaticPool, **options
+        )
+        return await engine.connect()
+
+    async def _checkin(self, handle: PgHandle, clean: bool) -> None:
         """Keep a connection whose transaction ended cleanly for the next transaction; return
         any other to the pool."""
-        if clean and len(self._idle) < self._max_idle and not (conn.invalidated or conn.closed):
-            if conn.in_transaction():
+        if clean and len(self._idle) < self._max_idle and handle.usable():
+            conn = handle.adopted
+            if conn is not None and conn.in_transaction():
                 # SQLAlchemy's bookkeeping of the statements it ran (autobegin): the engine is
                 # in AUTOCOMMIT, so this sends nothing; the server transaction is over.
                 await conn.rollback()
-            self._idle.append((conn, time.monotonic()))
+            self._idle.append((handle, time.monotonic()))
             if self._janitor is None or self._janitor.done():
                 self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
         else:
-            await conn.close()
+            await handle.close()
 
     async def _close_idle_at_end(self) -> None:
         try:
             await asyncio.Event().wait()
         finally:
             idle, self._idle = self._idle, []
-            if self._writer is not None:
-                idle.append((self._writer[0], 0.0))
-                self._writer[0].info.pop(SQLITE_WRITER_KEY, None)
-                self._writer = None
-            for conn, _ in idle:
+            writer, self._writer = self._writer, None
+            if writer is not None:
                 with contextlib.suppress(Exception):
-                    await conn.close()
+                    await writer.close()
+            for handle, _ in idle:
+                with contextlib.suppress(Exception):
+                    await handle.close()
 
     @property
     def pipelines(self) -> bool:
@@ -292,11 +440,37 @@ class Database:
         transaction) joins it in a SAVEPOINT instead of waiting for the single write lock,
         which it holds itself; its writes commit with the outer transaction.
         """
+        async with self._transaction(
+            tenant_id, write, maintenance, cross_tenant, pipeline, lean=False
+        ) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def unit_transaction(
+        self, *, tenant_id: str, pipeline: Pipeline | None = None
+    ) -> AsyncIterator[AsyncConnection | WriterHandle | PgHandle]:
+        """The unit of work's write transaction (:meth:`transaction`), except that it may yield
+        the connection's handle (:class:`WriterHandle` on SQLite, :class:`PgHandle`), whose
+        SQLAlchemy connection is made only if a statement needs it."""
+        async with self._transaction(tenant_id, True, False, False, pipeline, lean=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(
+        self,
+        tenant_id: str | None,
+        write: bool,
+        maintenance: bool,
+        cross_tenant: bool,
+        pipeline: Pipeline | None,
+        *,
+        lean: bool,
+    ) -> AsyncIterator[Any]:
         if self.is_postgres:
             if pipeline is not None and not self.pipelines:
                 raise ValueError("pipelined transactions need PostgreSQL without PgBouncer")
             bypass = maintenance or cross_tenant
-            async with self._pg_transaction(tenant_id, bypass, maintenance, pipeline) as conn:
+            async with self._pg_transaction(tenant_id, bypass, maintenance, pipeline, lean) as conn:
                 yield conn
             return
         await self._bind_loop()
@@ -307,16 +481,17 @@ class Database:
                 # transaction — e.g. a token refresh inside a processor. Waiting for the write
                 # lock would wait for ourselves: join that transaction in a savepoint instead,
                 # which commits (or rolls back) with it.
-                _, outer, nested_lock = held
+                _, handle, nested_lock = held
+                outer = await handle.connection()
                 async with nested_lock, outer.begin_nested():
                     yield outer
                 return
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
-            async with self._write_lock, self._sqlite_write() as conn:
-                token = _sqlite_writer.set((self, conn, asyncio.Lock()))
+            async with self._write_lock, self._sqlite_write() as handle:
+                token = _sqlite_writer.set((self, handle, asyncio.Lock()))
                 try:
-                    yield conn
+                    yield handle if lean and handle.raw is not None else await handle.connection()
                 finally:
                     _sqlite_writer.reset(token)
         else:
@@ -332,7 +507,7 @@ class Database:
                 yield conn
 
     @asynccontextmanager
-    async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
+    async def _sqlite_write(self) -> AsyncIterator[WriterHandle]:
         """A write transaction on the writer connection, under the write lock.
 
         SQLAlchemy's own transaction on the writer stays open between apix transactions (its
@@ -345,27 +520,34 @@ class Database:
             writer = await self._open_writer()
         if writer is None:  # not an inline connection (a custom async_creator)
             async with self._sqlite_transaction(True) as conn:
-                yield conn
+                yield WriterHandle(self, None, conn)
             return
-        conn, raw = writer
+        raw = writer.raw
+        assert raw is not None
         clean = False
         try:
             await _sqlite_call(lambda: raw.execute("BEGIN IMMEDIATE"), self.timeout, "BEGIN")
-            yield conn
+            yield writer
             await _sqlite_call(raw.commit, self.timeout, "COMMIT")
             clean = True
         finally:
             if not clean:
                 self._writer = None
-                conn.info.pop(SQLITE_WRITER_KEY, None)
                 with contextlib.suppress(Exception):
                     if raw.in_transaction:
                         raw.rollback()
-                await conn.close()
+                await writer.close()
 
-    async def _open_writer(self) -> tuple[AsyncConnection, sqlite3.Connection] | None:
+    async def _open_writer(self) -> WriterHandle | None:
         from apix_core.store.sqlite_inline import InlineConnection
 
+        if self._lean_path is not None:
+            raw = await _sqlite_call(self._connect_raw, self.timeout, "PRAGMA")
+            raw.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
+            self._writer = WriterHandle(self, raw, None)
+            if self._janitor is None or self._janitor.done():
+                self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
+            return self._writer
         conn = await self._start()
         raw = (await conn.get_raw_connection()).driver_connection
         if not isinstance(raw, InlineConnection):
@@ -377,29 +559,73 @@ class Database:
         # batch: with the default 2 MiB cache it re-read pages from the WAL (a pread each).
         raw.sqlite_connection.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         conn.info[SQLITE_WRITER_KEY] = raw.sqlite_connection
-        self._writer = (conn, raw.sqlite_connection)
+        self._writer = WriterHandle(self, raw.sqlite_connection, conn)
         if self._janitor is None or self._janitor.done():
             self._janitor = asyncio.get_running_loop().create_task(self._close_idle_at_end())
         return self._writer
 
+    def _connect_raw(self) -> sqlite3.Connection:
+        """A sqlite3 connection to the file, set up as every apix connection (WAL...)."""
+        assert self._lean_path is not None
+        Path(self._lean_path).parent.mkdir(parents=True, exist_ok=True)
+        raw = sqlite3.connect(
+            self._lean_path, timeout=0, check_same_thread=False, isolation_level=None
+        )
+        try:
+            for pragma in _SQLITE_PRAGMAS:
+                raw.execute(pragma)
+        except BaseException:
+            raw.close()
+            raise
+        return raw
+
+    async def _adopt(self, raw: sqlite3.Connection) -> AsyncConnection:
+        """A SQLAlchemy connection over the writer's sqlite3 connection, possibly inside its
+        open transaction: an engine of its own with that one connection, which never commits,
+        rolls back or closes it (apix does, see ``InlineConnection(managed=True)``)."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+        from sqlalchemy.pool import StaticPool
+
+        from apix_core.store.sqlite_inline import InlineConnection
+
+        inline = InlineConnection(raw, self.timeout, managed=True)
+
+        async def creator() -> InlineConnection:
+            return inline
+
+        options = {k: v for k, v in self._options.items() if k != "async_creator"}
+        engine = create_async_engine(
+            self.url, async_creator=creator, poolclass=StaticPool, **options
+        )
+        _install_sqlite_hooks(engine, self.timeout, configure=False)
+        conn = await engine.connect()
+        conn = await conn.execution_options(**{_RAW_TX_OPTION: True, _WRITE_OPTION: True})
+        conn.info[SQLITE_WRITER_KEY] = raw
+        return conn
+
     @asynccontextmanager
     async def _pg_transaction(
-        self, tenant_id: str | None, bypass: bool, scans: bool, pipeline: Pipeline | None
-    ) -> AsyncIterator[AsyncConnection]:
+        self,
+        tenant_id: str | None,
+        bypass: bool,
+        scans: bool,
+        pipeline: Pipeline | None,
+        lean: bool = False,
+    ) -> AsyncIterator[Any]:
         """apix sends ``BEGIN`` itself, together with the transaction-local settings, in one
         round trip; the engine runs in ``AUTOCOMMIT`` mode (SQLAlchemy would otherwise send its
         own ``BEGIN``), so its statements and :mod:`apix_core.store.pg`'s share the
         transaction. Settings are transaction-local (``set_config(..., true)``): nothing leaks
         to the next user of the connection, which keeps PgBouncer transaction pooling safe."""
-        from apix_core.store.pg import SETTINGS_SQL, begin_sql, driver, settings
+        from apix_core.store.pg import SETTINGS_SQL, begin_sql, settings
 
-        conn = await self._checkout()
+        handle = await self._checkout()
         clean = False
         try:
-            raw = driver(conn)
+            raw = handle.raw
             lock_ms = int(self.timeout * 1000)
             sql = begin_sql(tenant_id, bypass, lock_ms, scans)
-            prepared = await self._prepared(conn, raw) if pipeline is not None else set()
+            prepared = await self._prepared(handle.info, raw) if pipeline is not None else set()
             try:
                 if sql is None:
                     await raw.execute("BEGIN")
@@ -411,13 +637,13 @@ class Database:
                     pipeline.first_status = await raw.execute(f"{sql}; {first}" if sql else first)
                 elif sql is not None:
                     await raw.execute(sql)
-                yield conn
+                yield handle if lean else await handle.connection()
                 status = await raw.execute("COMMIT")
             except BaseException:
                 if pipeline is not None:
                     # A PREPARE that failed would be marked prepared: start afresh.
-                    conn.info.pop(_PREPARED_KEY, None)
-                await _discard(conn, raw)
+                    handle.info.pop(_PREPARED_KEY, None)
+                await _discard(handle, raw)
                 raise
             clean = not raw.is_in_transaction()
             if status != "COMMIT":
@@ -427,9 +653,9 @@ class Database:
                     f"transaction was rolled back by the server (COMMIT answered {status!r})"
                 )
         finally:
-            await self._checkin(conn, clean)
+            await self._checkin(handle, clean)
 
-    async def _prepared(self, conn: AsyncConnection, raw: Any) -> set[str]:
+    async def _prepared(self, info: dict[str, Any], raw: Any) -> set[str]:
         """Names of the statements apix prepared on this connection, kept in the pool record's
         ``info`` (SQLAlchemy clears it when it replaces the connection). When unknown (a new
         connection, or an error since) or past :data:`~apix_core.store.pg.MAX_PREPARED`, the
@@ -437,18 +663,24 @@ class Database:
         PREPARE failed, or that went stale, is never trusted."""
         from apix_core.store.pg import MAX_PREPARED
 
-        prepared: set[str] | None = conn.info.get(_PREPARED_KEY)
+        prepared: set[str] | None = info.get(_PREPARED_KEY)
         if prepared is None or len(prepared) >= MAX_PREPARED:
             rows = await raw.fetch(
                 "SELECT name FROM pg_prepared_statements WHERE name LIKE 'apix\\_%'"
             )
             if rows:
                 await raw.execute("; ".join(f"DEALLOCATE {r[0]}" for r in rows))
-            prepared = conn.info[_PREPARED_KEY] = set()
+            prepared = info[_PREPARED_KEY] = set()
         return prepared
 
     @property
     def safe_url(self) -> str:
+        if self._lean_path is not None:
+            return self.url  # a file path: no password in it
+        if self._lean_pg:
+            return re.sub(r"^(postgresql\+asyncpg://[^:@/]*:)[^@/]*@", r"\1***@", self.url)
+        from sqlalchemy.engine import make_url
+
         return make_url(self.url).render_as_string(hide_password=True)
 
     async def upgrade(self, revision: str = "head") -> None:
@@ -465,6 +697,32 @@ class Database:
     async def _at_head(self) -> bool:
         from apix_core.store.revision import head_revision
 
+        if self._lean_path is not None:
+            # The file read directly: no engine (nor SQLAlchemy) for a store at the head.
+            def read() -> list[str]:
+                raw = self._connect_raw()
+                try:
+                    return [r[0] for r in raw.execute("SELECT version_num FROM alembic_version")]
+                finally:
+                    raw.close()
+
+            try:
+                versions = await _sqlite_call(read, self.timeout, "SELECT version_num")
+            except sa.exc.DBAPIError:
+                return False
+            return bool(versions == [head_revision()])
+        if self._lean_pg:
+            await self._bind_loop()
+            handle = await self._checkout()
+            clean = False
+            try:
+                rows = await handle.raw.fetch("SELECT version_num FROM alembic_version")
+                clean = True
+            except Exception:
+                return False  # no schema yet (or unreadable): Alembic decides
+            finally:
+                await self._checkin(handle, clean)
+            return [r[0] for r in rows] == [head_revision()]
         try:
             async with self.connect() as conn:
                 result = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
@@ -494,15 +752,20 @@ class Database:
             self._janitor.cancel()
             self._janitor = None
         idle, self._idle = self._idle, []
-        if self._writer is not None:
-            idle.append((self._writer[0], 0.0))
-            self._writer[0].info.pop(SQLITE_WRITER_KEY, None)
-            self._writer = None
+        writer, self._writer = self._writer, None
         if self._loop is loop:
-            for conn, _ in idle:
-                await conn.close()
+            if writer is not None:
+                await writer.close()
+            for handle, _ in idle:
+                await handle.close()
+        else:
+            if writer is not None:
+                await writer.drop()
+            for handle, _ in idle:
+                await handle.drop()
         # Connections made on another (closed) loop can only be dropped, not closed.
-        await self.engine.dispose(close=self._loop is None or self._loop is loop)
+        if self._engine is not None:
+            await self._engine.dispose(close=self._loop is None or self._loop is loop)
         self._loop = None
 
 
@@ -530,6 +793,8 @@ def explain_database_error(exc: BaseException, url: str | None = None) -> Config
     if found is None:
         return None
     state, text = found
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url) if url else None
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}" if parsed else "the server"
     opts = f"-h {parsed.host or 'localhost'} -p {parsed.port or 5432}" if parsed else ""
@@ -562,13 +827,13 @@ async def _sqlite_call(fn: Callable[[], Any], lock_wait: float, sql: str) -> Any
         raise sa.exc.DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
-async def _discard(conn: AsyncConnection, raw: Any) -> None:
+async def _discard(handle: PgHandle, raw: Any) -> None:
     """Roll back an explicit transaction; a connection that cannot is dropped from the pool."""
     try:
         if raw.is_in_transaction():
             await raw.execute("ROLLBACK")
     except BaseException:
-        await conn.invalidate()
+        await handle.invalidate()
 
 
 def _env_true(name: str) -> bool:
@@ -580,6 +845,8 @@ def _unique_statement_name() -> str:
 
 
 def _install_idle_ping(engine: AsyncEngine, idle_seconds: float) -> None:
+    from sqlalchemy import event
+
     """Ping a pooled connection before use only if it sat idle longer than ``idle_seconds``
     (it may have been cut by a proxy, a failover or a frozen serverless instance)."""
     pool_events = engine.sync_engine.pool
@@ -600,21 +867,21 @@ def _install_idle_ping(engine: AsyncEngine, idle_seconds: float) -> None:
             raise sa.exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, timeout: float) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let us emit BEGIN ourselves (pysqlite's implicit transactions are not usable here).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        # Lock waits are retried asynchronously by sqlite_inline, never blocking the loop.
-        cursor.execute("PRAGMA busy_timeout=0")
-        cursor.execute("PRAGMA secure_delete=ON")
-        # Checkpoint every ~40 MB of WAL instead of ~4 MB: checkpoints dominate commit cost.
-        cursor.execute("PRAGMA wal_autocheckpoint=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
+def _install_sqlite_hooks(engine: AsyncEngine, timeout: float, *, configure: bool = True) -> None:
+    """``configure``: set up each new connection (a writer's adopted connection is already,
+    and may be inside its transaction, where setting ``isolation_level`` would commit it)."""
+    from sqlalchemy import event
+
+    if configure:
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let us emit BEGIN ourselves (pysqlite's implicit transactions are not usable).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
@@ -625,3 +892,119 @@ def _install_sqlite_hooks(engine: AsyncEngine, timeout: float) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+class WriterHandle:
+    """apix's SQLite writer: its sqlite3 connection (``raw``, None for a custom
+    ``async_creator``), and the SQLAlchemy connection over it, made on first need
+    (:meth:`connection`). Hot statements run on ``raw`` (``store.sql.sqlite_writer`` finds it in
+    :attr:`info`), so a transaction that only claims and commits never loads SQLAlchemy."""
+
+    __slots__ = ("_conn", "_db", "_engine_owned", "info", "raw")
+
+    def __init__(
+        self, db: Database, raw: sqlite3.Connection | None, conn: AsyncConnection | None
+    ) -> None:
+        self._db = db
+        self.raw = raw
+        self._conn = conn
+        #: Whether this handle opened ``raw`` itself (then it closes it, and its engine).
+        self._engine_owned = conn is None
+        self.info: dict[str, Any] = conn.info if conn is not None else {SQLITE_WRITER_KEY: raw}
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            assert self.raw is not None
+            self._conn = await self._db._adopt(self.raw)
+        return self._conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.info.pop(SQLITE_WRITER_KEY, None)
+            await conn.close()
+            if self._engine_owned:
+                await conn.engine.dispose()
+        if self._engine_owned and self.raw is not None:
+            self.raw.close()
+
+    async def drop(self) -> None:
+        """Forget it without a polite close (its event loop is gone)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._engine_owned:
+            await conn.engine.dispose(close=False)
+        if self._engine_owned and self.raw is not None:
+            with contextlib.suppress(Exception):
+                self.raw.close()
+
+
+class PgHandle:
+    """A PostgreSQL connection of apix's transactions: the asyncpg connection (``raw``) and the
+    SQLAlchemy connection over it — a pooled one, or, for a connection apix opened itself
+    (``owned``: a cold start's), one made on first need (:meth:`connection`)."""
+
+    __slots__ = ("_conn", "_db", "info", "owned", "raw")
+
+    def __init__(self, db: Database, raw: Any, conn: AsyncConnection | None) -> None:
+        self._db = db
+        self.raw = raw
+        self._conn = conn
+        self.owned = conn is None
+        #: Per-connection state (the names prepared on it, store.pg.Pipeline).
+        self.info: dict[str, Any] = conn.info if conn is not None else {}
+
+    @property
+    def adopted(self) -> AsyncConnection | None:
+        return self._conn
+
+    async def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            self._conn = await self._db._adopt_pg(self.raw)
+        return self._conn
+
+    def usable(self) -> bool:
+        if not self.owned:
+            assert self._conn is not None
+            return not (self._conn.invalidated or self._conn.closed)
+        return not self.raw.is_closed()
+
+    async def ping(self, wait: float) -> bool:
+        """Whether an owned connection that sat idle still answers (within ``wait`` s)."""
+        try:
+            async with asyncio.timeout(wait):
+                await self.raw.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if not self.owned:
+            if conn is not None:
+                await conn.close()
+            return
+        try:
+            if conn is not None:
+                await conn.close()
+                await conn.engine.dispose()
+        finally:
+            if not self.raw.is_closed():
+                await self.raw.close()
+
+    async def invalidate(self) -> None:
+        if not self.owned:
+            assert self._conn is not None
+            await self._conn.invalidate()
+            return
+        await self.drop()
+
+    async def drop(self) -> None:
+        """Forget it without a polite close (its event loop may be gone)."""
+        conn, self._conn = self._conn, None
+        if not self.owned:
+            return  # the engine's pool drops it (dispose(close=False))
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.engine.dispose(close=False)
+        with contextlib.suppress(Exception):
+            self.raw.terminate()

@@ -27,14 +27,19 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from apix_core.message import dump_json
-from apix_core.store.models import entities
+from apix_core.store.lazy import lazy_module
 from apix_core.tenancy import is_valid_tenant_id
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from apix_core.store import models as _models
+else:
+    # Loaded on first use: BEGIN and the claim need neither (store.lazy).
+    sa = lazy_module("sqlalchemy")
+    _models = lazy_module("apix_core.store.models")
 
 
 def driver(conn: AsyncConnection) -> Any:
@@ -81,19 +86,21 @@ def settings(tenant_id: str, bypass: bool, lock_timeout_ms: int, scans: bool) ->
 _ON_OFF = {True: "on", False: "off"}
 
 
-_ARRAY_TYPES: dict[type, str] = {
-    sa.String: "text[]",
-    sa.Text: "text[]",
-    sa.Integer: "int4[]",
-    sa.Float: "float8[]",
-    sa.Boolean: "bool[]",
-    sa.JSON: "json[]",
-    sa.DateTime: "timestamptz[]",
-}
+@lru_cache(maxsize=1)
+def _array_types() -> dict[type, str]:
+    return {
+        sa.String: "text[]",
+        sa.Text: "text[]",
+        sa.Integer: "int4[]",
+        sa.Float: "float8[]",
+        sa.Boolean: "bool[]",
+        sa.JSON: "json[]",
+        sa.DateTime: "timestamptz[]",
+    }
 
 
 def _array_type(column: sa.Column[Any]) -> str:
-    for kind, name in _ARRAY_TYPES.items():
+    for kind, name in _array_types().items():
         if isinstance(column.type, kind):
             return name
     raise TypeError(f"no array type for {column.table.name}.{column.name} ({column.type})")
@@ -137,7 +144,7 @@ def _bundle_sql(shapes: tuple[_Shape, ...]) -> str:
                 sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
         else:
             tenant = f"${n + 1}::text"
-            types = [_array_type(entities.c[c]) for c in ("id", *_UPDATE_COLUMNS)]
+            types = [_array_type(_models.entities.c[c]) for c in ("id", *_UPDATE_COLUMNS)]
             update_arrays = ", ".join(f"${n + i + 2}::{t}" for i, t in enumerate(types))
             n += len(types) + 1
             sql = (
@@ -200,7 +207,7 @@ class WriteBundle:
         if rows:
             self.shapes.append(("update",))
             self.args.append(tenant_id)
-            flags = _json_flags(entities, ("id", *_UPDATE_COLUMNS))
+            flags = _json_flags(_models.entities, ("id", *_UPDATE_COLUMNS))
             for col, is_json in zip(zip(*rows, strict=True), flags, strict=True):
                 self.args.append(_encode_json(col) if is_json else list(col))
 

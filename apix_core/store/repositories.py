@@ -15,20 +15,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from apix_core.errors import EntityNotFoundError, InvalidCursorError
 from apix_core.store.database import Database
-from apix_core.store.models import (
-    entities,
-    entity_versions,
-    idempotency,
-    outbox,
-    processing_errors,
-    state_transitions,
-)
+from apix_core.store.lazy import lazy_module
 from apix_core.store.types import Entity, EntityPage, EntityVersion, StateTransition
 from apix_core.tenancy import require_tenant
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from apix_core.store import models as _m
+else:
+    # Loaded on first use: `Store` is built at start, its reads come later (store.lazy).
+    sa = lazy_module("sqlalchemy")
+    _m = lazy_module("apix_core.store.models")
 
 if TYPE_CHECKING:
     from apix_core.outputs.base import OutboxRow
@@ -51,7 +51,9 @@ class EntityRepository(_Repository):
     async def get(self, entity_id: str) -> Entity:
         tenant = require_tenant()
         rows = await self._all(
-            sa.select(entities).where(entities.c.tenant_id == tenant, entities.c.id == entity_id),
+            sa.select(_m.entities).where(
+                _m.entities.c.tenant_id == tenant, _m.entities.c.id == entity_id
+            ),
             tenant,
         )
         if not rows:
@@ -61,11 +63,11 @@ class EntityRepository(_Repository):
     async def find(self, canonical_type: str, source: str, external_id: str) -> Entity | None:
         tenant = require_tenant()
         rows = await self._all(
-            sa.select(entities).where(
-                entities.c.tenant_id == tenant,
-                entities.c.canonical_type == canonical_type,
-                entities.c.source == source,
-                entities.c.external_id == external_id,
+            sa.select(_m.entities).where(
+                _m.entities.c.tenant_id == tenant,
+                _m.entities.c.canonical_type == canonical_type,
+                _m.entities.c.source == source,
+                _m.entities.c.external_id == external_id,
             ),
             tenant,
         )
@@ -80,13 +82,15 @@ class EntityRepository(_Repository):
         offset: int = 0,
     ) -> builtins.list[Entity]:
         tenant = require_tenant()
-        stmt = sa.select(entities).where(entities.c.tenant_id == tenant)
+        stmt = sa.select(_m.entities).where(_m.entities.c.tenant_id == tenant)
         if canonical_type:
-            stmt = stmt.where(entities.c.canonical_type == canonical_type)
+            stmt = stmt.where(_m.entities.c.canonical_type == canonical_type)
         if state:
-            stmt = stmt.where(entities.c.state == state)
+            stmt = stmt.where(_m.entities.c.state == state)
         stmt = (
-            stmt.order_by(entities.c.updated_at.desc(), entities.c.id).limit(limit).offset(offset)
+            stmt.order_by(_m.entities.c.updated_at.desc(), _m.entities.c.id)
+            .limit(limit)
+            .offset(offset)
         )
         return [Entity.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
 
@@ -105,22 +109,24 @@ class EntityRepository(_Repository):
         tenant = require_tenant()
         if type(limit) is not int or limit < 1:
             raise InvalidCursorError(f"limit must be a positive integer, not {limit!r}")
-        stmt = sa.select(entities).where(entities.c.tenant_id == tenant)
+        stmt = sa.select(_m.entities).where(_m.entities.c.tenant_id == tenant)
         if canonical_type:
-            stmt = stmt.where(entities.c.canonical_type == canonical_type)
+            stmt = stmt.where(_m.entities.c.canonical_type == canonical_type)
         if state:
-            stmt = stmt.where(entities.c.state == state)
+            stmt = stmt.where(_m.entities.c.state == state)
         if source:
-            stmt = stmt.where(entities.c.source == source)
+            stmt = stmt.where(_m.entities.c.source == source)
         if cursor:
             created, last_id = _decode_cursor(cursor)
             stmt = stmt.where(
                 sa.or_(
-                    entities.c.created_at < created,
-                    sa.and_(entities.c.created_at == created, entities.c.id < last_id),
+                    _m.entities.c.created_at < created,
+                    sa.and_(_m.entities.c.created_at == created, _m.entities.c.id < last_id),
                 )
             )
-        stmt = stmt.order_by(entities.c.created_at.desc(), entities.c.id.desc()).limit(limit + 1)
+        stmt = stmt.order_by(_m.entities.c.created_at.desc(), _m.entities.c.id.desc()).limit(
+            limit + 1
+        )
         items = [Entity.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)]
         more = len(items) > limit
         items = items[:limit]
@@ -129,7 +135,9 @@ class EntityRepository(_Repository):
     async def count(self) -> int:
         tenant = require_tenant()
         rows = await self._all(
-            sa.select(sa.func.count()).select_from(entities).where(entities.c.tenant_id == tenant),
+            sa.select(sa.func.count())
+            .select_from(_m.entities)
+            .where(_m.entities.c.tenant_id == tenant),
             tenant,
         )
         return int(rows[0][0])
@@ -137,9 +145,12 @@ class EntityRepository(_Repository):
     async def versions(self, entity_id: str) -> builtins.list[EntityVersion]:
         tenant = require_tenant()
         stmt = (
-            sa.select(entity_versions)
-            .where(entity_versions.c.tenant_id == tenant, entity_versions.c.entity_id == entity_id)
-            .order_by(entity_versions.c.version)
+            sa.select(_m.entity_versions)
+            .where(
+                _m.entity_versions.c.tenant_id == tenant,
+                _m.entity_versions.c.entity_id == entity_id,
+            )
+            .order_by(_m.entity_versions.c.version)
         )
         return [
             EntityVersion.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)
@@ -167,11 +178,12 @@ class StateRepository(_Repository):
     async def transitions(self, entity_id: str) -> list[StateTransition]:
         tenant = require_tenant()
         stmt = (
-            sa.select(state_transitions)
+            sa.select(_m.state_transitions)
             .where(
-                state_transitions.c.tenant_id == tenant, state_transitions.c.entity_id == entity_id
+                _m.state_transitions.c.tenant_id == tenant,
+                _m.state_transitions.c.entity_id == entity_id,
             )
-            .order_by(state_transitions.c.id)
+            .order_by(_m.state_transitions.c.id)
         )
         return [
             StateTransition.model_validate(dict(r._mapping)) for r in await self._all(stmt, tenant)
@@ -209,10 +221,10 @@ class ErrorRepository(_Repository):
         self, *, processor: str | None = None, limit: int = 100
     ) -> list[ProcessingErrorRecord]:
         tenant = require_tenant()
-        stmt = sa.select(processing_errors).where(processing_errors.c.tenant_id == tenant)
+        stmt = sa.select(_m.processing_errors).where(_m.processing_errors.c.tenant_id == tenant)
         if processor:
-            stmt = stmt.where(processing_errors.c.processor == processor)
-        stmt = stmt.order_by(processing_errors.c.id.desc()).limit(limit)
+            stmt = stmt.where(_m.processing_errors.c.processor == processor)
+        stmt = stmt.order_by(_m.processing_errors.c.id.desc()).limit(limit)
         return [
             ProcessingErrorRecord(
                 **{k: v for k, v in r._mapping.items() if k not in ("id", "tenant_id")}
@@ -225,10 +237,10 @@ class ErrorRepository(_Repository):
     ) -> builtins.list[ErrorSummary]:
         """Errors grouped by time window, processor and error code, newest window first."""
         tenant = require_tenant()
-        stmt = sa.select(processing_errors).where(processing_errors.c.tenant_id == tenant)
+        stmt = sa.select(_m.processing_errors).where(_m.processing_errors.c.tenant_id == tenant)
         if since is not None:
-            stmt = stmt.where(processing_errors.c.created_at >= since)
-        rows = await self._all(stmt.order_by(processing_errors.c.id), tenant)
+            stmt = stmt.where(_m.processing_errors.c.created_at >= since)
+        rows = await self._all(stmt.order_by(_m.processing_errors.c.id), tenant)
         groups: dict[tuple[float, str, str, str], list[sa.Row[Any]]] = {}
         for r in rows:
             ts = r.created_at.timestamp()
@@ -254,10 +266,10 @@ class IdempotencyRepository(_Repository):
     async def is_completed(self, processor: str, message_id: str) -> bool:
         tenant = require_tenant()
         rows = await self._all(
-            sa.select(idempotency.c.status).where(
-                idempotency.c.tenant_id == tenant,
-                idempotency.c.processor == processor,
-                idempotency.c.message_id == message_id,
+            sa.select(_m.idempotency.c.status).where(
+                _m.idempotency.c.tenant_id == tenant,
+                _m.idempotency.c.processor == processor,
+                _m.idempotency.c.message_id == message_id,
             ),
             tenant,
         )
@@ -267,8 +279,8 @@ class IdempotencyRepository(_Repository):
         tenant = require_tenant()
         rows = await self._all(
             sa.select(sa.func.count())
-            .select_from(outbox)
-            .where(outbox.c.tenant_id == tenant, outbox.c.sent_at.is_(None)),
+            .select_from(_m.outbox)
+            .where(_m.outbox.c.tenant_id == tenant, _m.outbox.c.sent_at.is_(None)),
             tenant,
         )
         return int(rows[0][0])

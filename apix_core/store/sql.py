@@ -7,19 +7,25 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from apix_core.store.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from apix_core.store.database import PgHandle, WriterHandle
     from apix_core.store.pg import WriteBundle
+else:
+    # Loaded on first use: the writer's claim-and-commit path needs no SQLAlchemy (store.lazy).
+    sa = lazy_module("sqlalchemy")
 
 
 #: ``conn.info`` key of the sqlite3 connection of apix's SQLite writer (store.database).
 SQLITE_WRITER_KEY = "apix_sqlite_writer"
 
 
-def sqlite_writer(conn: AsyncConnection) -> sqlite3.Connection | None:
+def sqlite_writer(conn: AsyncConnection | WriterHandle | PgHandle) -> sqlite3.Connection | None:
     """The sqlite3 connection under ``conn`` when ``conn`` is apix's SQLite writer, else None.
 
     The writer is only used inside its ``BEGIN IMMEDIATE`` transactions (it holds the write

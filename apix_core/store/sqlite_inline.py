@@ -113,11 +113,15 @@ class _ImmediateQueue:
 class InlineConnection:
     """The subset of ``aiosqlite.Connection`` that SQLAlchemy's aiosqlite dialect uses."""
 
-    def __init__(self, conn: sqlite3.Connection, timeout: float) -> None:
+    def __init__(self, conn: sqlite3.Connection, timeout: float, *, managed: bool = False) -> None:
         self._conn = conn
         self._connection: sqlite3.Connection | None = conn
         self._tx = _ImmediateQueue()
         self._timeout = timeout
+        #: apix's writer adopted by SQLAlchemy (store.database.WriterHandle), possibly inside
+        #: its open transaction: apix alone commits, rolls back and closes it, so SQLAlchemy's
+        #: own calls (the first connect's rollback, the pool's reset) do nothing.
+        self._managed = managed
 
     @property
     def sqlite_connection(self) -> sqlite3.Connection:
@@ -134,23 +138,24 @@ class InlineConnection:
         return await self.cursor().execute(sql, parameters)
 
     async def commit(self) -> None:
-        await retry_busy(self._conn.commit, self._timeout)
+        if not self._managed:
+            await retry_busy(self._conn.commit, self._timeout)
 
     async def rollback(self) -> None:
-        self._conn.rollback()
+        if not self._managed:
+            self._conn.rollback()
 
     async def create_function(self, *args: Any, **kw: Any) -> None:
         self._conn.create_function(*args, **kw)
 
     async def close(self) -> None:
-        if self._connection is not None:
-            self._connection = None
-            self._conn.close()
+        self.stop()
 
     def stop(self) -> None:
         if self._connection is not None:
             self._connection = None
-            self._conn.close()
+            if not self._managed:
+                self._conn.close()
 
 
 def inline_creator(path: str, timeout: float) -> Callable[[], Any]:

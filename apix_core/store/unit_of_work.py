@@ -25,37 +25,37 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
-
 from apix_core.errors import EntityNotFoundError
-from apix_core.outbox.repository import insert_rows, pending_rows
 from apix_core.outputs.base import OutboxRow
 from apix_core.outputs.queue import QueueOutput, outgoing
 from apix_core.processing.outcomes import OutcomeKind
 from apix_core.processing.unit_of_work import Completed, UnitOfWork, error_record
-from apix_core.store.entities import (
-    apply_entity_writes,
-    entity_ids,
-    execute_plan,
-    load_current,
-    plan_entity_writes,
-)
-from apix_core.store.models import entities, idempotency, processing_errors
-from apix_core.store.pg import (
-    CLAIMED_SQL,
-    Pipeline,
-    WriteBundle,
-    claim_call,
-    driver,
-    inserted_count,
-)
-from apix_core.store.sql import bind_value, run_sqlite, sqlite_writer
-from apix_core.store.state import SqlStateStore
+from apix_core.store.database import PgHandle, WriterHandle
+from apix_core.store.lazy import lazy_module
+from apix_core.store.sql import run_sqlite, sqlite_writer
 from apix_core.store.types import Entity, EntityWriteBatch, PendingTransition
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+
     from apix_core.context import ProcessorContext
+    from apix_core.outbox import repository as _outbox
+    from apix_core.store import entities as _entities
+    from apix_core.store import models as _models
+    from apix_core.store import pg as _pg
+    from apix_core.store.pg import Pipeline
+    from apix_core.store.state import SqlStateStore
+else:
+    # Loaded on first use: a SQLite batch that claims its ids and commits, with nothing to
+    # write (a cold start's first batch, often), never imports SQLAlchemy (store.lazy).
+    sa = lazy_module("sqlalchemy")
+    _entities = lazy_module("apix_core.store.entities")
+    _models = lazy_module("apix_core.store.models")
+    _outbox = lazy_module("apix_core.outbox.repository")
+    _pg = lazy_module("apix_core.store.pg")
+
+if TYPE_CHECKING:
     from apix_core.processing.invoke import Invocation
     from apix_core.processing.outcomes import Outcome
     from apix_core.processing.unit_of_work import ErrorRecord
@@ -76,7 +76,7 @@ class SqlUnitOfWork(UnitOfWork):
     def __init__(
         self,
         db: Database,
-        conn: AsyncConnection,
+        conn: AsyncConnection | WriterHandle | PgHandle,
         *,
         tenant: str,
         processor: str,
@@ -84,7 +84,12 @@ class SqlUnitOfWork(UnitOfWork):
         producer: Producer | None,
     ) -> None:
         self.db = db
-        self.conn = conn
+        #: The transaction's connection: on SQLite possibly apix's writer handle, whose
+        #: SQLAlchemy connection :meth:`sa` makes on first need.
+        self.target = conn
+        self._conn: AsyncConnection | None = (
+            None if isinstance(conn, WriterHandle | PgHandle) else conn
+        )
         self.tenant = tenant
         self.processor = processor
         self.config = config
@@ -96,7 +101,7 @@ class SqlUnitOfWork(UnitOfWork):
         self.kept: list[_Kept] = []
         self.failed: list[tuple[Any, Exception]] = []
         #: PostgreSQL: the transaction's writes, sent as one statement (``store.pg``).
-        self.bundle = WriteBundle() if self.postgres else None
+        self.bundle = _pg.WriteBundle() if self.postgres else None
         # Queue outputs are enqueued in this transaction itself (no outbox round) when the
         # transport keeps its queues in this database: the local SQL transport alone can.
         joins = getattr(producer, "joins_transactions_of", None)
@@ -105,6 +110,12 @@ class SqlUnitOfWork(UnitOfWork):
         self.enqueued_to: list[str] = []
         #: When this transaction's outbox rows are created (one value: bound once per batch).
         self.now = datetime.now(UTC)
+
+    async def sa(self) -> AsyncConnection:
+        """The SQLAlchemy connection of the transaction (SQLAlchemy loads with the first)."""
+        if self._conn is None:
+            self._conn = await self.target.connection()
+        return self._conn
 
     @property
     def access(self) -> SqlUnitOfWork:  # type: ignore[override]
@@ -117,18 +128,20 @@ class SqlUnitOfWork(UnitOfWork):
         """Insert idempotency rows; :attr:`claimed` becomes the ids this transaction owns."""
         if not ids:
             return
-        tenant, conn = self.tenant, self.conn
+        tenant = self.tenant
         if pipeline is not None and pipeline.first_status is not None:
-            if inserted_count(pipeline.first_status) == len(ids):
+            if _pg.inserted_count(pipeline.first_status) == len(ids):
                 self.claimed = set(ids)
                 return
-            rows = await driver(conn).fetch(CLAIMED_SQL, tenant, self.processor, ids)
+            rows = await _pg.driver(await self.sa()).fetch(
+                _pg.CLAIMED_SQL, tenant, self.processor, ids
+            )
             self.claimed = {r[0] for r in rows}
             return
         now = self.now
         if self.postgres:
             # Sorted: concurrent overlapping batches wait on each other's rows in one order.
-            rows = await driver(conn).fetch(
+            rows = await _pg.driver(await self.sa()).fetch(
                 "INSERT INTO apix_idempotency "
                 "(tenant_id, processor, message_id, status, created_at) "
                 "SELECT $1, $2, m, 'completed', $3 FROM unnest($4::text[]) AS m "
@@ -141,8 +154,9 @@ class SqlUnitOfWork(UnitOfWork):
             self.claimed = {r[0] for r in rows}
             return
         # One statement inserts what is new and names it (SQLite holds the write lock already).
-        created = bind_value(conn.dialect, idempotency, "created_at", now)
-        raw = sqlite_writer(conn)
+        # What SQLAlchemy's SQLite DateTime binds (naive text, microseconds): no dialect needed.
+        created = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        raw = sqlite_writer(self.target)
         claimed: set[str] = set()
         for start in range(0, len(ids), _CLAIM_CHUNK):
             chunk = ids[start : start + _CLAIM_CHUNK]
@@ -153,17 +167,20 @@ class SqlUnitOfWork(UnitOfWork):
             if raw is not None:  # straight on the writer's sqlite3 connection (no SQLAlchemy hop)
                 claimed.update(r[0] for r in run_sqlite(raw, sql, params))
             else:
+                conn = await self.sa()
                 claimed.update(r[0] for r in await conn.exec_driver_sql(sql, tuple(params)))
         self.claimed = claimed
 
     async def pending_outputs(self, message_ids: Sequence[str]) -> list[OutboxRow]:
-        return await pending_rows(self.conn, self.tenant, self.processor, message_ids)
+        if not message_ids:
+            return []
+        return await _outbox.pending_rows(await self.sa(), self.tenant, self.processor, message_ids)
 
     # -- read-your-writes (EntityAccess) --------------------------------------------------
     async def write_pending(self) -> None:
         """Send bundled writes now: before anything that reads them back."""
         if self.bundle:
-            await self.bundle.flush(self.conn)
+            await self.bundle.flush(await self.sa())
 
     async def flush(self, ctx: ProcessorContext) -> None:
         if self.deferred:
@@ -171,10 +188,11 @@ class SqlUnitOfWork(UnitOfWork):
         await self.write_pending()
         if not ctx.has_writes:
             return
+        conn = await self.sa()
         if self.savepoint is None:
-            self.savepoint = await self.conn.begin_nested()
-        written = await apply_entity_writes(
-            self.conn,
+            self.savepoint = await conn.begin_nested()
+        written = await _entities.apply_entity_writes(
+            conn,
             self.tenant,
             ctx.writes,
             duplicate_detection=self.config.enable_duplicate_detection,
@@ -185,11 +203,13 @@ class SqlUnitOfWork(UnitOfWork):
         ctx.writes = EntityWriteBatch()
 
     async def read_entity(self, entity_id: str) -> Entity:
-        if any(entity_id in entity_ids([k.invocation.ctx.writes]) for k in self.deferred):
+        if any(entity_id in _entities.entity_ids([k.invocation.ctx.writes]) for k in self.deferred):
             await self._write_deferred()
         await self.write_pending()
+        entities = _models.entities
+        conn = await self.sa()
         row = (
-            await self.conn.execute(
+            await conn.execute(
                 sa.select(entities).where(
                     entities.c.tenant_id == self.tenant, entities.c.id == entity_id
                 )
@@ -203,10 +223,13 @@ class SqlUnitOfWork(UnitOfWork):
         if self.deferred:
             await self._write_deferred()
         await self.write_pending()
+        from apix_core.store.state import SqlStateStore
+
+        conn = await self.sa()
         if self.savepoint is None:
             # This call's state writes are undone with the savepoint if it fails.
-            self.savepoint = await self.conn.begin_nested()
-        return SqlStateStore(self.conn, self.tenant)
+            self.savepoint = await conn.begin_nested()
+        return SqlStateStore(conn, self.tenant)
 
     async def discard(self) -> None:
         if self.savepoint is not None:
@@ -253,11 +276,12 @@ class SqlUnitOfWork(UnitOfWork):
             return
         cfg = self.config
         batches = [k.invocation.ctx.writes for k in pending]
-        current = await load_current(
-            self.conn, self.tenant, entity_ids(batches), lock_rows=self.postgres
+        conn = await self.sa()
+        current = await _entities.load_current(
+            conn, self.tenant, _entities.entity_ids(batches), lock_rows=self.postgres
         )
         while True:
-            plan = plan_entity_writes(
+            plan = _entities.plan_entity_writes(
                 self.tenant,
                 [k.invocation.ctx.writes for k in pending],
                 current,
@@ -279,7 +303,7 @@ class SqlUnitOfWork(UnitOfWork):
             for kept, error in dropped:
                 pending.remove(kept)
                 self.failed.append((kept.key, error))
-        await execute_plan(self.conn, self.tenant, plan, self.bundle)
+        await _entities.execute_plan(conn, self.tenant, plan, self.bundle)
         self.kept.extend(pending)
 
     # -- failures and outputs -------------------------------------------------------------
@@ -293,21 +317,25 @@ class SqlUnitOfWork(UnitOfWork):
             if outcome.kind is OutcomeKind.DEAD_LETTER:
                 await self.write_pending()
                 await self._mark_entity_failed(outcome)
-        await self.conn.execute(
+        conn = await self.sa()
+        idempotency = _models.idempotency
+        await conn.execute(
             sa.delete(idempotency).where(
                 idempotency.c.tenant_id == self.tenant,
                 idempotency.c.processor == self.processor,
                 idempotency.c.message_id.in_([r.message_id for r in records]),
             )
         )
-        await self.conn.execute(
-            sa.insert(processing_errors), error_rows(self.tenant, self.processor, records)
+        await conn.execute(
+            sa.insert(_models.processing_errors), error_rows(self.tenant, self.processor, records)
         )
 
     async def release(self, message_ids: Sequence[str]) -> None:
         if not message_ids:
             return
-        await self.conn.execute(
+        conn = await self.sa()
+        idempotency = _models.idempotency
+        await conn.execute(
             sa.delete(idempotency).where(
                 idempotency.c.tenant_id == self.tenant,
                 idempotency.c.processor == self.processor,
@@ -331,8 +359,8 @@ class SqlUnitOfWork(UnitOfWork):
                 )
             ]
         )
-        await apply_entity_writes(
-            self.conn,
+        await _entities.apply_entity_writes(
+            await self.sa(),
             self.tenant,
             batch,
             duplicate_detection=False,
@@ -342,15 +370,18 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def enqueue(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
         rest = list(rows)
-        if self.sends_in_transaction and rest:
+        if not rest:
+            return rest
+        conn = await self.sa()
+        if self.sends_in_transaction:
             queued = [r for r in rest if r.kind == QueueOutput.name]
             for queue, messages in outgoing(queued).items():
                 await self.producer.send_in_transaction(  # type: ignore[union-attr]
-                    self.conn, queue, messages, self.bundle
+                    conn, queue, messages, self.bundle
                 )
                 self.enqueued_to.append(queue)
             rest = [r for r in rest if r.kind != QueueOutput.name]
-        await insert_rows(self.conn, rest, self.bundle)
+        await _outbox.insert_rows(conn, rest, self.bundle)
         return rest
 
 
@@ -401,8 +432,10 @@ async def sql_unit_of_work(
     pipeline: Pipeline | None = None
     if db.pipelines:
         # The claim rides with BEGIN (store.pg); the write bundle, content, goes bound.
-        pipeline = Pipeline(first=claim_call(tenant, processor, datetime.now(UTC), message_ids))
-    async with db.transaction(tenant_id=tenant, pipeline=pipeline) as conn:
+        pipeline = _pg.Pipeline(
+            first=_pg.claim_call(tenant, processor, datetime.now(UTC), message_ids)
+        )
+    async with db.unit_transaction(tenant_id=tenant, pipeline=pipeline) as conn:
         uow = SqlUnitOfWork(
             db, conn, tenant=tenant, processor=processor, config=config, producer=producer
         )
@@ -420,4 +453,6 @@ async def record_errors(
 ) -> None:
     """Write processing errors in a transaction of their own (outside any unit of work)."""
     async with db.transaction(tenant_id=tenant) as conn:
-        await conn.execute(sa.insert(processing_errors), error_rows(tenant, processor, records))
+        await conn.execute(
+            sa.insert(_models.processing_errors), error_rows(tenant, processor, records)
+        )
