@@ -273,16 +273,13 @@ class Database:
         tenant_id: str | None = None,
         write: bool = True,
         maintenance: bool = False,
-        cross_tenant: bool = False,
         pipeline: Pipeline | None = None,
     ) -> AsyncIterator[AsyncConnection]:
         """One transaction; on PostgreSQL scoped to ``tenant_id`` for row-level security.
 
-        ``maintenance=True`` is for cross-tenant housekeeping (outbox sweeper, retention): on
-        PostgreSQL it sets ``apix.bypass_rls`` for this transaction only, which the tenant
-        policies of migration 0002 accept in place of a tenant. ``cross_tenant=True`` sets it
-        too, but keeps the hot path's keyed plans (``enable_seqscan`` off): the local
-        transport's shared queues, whose receive and settle statements find rows by key.
+        ``maintenance=True`` leaves sequential scans on (housekeeping reads ranges: outbox
+        sweeper, retention, dead-letter listings). It passes no tenant policy: on PostgreSQL
+        cross-tenant work calls the SECURITY DEFINER functions of migration 0007.
 
         ``pipeline`` (only where :attr:`pipelines`): a statement sent in the round trip of
         ``BEGIN`` instead of its own (see :mod:`apix_core.store.pg`).
@@ -295,8 +292,7 @@ class Database:
         if self.is_postgres:
             if pipeline is not None and not self.pipelines:
                 raise ValueError("pipelined transactions need PostgreSQL without PgBouncer")
-            bypass = maintenance or cross_tenant
-            async with self._pg_transaction(tenant_id, bypass, maintenance, pipeline) as conn:
+            async with self._pg_transaction(tenant_id, maintenance, pipeline) as conn:
                 yield conn
             return
         await self._bind_loop()
@@ -384,7 +380,7 @@ class Database:
 
     @asynccontextmanager
     async def _pg_transaction(
-        self, tenant_id: str | None, bypass: bool, scans: bool, pipeline: Pipeline | None
+        self, tenant_id: str | None, scans: bool, pipeline: Pipeline | None
     ) -> AsyncIterator[AsyncConnection]:
         """apix sends ``BEGIN`` itself, together with the transaction-local settings, in one
         round trip; the engine runs in ``AUTOCOMMIT`` mode (SQLAlchemy would otherwise send its
@@ -398,14 +394,12 @@ class Database:
         try:
             raw = driver(conn)
             lock_ms = int(self.timeout * 1000)
-            sql = begin_sql(tenant_id, bypass, lock_ms, scans)
+            sql = begin_sql(tenant_id, lock_ms, scans)
             prepared = await self._prepared(conn, raw) if pipeline is not None else set()
             try:
                 if sql is None:
                     await raw.execute("BEGIN")
-                    await raw.execute(
-                        SETTINGS_SQL, *settings(tenant_id or "", bypass, lock_ms, scans)
-                    )
+                    await raw.execute(SETTINGS_SQL, *settings(tenant_id or "", lock_ms, scans))
                 if pipeline is not None and pipeline.first is not None:
                     first = pipeline.first.sql(prepared)
                     pipeline.first_status = await raw.execute(f"{sql}; {first}" if sql else first)
