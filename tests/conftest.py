@@ -241,6 +241,23 @@ def admin_database_url(backend: str, database_url: str, request: pytest.FixtureR
 
 
 @pytest.fixture
+def empty_database_url(
+    backend: str, database_url: str, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A database without schema, for migration tests: the test's SQLite file (not created
+    yet), or a fresh PostgreSQL database as the superuser (only it may migrate)."""
+    if backend == "sqlite":
+        yield database_url
+        return
+    admin = request.getfixturevalue("pg_server")
+    url = _create_pg_database(admin)
+    try:
+        yield url.replace("postgresql://", "postgresql+asyncpg://")
+    finally:
+        _drop_pg_database(admin, url)
+
+
+@pytest.fixture
 async def admin_db(admin_database_url: str) -> AsyncIterator[Database]:
     """The test's database, migrated to head, as its superuser on PostgreSQL."""
     database = Database(admin_database_url)
