@@ -352,17 +352,23 @@ class TestApp:
         import sqlalchemy as sa
 
         from apix_core.store.models import queue_messages as qm
+        from apix_core.store.sql import PG_MAX_ROWS
 
         transport = self.transport
-        stmt = (
-            sa.select(qm.c.message_id, qm.c.body, qm.c.attributes)
-            .where(qm.c.queue == queue)
-            .order_by(qm.c.id)
-        )
-        # Every tenant's rows (the queue's tenant policy on PostgreSQL): a message the queue
-        # holds as tenantless may name this tenant in its body.
-        async with transport.db.transaction(write=False, cross_tenant=True) as conn:
-            rows = (await conn.execute(stmt)).all()
+        # Every tenant's rows: a message the queue holds as tenantless may name this tenant in
+        # its body. On PostgreSQL (the queue's tenant policy) through the transport's peek.
+        rows: list[tuple[str, str, Any]]
+        if transport.db.is_postgres:
+            queued = await transport.peek(queue, limit=PG_MAX_ROWS)
+            rows = [(q.message_id, q.body, q.attributes) for q in queued]
+        else:
+            stmt = (
+                sa.select(qm.c.message_id, qm.c.body, qm.c.attributes)
+                .where(qm.c.queue == queue)
+                .order_by(qm.c.id)
+            )
+            async with transport.db.transaction(write=False) as conn:
+                rows = [tuple(r) for r in (await conn.execute(stmt)).all()]
         found = []
         for message_id, body, attributes in rows:
             message = Message.create_from_queue_data(

@@ -145,16 +145,109 @@ def _drop_pg_database(admin_url: str, url: str) -> None:
     asyncio.run(drop())
 
 
+#: The LOGIN role the suite runs as on PostgreSQL: a member of ``apix_app``, not an owner, not
+#: a superuser, so every backend=postgres test is subject to row-level security.
+PG_APP_LOGIN = "apix_test_app"
+
+
+def _ensure_role(conn_sql: str) -> str:
+    # Roles are cluster-wide: a parallel run (or another database's migration) may race us.
+    return f"""
+        DO $$ BEGIN
+            {conn_sql}
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+        END $$
+    """
+
+
+@pytest.fixture(scope="session")
+def pg_app_login(pg_server: str) -> str:
+    """The application LOGIN role (member of ``apix_app``), created once per cluster."""
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(pg_server))
+        try:
+            await conn.execute(
+                _ensure_role(
+                    "IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'apix_app') THEN "
+                    "CREATE ROLE apix_app NOLOGIN; END IF;"
+                )
+            )
+            await conn.execute(
+                _ensure_role(
+                    f"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{PG_APP_LOGIN}') "
+                    f"THEN CREATE ROLE {PG_APP_LOGIN} LOGIN IN ROLE apix_app; END IF;"
+                )
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return PG_APP_LOGIN
+
+
+def _as_role(url: str, role: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{role}@{rest.rpartition('@')[2]}"
+
+
+def _migrate(url: str) -> None:
+    async def upgrade() -> None:
+        database = Database(url)
+        try:
+            await database.upgrade()
+        finally:
+            await database.dispose()
+
+    asyncio.run(upgrade())
+
+
 @pytest.fixture(params=_backends())
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+def _pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database migrated to head by the superuser; its admin URL."""
+    admin = request.getfixturevalue("pg_server")
+    request.getfixturevalue("pg_app_login")
+    url = _create_pg_database(admin)
+    try:
+        admin_url = url.replace("postgresql://", "postgresql+asyncpg://")
+        # Only the superuser may create the schema (and the roles and functions of migrations).
+        _migrate(admin_url)
+        yield admin_url
+    finally:
+        _drop_pg_database(admin, url)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh database for one test: an empty SQLite file, or a PostgreSQL database migrated to
+    head that the test reaches as the application role (:data:`PG_APP_LOGIN`)."""
     if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}"
+        return f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}"
+    return _as_role(request.getfixturevalue("_pg_database"), PG_APP_LOGIN)
+
+
+@pytest.fixture
+def admin_database_url(backend: str, database_url: str, request: pytest.FixtureRequest) -> str:
+    """The test's database as its superuser (migrations, catalogs, roles); SQLite: the same."""
+    if backend == "sqlite":
+        return database_url
+    return str(request.getfixturevalue("_pg_database"))
+
+
+@pytest.fixture
+def empty_database_url(
+    backend: str, database_url: str, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A database without schema, for migration tests: the test's SQLite file (not created
+    yet), or a fresh PostgreSQL database as the superuser (only it may migrate)."""
+    if backend == "sqlite":
+        yield database_url
         return
     admin = request.getfixturevalue("pg_server")
     url = _create_pg_database(admin)
@@ -162,6 +255,15 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
         yield url.replace("postgresql://", "postgresql+asyncpg://")
     finally:
         _drop_pg_database(admin, url)
+
+
+@pytest.fixture
+async def admin_db(admin_database_url: str) -> AsyncIterator[Database]:
+    """The test's database, migrated to head, as its superuser on PostgreSQL."""
+    database = Database(admin_database_url)
+    await database.upgrade()
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture

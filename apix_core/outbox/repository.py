@@ -80,8 +80,14 @@ async def stale_rows(db: Database, older_than_seconds: float, limit: int = 500) 
         .order_by(outbox.c.created_at)
         .limit(limit)
     )
-    # Cross-tenant by design: the maintenance path passes PostgreSQL row-level security.
     async with db.transaction(write=False, maintenance=True) as conn:
+        if db.is_postgres:
+            # Cross-tenant by design: past row-level security through the SECURITY DEFINER
+            # function of migration 0007 (an application session passes no tenant policy).
+            stale = sa.text("SELECT * FROM apix_outbox_stale(:cutoff, :limit)").columns(*outbox.c)
+            params = {"cutoff": datetime.fromtimestamp(cutoff, UTC), "limit": limit}
+            result = await conn.execute(stale, params)
+            return [_from_row(r) for r in result.all()]
         return [_from_row(r) for r in (await conn.execute(stmt)).all()]
 
 

@@ -421,16 +421,13 @@ class Database:
         tenant_id: str | None = None,
         write: bool = True,
         maintenance: bool = False,
-        cross_tenant: bool = False,
         pipeline: Pipeline | None = None,
     ) -> AsyncIterator[AsyncConnection]:
         """One transaction; on PostgreSQL scoped to ``tenant_id`` for row-level security.
 
-        ``maintenance=True`` is for cross-tenant housekeeping (outbox sweeper, retention): on
-        PostgreSQL it sets ``apix.bypass_rls`` for this transaction only, which the tenant
-        policies of migration 0002 accept in place of a tenant. ``cross_tenant=True`` sets it
-        too, but keeps the hot path's keyed plans (``enable_seqscan`` off): the local
-        transport's shared queues, whose receive and settle statements find rows by key.
+        ``maintenance=True`` leaves sequential scans on (housekeeping reads ranges: outbox
+        sweeper, retention, dead-letter listings). It passes no tenant policy: on PostgreSQL
+        cross-tenant work calls the SECURITY DEFINER functions of migration 0007.
 
         ``pipeline`` (only where :attr:`pipelines`): a statement sent in the round trip of
         ``BEGIN`` instead of its own (see :mod:`apix_core.store.pg`).
@@ -440,9 +437,7 @@ class Database:
         transaction) joins it in a SAVEPOINT instead of waiting for the single write lock,
         which it holds itself; its writes commit with the outer transaction.
         """
-        async with self._transaction(
-            tenant_id, write, maintenance, cross_tenant, pipeline, lean=False
-        ) as conn:
+        async with self._transaction(tenant_id, write, maintenance, pipeline, lean=False) as conn:
             yield conn
 
     @asynccontextmanager
@@ -452,7 +447,7 @@ class Database:
         """The unit of work's write transaction (:meth:`transaction`), except that it may yield
         the connection's handle (:class:`WriterHandle` on SQLite, :class:`PgHandle`), whose
         SQLAlchemy connection is made only if a statement needs it."""
-        async with self._transaction(tenant_id, True, False, False, pipeline, lean=True) as conn:
+        async with self._transaction(tenant_id, True, False, pipeline, lean=True) as conn:
             yield conn
 
     @asynccontextmanager
@@ -461,7 +456,6 @@ class Database:
         tenant_id: str | None,
         write: bool,
         maintenance: bool,
-        cross_tenant: bool,
         pipeline: Pipeline | None,
         *,
         lean: bool,
@@ -469,8 +463,7 @@ class Database:
         if self.is_postgres:
             if pipeline is not None and not self.pipelines:
                 raise ValueError("pipelined transactions need PostgreSQL without PgBouncer")
-            bypass = maintenance or cross_tenant
-            async with self._pg_transaction(tenant_id, bypass, maintenance, pipeline, lean) as conn:
+            async with self._pg_transaction(tenant_id, maintenance, pipeline, lean) as conn:
                 yield conn
             return
         await self._bind_loop()
@@ -607,7 +600,6 @@ class Database:
     async def _pg_transaction(
         self,
         tenant_id: str | None,
-        bypass: bool,
         scans: bool,
         pipeline: Pipeline | None,
         lean: bool = False,
@@ -624,14 +616,12 @@ class Database:
         try:
             raw = handle.raw
             lock_ms = int(self.timeout * 1000)
-            sql = begin_sql(tenant_id, bypass, lock_ms, scans)
+            sql = begin_sql(tenant_id, lock_ms, scans)
             prepared = await self._prepared(handle.info, raw) if pipeline is not None else set()
             try:
                 if sql is None:
                     await raw.execute("BEGIN")
-                    await raw.execute(
-                        SETTINGS_SQL, *settings(tenant_id or "", bypass, lock_ms, scans)
-                    )
+                    await raw.execute(SETTINGS_SQL, *settings(tenant_id or "", lock_ms, scans))
                 if pipeline is not None and pipeline.first is not None:
                     first = pipeline.first.sql(prepared)
                     pipeline.first_status = await raw.execute(f"{sql}; {first}" if sql else first)

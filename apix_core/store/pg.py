@@ -48,7 +48,7 @@ def driver(conn: AsyncConnection) -> Any:
 
 
 @lru_cache(maxsize=1024)
-def begin_sql(tenant_id: str | None, bypass: bool, lock_timeout_ms: int, scans: bool) -> str | None:
+def begin_sql(tenant_id: str | None, lock_timeout_ms: int, scans: bool) -> str | None:
     """``BEGIN`` and the transaction-local settings as one simple-query round trip.
 
     Returns None when the tenant is not a valid tenant id (no quote can reach the literal then):
@@ -57,7 +57,7 @@ def begin_sql(tenant_id: str | None, bypass: bool, lock_timeout_ms: int, scans: 
     tenant = tenant_id or ""
     if tenant and not is_valid_tenant_id(tenant):
         return None
-    literals = tuple(f"'{v}'" for v in settings(tenant, bypass, lock_timeout_ms, scans))
+    literals = tuple(f"'{v}'" for v in settings(tenant, lock_timeout_ms, scans))
     return f"BEGIN; SELECT {_SET_CONFIG % literals}"
 
 
@@ -69,18 +69,19 @@ def begin_sql(tenant_id: str | None, bypass: bool, lock_timeout_ms: int, scans: 
 #: 0.1 ms to several ms within 20,000 messages. Off, the key indexes win at every size; a scan
 #: with no usable index still runs (off only makes it look expensive).
 _SET_CONFIG = (
-    "set_config('apix.tenant_id', %s, true), set_config('apix.bypass_rls', %s, true), "
-    "set_config('lock_timeout', %s, true), set_config('enable_seqscan', %s, true)"
+    "set_config('apix.tenant_id', %s, true), set_config('lock_timeout', %s, true), "
+    "set_config('enable_seqscan', %s, true)"
 )
 
 #: :data:`_SET_CONFIG` with bound parameters, for values that cannot be literals.
-SETTINGS_SQL = "SELECT " + _SET_CONFIG % ("$1", "$2", "$3", "$4")
+SETTINGS_SQL = "SELECT " + _SET_CONFIG % ("$1", "$2", "$3")
 
 
-def settings(tenant_id: str, bypass: bool, lock_timeout_ms: int, scans: bool) -> tuple[str, ...]:
-    """The values of :data:`SETTINGS_SQL`, in order: ``bypass`` passes the tenant policies
-    (cross-tenant work), ``scans`` leaves sequential scans on (maintenance reads ranges)."""
-    return (tenant_id, _ON_OFF[bypass], f"{lock_timeout_ms}ms", _ON_OFF[scans])
+def settings(tenant_id: str, lock_timeout_ms: int, scans: bool) -> tuple[str, ...]:
+    """The values of :data:`SETTINGS_SQL`, in order: ``scans`` leaves sequential scans on
+    (maintenance reads ranges). No setting passes the tenant policies: cross-tenant work goes
+    through the SECURITY DEFINER functions of migration 0007."""
+    return (tenant_id, f"{lock_timeout_ms}ms", _ON_OFF[scans])
 
 
 _ON_OFF = {True: "on", False: "off"}

@@ -17,8 +17,9 @@ per-tenant state (``apix_state``: watermarks, cursors, pagination positions, see
 the one the next incremental load starts from, and deleting it would silently turn that load
 into a full one. Only the state API removes them (``delete``, ``StateRepository.reset``).
 
-Every batch is its own short transaction; on PostgreSQL it is a maintenance transaction
-(``apix.bypass_rls``), because retention spans all tenants.
+Every batch is its own short transaction. Retention spans all tenants: on PostgreSQL each batch
+is one call of the SECURITY DEFINER function ``apix_prune`` (migration 0007), which deletes
+history of one category and nothing else, past the tenant policies.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from apix_core.store.models import (
     processing_errors,
     state_transitions,
 )
+from apix_core.store.sql import PG_MAX_ROWS
 
 #: Idempotency records younger than this are never pruned, whatever ``older_than`` says:
 #: SQS keeps messages up to 14 days, so a redelivery can arrive that late.
@@ -119,6 +121,7 @@ async def prune(
         )
         report.deleted["idempotency"] = await _delete_batches(
             db,
+            ("idempotency", cutoff, now),
             idempotency,
             (i.c.tenant_id, i.c.processor, i.c.message_id),
             sa.and_(expired, ~pending),
@@ -129,6 +132,7 @@ async def prune(
     if age is not None:
         report.deleted["sent_outbox"] = await _delete_batches(
             db,
+            ("sent_outbox", now - age, now),
             outbox,
             (outbox.c.tenant_id, outbox.c.id),
             sa.and_(outbox.c.sent_at.is_not(None), outbox.c.sent_at < now - age),
@@ -139,14 +143,24 @@ async def prune(
     if age is not None:
         t = state_transitions
         report.deleted["state_transitions"] = await _delete_batches(
-            db, t, (t.c.id,), t.c.created_at < now - age, batch_size
+            db,
+            ("state_transitions", now - age, now),
+            t,
+            (t.c.id,),
+            t.c.created_at < now - age,
+            batch_size,
         )
 
     age = _age(policy.processing_errors, older_than)
     if age is not None:
         e = processing_errors
         report.deleted["processing_errors"] = await _delete_batches(
-            db, e, (e.c.id,), e.c.created_at < now - age, batch_size
+            db,
+            ("processing_errors", now - age, now),
+            e,
+            (e.c.id,),
+            e.c.created_at < now - age,
+            batch_size,
         )
 
     age = _age(policy.replayed_dead_letters, older_than)
@@ -154,6 +168,7 @@ async def prune(
         d = dead_letters
         report.deleted["replayed_dead_letters"] = await _delete_batches(
             db,
+            ("replayed_dead_letters", now - age, now),
             d,
             (d.c.id,),
             sa.and_(d.c.replayed_at.is_not(None), d.c.replayed_at < now - age),
@@ -164,13 +179,32 @@ async def prune(
 
 async def _delete_batches(
     db: Database,
+    category: tuple[str, datetime, datetime],
     table: sa.Table,
     key: tuple[sa.ColumnElement[object], ...],
     condition: sa.ColumnElement[bool],
     batch_size: int,
 ) -> int:
-    """Delete matching rows ``batch_size`` at a time, each batch in its own transaction."""
+    """Delete matching rows ``batch_size`` at a time, each batch in its own transaction.
+
+    On PostgreSQL ``category`` (name, cutoff, now) names the same rows to ``apix_prune``, which
+    holds this SQL's PostgreSQL twin (an application session passes no tenant policy)."""
     total = 0
+    if db.is_postgres:
+        name, cutoff, now = category
+        batch = min(batch_size, PG_MAX_ROWS)
+        while True:
+            async with db.transaction(maintenance=True) as conn:
+                deleted = int(
+                    (
+                        await conn.exec_driver_sql(
+                            "SELECT apix_prune($1, $2, $3, $4)", (name, cutoff, now, batch)
+                        )
+                    ).scalar_one()
+                )
+            total += deleted
+            if deleted < batch:
+                return total
     while True:
         # correlate(None): the subquery reads the same table as the DELETE, on its own.
         chosen = sa.select(*key).where(condition).limit(batch_size).correlate(None)

@@ -25,6 +25,11 @@ else:
 SQLITE_WRITER_KEY = "apix_sqlite_writer"
 
 
+#: The most rows one call of a PostgreSQL maintenance function (migration 0007) returns or
+#: deletes: callers wanting more page on.
+PG_MAX_ROWS = 10000
+
+
 def sqlite_writer(conn: AsyncConnection | WriterHandle | PgHandle) -> sqlite3.Connection | None:
     """The sqlite3 connection under ``conn`` when ``conn`` is apix's SQLite writer, else None.
 

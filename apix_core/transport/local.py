@@ -44,6 +44,7 @@ from apix_core.storable import (
 from apix_core.store.database import Database, normalize_url
 from apix_core.store.models import dead_letters, queue_messages
 from apix_core.store.sql import (
+    PG_MAX_ROWS,
     any_of,
     any_params,
     insert_ignore,
@@ -70,6 +71,33 @@ if TYPE_CHECKING:
 
 _qm = queue_messages
 _dl = dead_letters
+
+_SQLITE_RECEIVE = (
+    "UPDATE apix_queue_messages SET visible_at = ?2, receive_count = receive_count + 1, "
+    "receipt = ?3 WHERE id IN (SELECT id FROM apix_queue_messages "
+    "WHERE queue = ?1 AND visible_at <= ?4 ORDER BY visible_at, id LIMIT ?5) "
+    "RETURNING id, message_id, body, attributes, enqueued_at, receive_count"
+)
+# PostgreSQL: every cross-tenant statement is a SECURITY DEFINER function of migration 0007.
+_PG_RECEIVE = "SELECT * FROM apix_queue_receive($1, $2, $3, $4, $5)"
+_DL_ARGS = ":queue, :processor, :tenant, :code, :since"
+_PG_DEAD_LETTER = sa.text(
+    "SELECT apix_queue_dead_letter(:id, :receipt, :queue, :message_id, :tenant_id, :body, "
+    ":attributes, :error_code, :error_category, :error_message, :processor, :attempts, "
+    ":created_at)"
+).bindparams(sa.bindparam("created_at", type_=sa.DateTime(timezone=True)))
+_PG_DL_LIST = (
+    sa.text(f"SELECT * FROM apix_dead_letters_list({_DL_ARGS}, :before, :limit, :offset)")
+    .bindparams(sa.bindparam("since", type_=sa.DateTime(timezone=True)))
+    .columns(*dead_letters.c)
+)
+_PG_DL_COUNT = sa.text(f"SELECT apix_dead_letters_count({_DL_ARGS})").bindparams(
+    sa.bindparam("since", type_=sa.DateTime(timezone=True))
+)
+_PG_DL_PURGE = sa.text(f"SELECT apix_dead_letters_purge({_DL_ARGS})").bindparams(
+    sa.bindparam("since", type_=sa.DateTime(timezone=True))
+)
+_PG_DL_GET = sa.text("SELECT * FROM apix_dead_letter_get(:id)").columns(*dead_letters.c)
 #: What makes a queued message one: a resend of it is dropped, another tenant's same id is not.
 _IDENTITY = ("queue", "tenant_id", "message_id")
 _SEND_COLUMNS = (
@@ -110,9 +138,10 @@ def _receipt_or_none(receipt: str) -> tuple[int | None, str]:
 class LocalTransport(QueueTransport):
     """Queues as rows of ``apix_queue_messages``; dead letters in ``apix_dead_letters``.
 
-    The transport serves every tenant, so on PostgreSQL it reads and writes queued messages and
-    dead letters past the tenant policies of row-level security (``cross_tenant`` and
-    ``maintenance`` transactions): a tenant's own session sees only its own queued messages."""
+    The transport serves every tenant. On PostgreSQL it sends each tenant's messages in a
+    transaction of that tenant (the policy checks them), and does its cross-tenant work (receive,
+    settle, dead letters, inspection) through the SECURITY DEFINER functions of migration 0007,
+    each narrow: a session, whatever it sets, sees only its own tenant's rows in the tables."""
 
     name = "local"
 
@@ -154,8 +183,19 @@ class LocalTransport(QueueTransport):
         if not messages:
             return
         rows = self._send_rows(queue, messages)
-        async with self.db.transaction(cross_tenant=True) as conn:
-            await insert_many(conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=_IDENTITY)
+        if self.db.is_postgres:
+            # Row-level security checks each row's tenant against the transaction's.
+            by_tenant: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            for row in rows:
+                by_tenant[row[1]].append(row)
+            for tenant, tenant_rows in by_tenant.items():
+                async with self.db.transaction(tenant_id=tenant) as conn:
+                    await insert_many(
+                        conn, _qm, _SEND_COLUMNS, tenant_rows, ignore_conflicts_on=_IDENTITY
+                    )
+        else:
+            async with self.db.transaction() as conn:
+                await insert_many(conn, _qm, _SEND_COLUMNS, rows, ignore_conflicts_on=_IDENTITY)
         self.notify(queue)
 
     def joins_transactions_of(self, db: Database) -> bool:
@@ -220,20 +260,11 @@ class LocalTransport(QueueTransport):
         hidden_until = now + (
             self.visibility_timeout if visibility_timeout is None else visibility_timeout
         )
-        d = self.db.dialect
         # Driver-level SQL: this runs once per batch per queue, and SQLAlchemy's per-row result
         # processing (JSON, floats) cost more than the statement. Attributes stay JSON text.
-        lock = " FOR UPDATE SKIP LOCKED" if self.db.is_postgres else ""
-        sql = (
-            f"UPDATE apix_queue_messages SET visible_at = {param(d, 1)}, "
-            f"receive_count = receive_count + 1, receipt = {param(d, 2)} "
-            "WHERE id IN (SELECT id FROM apix_queue_messages "
-            f"WHERE queue = {param(d, 3)} AND visible_at <= {param(d, 4)} "
-            f"ORDER BY visible_at, id LIMIT {param(d, 5)}{lock}) "
-            "RETURNING id, message_id, body, attributes, enqueued_at, receive_count"
-        )
-        params = (hidden_until, token, queue, now, max_messages)
-        async with self.db.transaction(cross_tenant=True) as conn:
+        sql = _PG_RECEIVE if self.db.is_postgres else _SQLITE_RECEIVE
+        params = (queue, hidden_until, token, now, max_messages)
+        async with self.db.transaction() as conn:
             raw = sqlite_writer(conn)
             if raw is not None:
                 found: list[tuple[Any, ...]] = run_sqlite(raw, sql, params).fetchall()
@@ -253,9 +284,12 @@ class LocalTransport(QueueTransport):
             row_id, token = _split_receipt(m.receipt)
             by_token[token].append(row_id)
         dialect = self.db.dialect
-        async with self.db.transaction(cross_tenant=True) as conn:
+        async with self.db.transaction() as conn:
             raw = sqlite_writer(conn)
             for token, ids in by_token.items():
+                if self.db.is_postgres:
+                    await conn.exec_driver_sql("SELECT apix_queue_ack($1, $2)", (token, ids))
+                    continue
                 sql = (
                     f"DELETE FROM apix_queue_messages WHERE receipt = {param(dialect, 1)} AND "
                     + any_of(dialect, "id", len(ids), first=2)
@@ -268,11 +302,16 @@ class LocalTransport(QueueTransport):
 
     async def release(self, queue: str, message: ReceivedMessage, delay_seconds: float) -> None:
         row_id, token = _split_receipt(message.receipt)
-        async with self.db.transaction(cross_tenant=True) as conn:
+        visible_at = time.time() + max(0.0, delay_seconds)
+        async with self.db.transaction() as conn:
+            if self.db.is_postgres:
+                sql = "SELECT apix_queue_release($1, $2, $3)"
+                await conn.exec_driver_sql(sql, (row_id, token, visible_at))
+                return
             await conn.execute(
                 sa.update(_qm)
                 .where(_qm.c.id == row_id, _qm.c.receipt == token)
-                .values(visible_at=time.time() + max(0.0, delay_seconds), receipt=None)
+                .values(visible_at=visible_at, receipt=None)
             )
 
     async def dead_letter(self, queue: str, message: ReceivedMessage, info: DeadLetterInfo) -> None:
@@ -287,22 +326,25 @@ class LocalTransport(QueueTransport):
         else:
             attributes.pop(BODY_ENCODING_ATTRIBUTE, None)
         attempts = info.attempts if type(info.attempts) is int and 0 <= info.attempts < 2**31 else 0
-        async with self.db.transaction(maintenance=True) as conn:
-            await conn.execute(
-                sa.insert(_dl).values(
-                    queue=column_text(queue, 255),
-                    message_id=column_text(message.message_id, 255),
-                    tenant_id=optional_column_text(info.tenant_id, 64),
-                    body=body,
-                    attributes=attributes,
-                    error_code=column_text(info.error_code, 100),
-                    error_category=column_text(info.error_category, 20),
-                    error_message=column_text(info.error_message, 8000),
-                    processor=optional_column_text(info.processor, 100),
-                    attempts=attempts,
-                    created_at=datetime.now(UTC),
-                )
-            )
+        values = {
+            "queue": column_text(queue, 255),
+            "message_id": column_text(message.message_id, 255),
+            "tenant_id": optional_column_text(info.tenant_id, 64),
+            "body": body,
+            "attributes": attributes,
+            "error_code": column_text(info.error_code, 100),
+            "error_category": column_text(info.error_category, 20),
+            "error_message": column_text(info.error_message, 8000),
+            "processor": optional_column_text(info.processor, 100),
+            "attempts": attempts,
+            "created_at": datetime.now(UTC),
+        }
+        async with self.db.transaction() as conn:
+            if self.db.is_postgres:
+                values["attributes"] = json.dumps(attributes)
+                await conn.execute(_PG_DEAD_LETTER, {"id": row_id, "receipt": token, **values})
+                return
+            await conn.execute(sa.insert(_dl).values(**values))
             if row_id is not None:
                 await conn.execute(sa.delete(_qm).where(_qm.c.id == row_id, _qm.c.receipt == token))
 
@@ -318,6 +360,9 @@ class LocalTransport(QueueTransport):
         offset: int = 0,
     ) -> list[DeadLetterRecord]:
         """Dead letters matching every filter given, newest first (``limit=None``: all)."""
+        if self.db.is_postgres:
+            filters = _dl_params(queue, processor, tenant_id, error_code, since)
+            return await self._pg_list_dead_letters(filters, limit, offset)
         stmt = sa.select(_dl).order_by(_dl.c.id.desc()).offset(offset)
         if limit is not None:
             stmt = stmt.limit(limit)
@@ -325,6 +370,22 @@ class LocalTransport(QueueTransport):
         async with self.db.transaction(write=False, maintenance=True) as conn:
             rows = (await conn.execute(stmt)).all()
         return [_record(r) for r in rows]
+
+    async def _pg_list_dead_letters(
+        self, filters: dict[str, Any], limit: int | None, offset: int
+    ) -> list[DeadLetterRecord]:
+        """Pages of at most :data:`PG_MAX_ROWS` (the function's clip), newest first."""
+        found: list[DeadLetterRecord] = []
+        before: int | None = None
+        while True:
+            want = PG_MAX_ROWS if limit is None else min(limit - len(found), PG_MAX_ROWS)
+            params = {**filters, "before": before, "limit": want, "offset": offset}
+            async with self.db.transaction(write=False, maintenance=True) as conn:
+                rows = (await conn.execute(_PG_DL_LIST, params)).all()
+            found.extend(_record(r) for r in rows)
+            if len(rows) < want or (limit is not None and len(found) >= limit):
+                return found
+            before, offset = rows[-1].id, 0
 
     async def count_dead_letters(
         self,
@@ -336,16 +397,25 @@ class LocalTransport(QueueTransport):
         since: datetime | None = None,
     ) -> int:
         """How many dead letters match the filters (those of :meth:`list_dead_letters`)."""
-        stmt = sa.select(sa.func.count()).select_from(_dl)
+        stmt: Any = sa.select(sa.func.count()).select_from(_dl)
         stmt = stmt.where(*_dl_filters(queue, processor, tenant_id, error_code, since))
+        params: dict[str, Any] = {}
+        if self.db.is_postgres:
+            stmt = _PG_DL_COUNT
+            params = _dl_params(queue, processor, tenant_id, error_code, since)
         async with self.db.transaction(write=False, maintenance=True) as conn:
-            return int((await conn.execute(stmt)).scalar_one())
+            return int((await conn.execute(stmt, params)).scalar_one())
 
     async def delete_dead_letter(self, dead_letter_id: str) -> None:
         """Delete one dead letter (:class:`DeadLetterNotFoundError` when there is none)."""
         async with self.db.transaction(maintenance=True) as conn:
-            result = await conn.execute(sa.delete(_dl).where(_dl.c.id == _dl_id(dead_letter_id)))
-        if not result.rowcount:
+            if self.db.is_postgres:
+                sql = "SELECT apix_dead_letter_delete($1)"
+                count = (await conn.exec_driver_sql(sql, (_dl_id(dead_letter_id),))).scalar_one()
+            else:
+                stmt = sa.delete(_dl).where(_dl.c.id == _dl_id(dead_letter_id))
+                count = (await conn.execute(stmt)).rowcount
+        if not count:
             raise DeadLetterNotFoundError(f"no dead letter with id {dead_letter_id}")
 
     async def purge_dead_letters(
@@ -358,6 +428,10 @@ class LocalTransport(QueueTransport):
         since: datetime | None = None,
     ) -> int:
         """Delete the dead letters matching the filters; returns how many."""
+        if self.db.is_postgres:
+            params = _dl_params(queue, processor, tenant_id, error_code, since)
+            async with self.db.transaction(maintenance=True) as conn:
+                return int((await conn.execute(_PG_DL_PURGE, params)).scalar_one())
         stmt = sa.delete(_dl).where(*_dl_filters(queue, processor, tenant_id, error_code, since))
         async with self.db.transaction(maintenance=True) as conn:
             result = await conn.execute(stmt)
@@ -365,6 +439,11 @@ class LocalTransport(QueueTransport):
 
     async def peek(self, queue: str, limit: int = 10) -> list[QueuedMessage]:
         """The oldest messages of ``queue`` (in receive order), without receiving them."""
+        if self.db.is_postgres:
+            async with self.db.transaction(write=False) as conn:
+                sql = "SELECT * FROM apix_queue_peek($1, $2)"
+                rows = (await conn.exec_driver_sql(sql, (queue, limit))).all()
+            return [_queued(queue, r, r.in_flight) for r in rows]
         stmt = (
             sa.select(
                 _qm.c.id,
@@ -380,43 +459,39 @@ class LocalTransport(QueueTransport):
             .order_by(_qm.c.visible_at, _qm.c.id)
             .limit(limit)
         )
-        async with self.db.transaction(write=False, cross_tenant=True) as conn:
-            rows = (await conn.execute(stmt)).all()
-        now = time.time()
-        return [
-            QueuedMessage(
-                queue=queue,
-                message_id=r.message_id,
-                body=r.body,
-                attributes=_attributes(r.attributes),
-                enqueued_at=r.enqueued_at,
-                visible_at=r.visible_at,
-                receive_count=r.receive_count,
-                state=(
-                    "visible"
-                    if r.visible_at <= now
-                    else ("in flight" if r.receipt is not None else "delayed")
-                ),
-            )
-            for r in rows
-        ]
+        async with self.db.transaction(write=False) as conn:
+            found = (await conn.execute(stmt)).all()
+        return [_queued(queue, r, r.receipt is not None) for r in found]
 
     async def purge(self, queue: str) -> int:
         """Delete every message of ``queue`` (in flight ones too); returns how many."""
-        async with self.db.transaction(cross_tenant=True) as conn:
+        async with self.db.transaction() as conn:
+            if self.db.is_postgres:
+                sql = "SELECT apix_queue_purge($1)"
+                return int((await conn.exec_driver_sql(sql, (queue,))).scalar_one())
             result = await conn.execute(sa.delete(_qm).where(_qm.c.queue == queue))
         return int(result.rowcount or 0)
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRecord:
+        stmt: Any = sa.select(_dl).where(_dl.c.id == _dl_id(dead_letter_id))
+        params: dict[str, Any] = {}
+        if self.db.is_postgres:
+            stmt, params = _PG_DL_GET, {"id": _dl_id(dead_letter_id)}
         async with self.db.transaction(write=False, maintenance=True) as conn:
-            row = (
-                await conn.execute(sa.select(_dl).where(_dl.c.id == _dl_id(dead_letter_id)))
-            ).first()
+            row = (await conn.execute(stmt, params)).first()
         if row is None:
             raise DeadLetterNotFoundError(f"no dead letter with id {dead_letter_id}")
         return _record(row)
 
     async def replay_dead_letter(self, dead_letter_id: str) -> str:
+        if self.db.is_postgres:
+            params = (_dl_id(dead_letter_id), time.time(), datetime.now(UTC))
+            async with self.db.transaction() as conn:
+                sql = "SELECT apix_dead_letter_replay($1, $2, $3)"
+                replayed = (await conn.exec_driver_sql(sql, params)).scalar_one()
+            if replayed is None:
+                raise DeadLetterNotFoundError(f"no dead letter with id {dead_letter_id}")
+            return str(replayed)
         record = await self.get_dead_letter(dead_letter_id)
         now = time.time()
         async with self.db.transaction(maintenance=True) as conn:
@@ -442,24 +517,45 @@ class LocalTransport(QueueTransport):
 
     async def depth(self, queue: str) -> QueueDepth:
         now = time.time()
-        stmt = sa.select(
+        stmt: Any = sa.select(
             sa.func.count().filter(_qm.c.visible_at <= now),
             sa.func.count().filter(_qm.c.visible_at > now, _qm.c.receipt.is_not(None)),
             sa.func.count().filter(_qm.c.visible_at > now, _qm.c.receipt.is_(None)),
         ).where(_qm.c.queue == queue)
-        async with self.db.transaction(write=False, cross_tenant=True) as conn:
-            visible, in_flight, delayed = (await conn.execute(stmt)).one()
+        params: dict[str, Any] = {}
+        if self.db.is_postgres:
+            stmt = sa.text("SELECT * FROM apix_queue_depth(:queue, :now)")
+            params = {"queue": queue, "now": now}
+        async with self.db.transaction(write=False) as conn:
+            visible, in_flight, delayed = (await conn.execute(stmt, params)).one()
         return QueueDepth(visible=visible, in_flight=in_flight, delayed=delayed)
 
     async def queues(self) -> list[str]:
         """Names of the queues that hold messages now."""
-        async with self.db.transaction(write=False, cross_tenant=True) as conn:
-            rows = (await conn.execute(sa.select(_qm.c.queue).distinct())).scalars().all()
+        stmt: Any = sa.select(_qm.c.queue).distinct()
+        if self.db.is_postgres:
+            stmt = sa.text("SELECT apix_queue_names()")
+        async with self.db.transaction(write=False) as conn:
+            rows = (await conn.execute(stmt)).scalars().all()
         return sorted(rows)
 
     async def close(self) -> None:
         if self._owns_db:
             await self.db.dispose()
+
+
+def _queued(queue: str, r: Any, in_flight: bool) -> QueuedMessage:
+    now = time.time()
+    return QueuedMessage(
+        queue=queue,
+        message_id=r.message_id,
+        body=r.body,
+        attributes=_attributes(r.attributes),
+        enqueued_at=r.enqueued_at,
+        visible_at=r.visible_at,
+        receive_count=r.receive_count,
+        state="visible" if r.visible_at <= now else ("in flight" if in_flight else "delayed"),
+    )
 
 
 def _received(
@@ -523,6 +619,23 @@ def _dl_filters(
     if since is not None:
         found.append(_dl.c.created_at >= since)
     return found
+
+
+def _dl_params(
+    queue: str | None,
+    processor: str | None,
+    tenant_id: str | None,
+    error_code: str | None,
+    since: datetime | None,
+) -> dict[str, Any]:
+    """The filters of :func:`_dl_filters` as the dead-letter functions' arguments (NULL: any)."""
+    return {
+        "queue": queue or None,
+        "processor": processor or None,
+        "tenant": tenant_id or None,
+        "code": error_code or None,
+        "since": since,
+    }
 
 
 def _first(row: tuple[Any, ...]) -> Any:

@@ -25,7 +25,7 @@ from apix_core.store.models import metadata
 #: Every table with a ``tenant_id`` column, as the models declare them; the catalog test below
 #: also finds any table of the database with such a column that the models forgot.
 TENANT_TABLES = tuple(t.name for t in metadata.sorted_tables if "tenant_id" in t.c)
-LOGIN_ROLE = "apix_app_login"
+LOGIN_ROLE = "apix_test_app"
 
 
 @pytest.fixture
@@ -35,25 +35,9 @@ def postgres_only(backend: str) -> None:
 
 
 @pytest.fixture
-async def app_url(postgres_only: None, db: Database, database_url: str) -> str:
-    """URL of the migrated test database for a LOGIN member of ``apix_app`` (not the owner)."""
-    async with db.connect() as conn:
-        # Roles are cluster-wide; other tests (or a parallel run) may have made it already.
-        await conn.execute(
-            sa.text(
-                f"""
-                DO $$ BEGIN
-                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{LOGIN_ROLE}') THEN
-                        CREATE ROLE {LOGIN_ROLE} LOGIN IN ROLE apix_app;
-                    END IF;
-                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                END $$
-                """
-            )
-        )
-        await conn.commit()
-    scheme, rest = database_url.split("://", 1)
-    return f"{scheme}://{LOGIN_ROLE}@{rest.split('@', 1)[1]}"
+def app_url(postgres_only: None, database_url: str) -> str:
+    """The migrated test database as the suite's LOGIN member of ``apix_app`` (tests/conftest)."""
+    return database_url
 
 
 @pytest.fixture
@@ -64,11 +48,11 @@ async def app_db(app_url: str) -> AsyncIterator[Database]:
 
 
 async def test_every_tenant_table_has_forced_rls_and_the_tenant_policy(
-    postgres_only: None, db: Database
+    postgres_only: None, admin_db: Database
 ) -> None:
     # GIVEN a database migrated to head
     # WHEN the catalog is read
-    async with db.connect() as conn:
+    async with admin_db.connect() as conn:
         with_tenant = set(
             (
                 await conn.execute(
@@ -104,12 +88,15 @@ async def test_every_tenant_table_has_forced_rls_and_the_tenant_policy(
     for cmd, qual, check in policies.values():
         assert cmd == "ALL"
         assert "current_setting('apix.tenant_id'" in qual
+        assert "bypass" not in qual  # migration 0007: no setting passes the policy
         assert qual == check
 
 
-async def test_app_role_has_dml_rights_but_owns_nothing(postgres_only: None, db: Database) -> None:
+async def test_app_role_has_dml_rights_but_owns_nothing(
+    postgres_only: None, admin_db: Database
+) -> None:
     # GIVEN a migrated database
-    async with db.connect() as conn:
+    async with admin_db.connect() as conn:
         # WHEN the role and the table owners are read
         role = (
             await conn.execute(
@@ -143,8 +130,9 @@ async def test_app_role_has_dml_rights_but_owns_nothing(postgres_only: None, db:
 
 
 async def test_migration_is_idempotent_when_the_role_already_exists(
-    postgres_only: None, db: Database
+    postgres_only: None, admin_db: Database
 ) -> None:
+    db = admin_db
     # GIVEN a database at head: the cluster-wide role exists
     # WHEN 0002 is rolled back and applied again
     from alembic import command
@@ -276,7 +264,7 @@ async def test_transaction_without_tenant_sees_nothing(
     assert counts == dict.fromkeys(TENANT_TABLES, 0)
 
 
-async def test_maintenance_path_sees_every_tenant(app_db: Database) -> None:
+async def test_sweeper_function_sees_every_tenant(app_db: Database) -> None:
     # GIVEN unsent outbox rows of two tenants, written under each tenant
     old = datetime(2020, 1, 1, tzinfo=UTC)
     for tenant in ("tenant-a", "tenant-b"):
@@ -295,7 +283,7 @@ async def test_maintenance_path_sees_every_tenant(app_db: Database) -> None:
     async with app_db.transaction(write=False) as conn:
         plain = (await conn.execute(sa.text("SELECT count(*) FROM apix_outbox"))).scalar()
 
-    # THEN only the maintenance path sees both tenants' rows
+    # THEN only the sweeper's function sees both tenants' rows
     assert sorted(r.tenant_id for r in rows) == ["tenant-a", "tenant-b"]
     assert plain == 0
 
@@ -323,7 +311,7 @@ async def test_retention_as_app_role_prunes_every_tenant(app_db: Database) -> No
         app_db, older_than=timedelta(days=30), policy=RetentionPolicy(idempotency=False)
     )
 
-    # THEN it reached both tenants' rows through the maintenance path
+    # THEN it reached both tenants' rows through apix_prune
     assert report.deleted["sent_outbox"] == 2
 
 

@@ -50,7 +50,8 @@ def pgbouncer(backend: str, database_url: str) -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="apix-pgbouncer-"))
     folder.chmod(0o755)
     port = _free_port()
-    (folder / "users.txt").write_text('"postgres" ""\n')
+    # The suite's application role (tests/conftest.py) and the superuser.
+    (folder / "users.txt").write_text('"postgres" ""\n"apix_test_app" ""\n')
     (folder / "pgbouncer.ini").write_text(
         "[databases]\n* = host=127.0.0.1 port=5432\n"
         "[pgbouncer]\n"

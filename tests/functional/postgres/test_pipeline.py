@@ -29,10 +29,12 @@ TEXT = st.text(alphabet=st.characters(blacklist_characters="\x00", codec="utf-8"
 
 
 @pytest.fixture
-async def raw(backend: str, database_url: str) -> AsyncIterator[asyncpg.Connection]:
+async def raw(backend: str, admin_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """The superuser's connection: it reads every tenant's rows and every session's activity."""
     if backend != "postgres":
         pytest.skip("SQL literals and prepared statements are PostgreSQL's")
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    url = admin_database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(url)
     yield conn
     await conn.close()
 

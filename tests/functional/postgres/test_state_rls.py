@@ -11,32 +11,16 @@ from apix_core import tenant_context
 from apix_core.store.database import Database
 from apix_core.store.state import SqlStateStore, StateConflictError, StateRepository
 
-#: The LOGIN member of ``apix_app`` of test_pg_rls.py (roles are cluster-wide, so both modules
-#: share it; the fixture below is that module's, which pytest does not share across modules).
-LOGIN_ROLE = "apix_app_login"
+#: The LOGIN member of ``apix_app`` the suite runs as (tests/conftest.py).
+LOGIN_ROLE = "apix_test_app"
 
 
 @pytest.fixture
-async def app_db(backend: str, db: Database, database_url: str) -> AsyncIterator[Database]:
-    """The migrated test database, connected as a LOGIN member of ``apix_app`` (not the owner)."""
+async def app_db(backend: str, database_url: str) -> AsyncIterator[Database]:
+    """The migrated test database as the suite's LOGIN member of ``apix_app`` (tests/conftest)."""
     if backend != "postgres":
         pytest.skip("row-level security and roles exist on PostgreSQL only")
-    async with db.connect() as conn:
-        await conn.execute(
-            sa.text(
-                f"""
-                DO $$ BEGIN
-                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{LOGIN_ROLE}') THEN
-                        CREATE ROLE {LOGIN_ROLE} LOGIN IN ROLE apix_app;
-                    END IF;
-                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                END $$
-                """
-            )
-        )
-        await conn.commit()
-    scheme, rest = database_url.split("://", 1)
-    database = Database(f"{scheme}://{LOGIN_ROLE}@{rest.split('@', 1)[1]}")
+    database = Database(database_url)
     yield database
     await database.dispose()
 
@@ -110,15 +94,21 @@ async def test_a_store_given_another_tenant_than_the_transaction_finds_and_write
     assert entry is not None and (entry.value, entry.version) == ("tenant-b-w", 1)
 
 
-async def test_transaction_without_tenant_sees_no_state(app_db: Database) -> None:
+async def test_transaction_without_tenant_sees_no_state(
+    app_db: Database, admin_db: Database
+) -> None:
     # GIVEN state of both tenants
     await _seed(app_db)
 
-    # WHEN a transaction without tenant reads the table; then one on the maintenance path
+    # WHEN a transaction without tenant reads the table (even a maintenance one, even with the
+    # old bypass setting); then the superuser does
     async with app_db.transaction(write=False) as conn:
         plain = (await conn.execute(sa.text("SELECT count(*) FROM apix_state"))).scalar()
     async with app_db.transaction(maintenance=True, write=False) as conn:
+        await conn.execute(sa.text("SET LOCAL apix.bypass_rls = 'on'"))
         maintenance = (await conn.execute(sa.text("SELECT count(*) FROM apix_state"))).scalar()
+    async with admin_db.connect() as conn:
+        owner = (await conn.execute(sa.text("SELECT count(*) FROM apix_state"))).scalar()
 
-    # THEN only the maintenance path sees rows
-    assert (plain, maintenance) == (0, 4)
+    # THEN no application session sees a row; the rows are there
+    assert (plain, maintenance, owner) == (0, 0, 4)

@@ -11,30 +11,15 @@ from apix_core.extract.watermarks import SqlWatermarks, WatermarkStore
 from apix_core.store.database import Database
 
 #: The LOGIN member of ``apix_app`` shared with test_pg_rls.py and test_state_rls.py.
-LOGIN_ROLE = "apix_app_login"
+LOGIN_ROLE = "apix_test_app"
 
 
 @pytest.fixture
-async def app_db(backend: str, db: Database, database_url: str) -> AsyncIterator[Database]:
-    """The migrated test database, connected as a LOGIN member of ``apix_app``."""
+async def app_db(backend: str, database_url: str) -> AsyncIterator[Database]:
+    """The migrated test database as the suite's LOGIN member of ``apix_app`` (tests/conftest)."""
     if backend != "postgres":
         pytest.skip("row-level security and roles exist on PostgreSQL only")
-    async with db.connect() as conn:
-        await conn.execute(
-            sa.text(
-                f"""
-                DO $$ BEGIN
-                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{LOGIN_ROLE}') THEN
-                        CREATE ROLE {LOGIN_ROLE} LOGIN IN ROLE apix_app;
-                    END IF;
-                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                END $$
-                """
-            )
-        )
-        await conn.commit()
-    scheme, rest = database_url.split("://", 1)
-    database = Database(f"{scheme}://{LOGIN_ROLE}@{rest.split('@', 1)[1]}")
+    database = Database(database_url)
     yield database
     await database.dispose()
 

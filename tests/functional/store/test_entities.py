@@ -234,7 +234,7 @@ async def _pg_dump(database_url: str, tables: list[str] | None = None) -> tuple[
 
 
 async def test_no_payload_content_is_stored_in_the_metadata_store(
-    make_app: Any, backend: str, database_url: str, queue_url: str
+    make_app: Any, backend: str, database_url: str, queue_url: str, admin_database_url: str
 ) -> None:
     """Payload values never reach the metadata store, only ids, hashes and states.
 
@@ -270,7 +270,8 @@ async def test_no_payload_content_is_stored_in_the_metadata_store(
         # control: the scan does find it where content belongs (the dead-lettered body)
         assert sentinel.encode() in _sqlite_bytes(queue_url)
     else:
-        tables, dump = await _pg_dump(database_url)
+        # Dumped by the superuser: every tenant's rows, past row-level security.
+        tables, dump = await _pg_dump(admin_database_url)
         assert {
             "apix_entities",
             "apix_entity_versions",
@@ -279,5 +280,5 @@ async def test_no_payload_content_is_stored_in_the_metadata_store(
             "apix_processing_errors",
         } <= set(tables)
         assert dump and sentinel not in dump
-        _, transport_dump = await _pg_dump(database_url, ["apix_dead_letters"])
+        _, transport_dump = await _pg_dump(admin_database_url, ["apix_dead_letters"])
         assert sentinel in transport_dump

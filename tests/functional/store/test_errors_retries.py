@@ -288,7 +288,8 @@ async def test_retry_after_is_the_redelivery_delay(make_app) -> None:
     assert await app.transport.receive("in", 10) == []
     depth = await app.transport.depth("in")
     assert (depth.visible, depth.in_flight, depth.delayed) == (0, 0, 1)
-    async with app.transport.db.transaction(write=False) as conn:  # type: ignore[attr-defined]
+    # The message's tenant: on PostgreSQL the queue's tenant policy shows only its rows.
+    async with app.transport.db.transaction(tenant_id=TENANT, write=False) as conn:  # type: ignore[attr-defined]
         visible_at = (await conn.execute(sa.select(queue_messages.c.visible_at))).scalar_one()
     assert visible_at >= before + 30
     [err] = await error_rows(app, "limited")

@@ -22,6 +22,7 @@ from apix_core import (
     tenant_context,
 )
 from apix_core.outputs import FileOutputHandler
+from apix_core.store.database import Database
 from apix_core.store.models import entities, idempotency
 from apix_core.transport.base import ReceivedMessage
 
@@ -38,10 +39,11 @@ def delivery(message: Message, receive_count: int = 1) -> ReceivedMessage:
     )
 
 
-async def install_poison_trigger(app: App) -> None:
-    """Make the database itself reject the entity with external id 'poison'."""
+async def install_poison_trigger(app: App, admin_url: str) -> None:
+    """Make the database itself reject the entity with external id 'poison' (as the schema's
+    owner: the application role may not create triggers)."""
     assert app.store is not None
-    db = app.store.db
+    db = Database(admin_url) if app.store.db.is_postgres else app.store.db
     async with db.connect() as conn:
         if db.is_postgres:
             await conn.execute(
@@ -66,10 +68,12 @@ async def install_poison_trigger(app: App) -> None:
                 )
             )
         await conn.commit()
+    if db is not app.store.db:
+        await db.dispose()
 
 
 async def test_a_write_the_store_rejects_fails_that_message_alone_then_dead_letters(
-    make_app,
+    make_app, admin_database_url: str
 ) -> None:
     # GIVEN a processor that records one entity per message, 2 attempts, and a database that
     # rejects the entity of one message
@@ -80,7 +84,7 @@ async def test_a_write_the_store_rejects_fails_that_message_alone_then_dead_lett
         ctx.persist_entity(message.payload["id"], "item", "test", message.payload)
 
     await app.start()
-    await install_poison_trigger(app)
+    await install_poison_trigger(app, admin_database_url)
     batch = [Message(tenant_id=TENANT, payload={"id": k}) for k in ("a", "poison", "b")]
 
     # WHEN the batch is delivered for the first time

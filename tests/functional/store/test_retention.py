@@ -43,8 +43,9 @@ def _outbox_row(tenant: str, row_id: str, source: str, *, created, sent) -> dict
     }
 
 
-async def _seed(db: Database) -> None:
-    """Per tenant: rows that must go (old-*) and rows that must stay (keep-*)."""
+async def _seed(db: Database, admin: Database) -> None:
+    """Per tenant: rows that must go (old-*) and rows that must stay (keep-*). Dead letters of
+    several tenants are written by ``admin`` (the superuser on PostgreSQL: no tenant policy)."""
     for tenant in TENANTS:
         async with db.transaction(tenant_id=tenant) as conn:
             idem = [
@@ -101,7 +102,7 @@ async def _seed(db: Database) -> None:
                     for s, c in (("old", OLD), ("keep", RECENT))
                 ],
             )
-    async with db.transaction() as conn:
+    async with admin.transaction() as conn:
         await conn.execute(
             sa.insert(dead_letters),
             [
@@ -128,15 +129,18 @@ async def _seed(db: Database) -> None:
         )
 
 
-async def _remaining(db: Database, table: sa.Table, column: str) -> list[str]:
-    async with db.transaction(maintenance=True, write=False) as conn:
+async def _remaining(admin: Database, table: sa.Table, column: str) -> list[str]:
+    """Every tenant's rows (read by the superuser on PostgreSQL)."""
+    async with admin.transaction(maintenance=True, write=False) as conn:
         rows = (await conn.execute(sa.select(table.c[column]))).scalars().all()
     return sorted(str(r) for r in rows)
 
 
-async def test_prune_removes_expired_rows_and_keeps_live_ones(db: Database) -> None:
+async def test_prune_removes_expired_rows_and_keeps_live_ones(
+    db: Database, admin_db: Database
+) -> None:
     # GIVEN old and live metadata of two tenants
-    await _seed(db)
+    await _seed(db, admin_db)
 
     # WHEN pruning anything older than 20 days, two rows per batch
     report = await prune(db, older_than=timedelta(days=20), batch_size=2)
@@ -150,13 +154,13 @@ async def test_prune_removes_expired_rows_and_keeps_live_ones(db: Database) -> N
         "replayed_dead_letters": 1,
     }
     per_tenant = ["keep-not-yet-expired", "keep-pending-outbox", "keep-recent"]
-    assert await _remaining(db, idempotency, "message_id") == sorted(per_tenant * 2)
-    assert await _remaining(db, outbox, "id") == sorted(
+    assert await _remaining(admin_db, idempotency, "message_id") == sorted(per_tenant * 2)
+    assert await _remaining(admin_db, outbox, "id") == sorted(
         f"{t}-{r}" for t in TENANTS for r in ("keep-sent-recently", "keep-unsent")
     )
-    assert await _remaining(db, state_transitions, "to_state") == ["keep", "keep"]
-    assert await _remaining(db, processing_errors, "error_code") == ["keep", "keep"]
-    assert await _remaining(db, dead_letters, "message_id") == [
+    assert await _remaining(admin_db, state_transitions, "to_state") == ["keep", "keep"]
+    assert await _remaining(admin_db, processing_errors, "error_code") == ["keep", "keep"]
+    assert await _remaining(admin_db, dead_letters, "message_id") == [
         "keep-never-replayed",
         "keep-replayed-recently",
     ]
@@ -165,9 +169,9 @@ async def test_prune_removes_expired_rows_and_keeps_live_ones(db: Database) -> N
     assert (await prune(db, older_than=timedelta(days=20))).total == 0
 
 
-async def test_policy_keeps_categories_and_overrides_ages(db: Database) -> None:
+async def test_policy_keeps_categories_and_overrides_ages(db: Database, admin_db: Database) -> None:
     # GIVEN old and live metadata
-    await _seed(db)
+    await _seed(db, admin_db)
 
     # WHEN transitions are kept, idempotency is left alone, and errors use a longer age
     policy = RetentionPolicy(
@@ -177,17 +181,19 @@ async def test_policy_keeps_categories_and_overrides_ages(db: Database) -> None:
 
     # THEN only the enabled categories lost rows
     assert report.deleted == {"sent_outbox": 2, "processing_errors": 0, "replayed_dead_letters": 1}
-    assert len(await _remaining(db, state_transitions, "to_state")) == 6
-    assert len(await _remaining(db, idempotency, "message_id")) == 18
+    assert len(await _remaining(admin_db, state_transitions, "to_state")) == 6
+    assert len(await _remaining(admin_db, idempotency, "message_id")) == 18
 
 
-async def test_idempotency_age_below_the_redelivery_window_is_refused(db: Database) -> None:
+async def test_idempotency_age_below_the_redelivery_window_is_refused(
+    db: Database, admin_db: Database
+) -> None:
     # GIVEN/WHEN a prune that would drop idempotency records of possibly live messages
     # THEN it is refused before deleting anything
-    await _seed(db)
+    await _seed(db, admin_db)
     with pytest.raises(ConfigurationError, match="redelivery"):
         await prune(db, older_than=timedelta(days=1))
-    assert len(await _remaining(db, idempotency, "message_id")) == 18
+    assert len(await _remaining(admin_db, idempotency, "message_id")) == 18
 
 
 async def test_redelivery_after_prune_is_still_a_duplicate(make_app) -> None:

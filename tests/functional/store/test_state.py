@@ -399,8 +399,10 @@ def _head() -> str:
 
 
 def test_db_upgrade_from_0003_adds_the_state_table(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    database_url = empty_database_url  # migrations run as a role that may migrate
+
     # GIVEN a store at revision 0003 holding data
     async def at_0003() -> None:
         db = Database(database_url)
@@ -448,7 +450,8 @@ def test_db_upgrade_from_0003_adds_the_state_table(
     assert entry is not None and entry.value == {"v": 1}
 
 
-async def test_downgrade_to_0003_drops_the_state_table(db: Database) -> None:
+async def test_downgrade_to_0003_drops_the_state_table(admin_db: Database) -> None:
+    db = admin_db  # only the schema's owner may downgrade it
     # GIVEN a store at head with state
     await _put(db, "acme", "ns", "k", 1)
     from alembic import command

@@ -33,9 +33,9 @@ def _diffs(conn: sa.Connection) -> list[Any]:
     return list(compare_metadata(MigrationContext.configure(conn), metadata))
 
 
-async def test_upgrade_creates_the_schema_on_an_empty_database(database_url: str) -> None:
+async def test_upgrade_creates_the_schema_on_an_empty_database(empty_database_url: str) -> None:
     # GIVEN an empty database
-    db = Database(database_url)
+    db = Database(empty_database_url)
     try:
         assert await db.current_revision() is None
 

@@ -22,7 +22,9 @@ T0 = datetime(2026, 11, 28, tzinfo=UTC)
 
 
 async def make_table(url: str, name: str, rows: list[tuple[int, datetime, str]]) -> None:
-    """``name(id, updated_at, region)``: timestamptz on PostgreSQL, ISO text on SQLite."""
+    """``name(id, updated_at, region)``: timestamptz on PostgreSQL, ISO text on SQLite. The
+    source is another application's table: tests reach it as the superuser
+    (``admin_database_url``), apix's own store as the application role."""
     engine = create_async_engine(url)
     pg = engine.dialect.name == "postgresql"
     async with engine.begin() as conn:
@@ -47,13 +49,13 @@ def rows_of(ids: range, *, same_ts_every: int = 1) -> list[tuple[int, datetime, 
     return [(i, T0 + timedelta(minutes=i // same_ts_every), "eu" if i % 2 else "us") for i in ids]
 
 
-async def test_keyset_pages_read_every_row_once_in_cursor_order(database_url: str) -> None:
+async def test_keyset_pages_read_every_row_once_in_cursor_order(admin_database_url: str) -> None:
     # GIVEN 25 rows where every 4 rows share a timestamp (page edges fall inside a group)
-    await make_table(database_url, "sql_keyset", rows_of(range(25), same_ts_every=4))
+    await make_table(admin_database_url, "sql_keyset", rows_of(range(25), same_ts_every=4))
     extractor = ExtractorFactory.create(
         "sql",
         {
-            "url": database_url,
+            "url": admin_database_url,
             "table": "sql_keyset",
             "cursor_column": "updated_at",
             "tiebreak_column": "id",
@@ -73,11 +75,11 @@ async def test_keyset_pages_read_every_row_once_in_cursor_order(database_url: st
     json.dumps(pages)
 
 
-async def test_query_parameters_come_from_the_inputs(database_url: str) -> None:
+async def test_query_parameters_come_from_the_inputs(admin_database_url: str) -> None:
     # GIVEN a query with a :region placeholder
-    await make_table(database_url, "sql_params", rows_of(range(20)))
+    await make_table(admin_database_url, "sql_params", rows_of(range(20)))
     config = {
-        "url": database_url,
+        "url": admin_database_url,
         "query": "SELECT id, region FROM sql_params WHERE region = :region;",
         "cursor_column": "id",
         "batch_size": 3,
@@ -140,19 +142,19 @@ def read_ids(root: Path) -> list[int]:
 
 
 async def test_incremental_runs_load_each_row_once(
-    database_url: str, db: Database, tmp_path: Path
+    admin_database_url: str, db: Database, tmp_path: Path
 ) -> None:
     # GIVEN a table of 30 rows and an incremental pipeline over it
-    await make_table(database_url, "sql_incremental", rows_of(range(30)))
+    await make_table(admin_database_url, "sql_incremental", rows_of(range(30)))
     out = tmp_path / "out"
     manager = PipelineManager(database=db, tenant_id="acme")
-    manager.register_pipeline(SQL_PIPELINE.format(url=database_url, out=out))
+    manager.register_pipeline(SQL_PIPELINE.format(url=admin_database_url, out=out))
     # WHEN it runs, 5 rows arrive (one at the last timestamp already loaded), and it runs again
     first = await manager.execute_pipeline("sql-orders")
     last_ts = T0 + timedelta(minutes=29)
     later: list[tuple[int, datetime, str]] = [(100, last_ts, "eu")]
     later += [(101 + i, last_ts + timedelta(hours=1, minutes=i), "us") for i in range(4)]
-    await make_table(database_url, "sql_incremental", later)
+    await make_table(admin_database_url, "sql_incremental", later)
     second = await manager.execute_pipeline("sql-orders")
     third = await manager.execute_pipeline("sql-orders")
     # THEN every row is written exactly once and the second run read only the new rows
