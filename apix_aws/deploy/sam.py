@@ -450,6 +450,8 @@ def _alarm(
     threshold: float,
     comparison: str = "GreaterThanThreshold",
 ) -> dict[str, Any]:
+    # "p99" and the like are extended statistics: CloudWatch takes them in their own key.
+    percentile = re.fullmatch(r"p\d+(\.\d+)?", statistic) is not None
     return {
         "Type": "AWS::CloudWatch::Alarm",
         "Properties": {
@@ -457,7 +459,7 @@ def _alarm(
             "Namespace": namespace,
             "MetricName": metric,
             "Dimensions": dimensions,
-            "Statistic": statistic,
+            "ExtendedStatistic" if percentile else "Statistic": statistic,
             "Period": ALARM_PERIOD,
             "EvaluationPeriods": 1,
             "Threshold": threshold,
@@ -484,12 +486,9 @@ def _api_alarms(api: ApiMetrics, s: DeploySettings) -> dict[str, Any]:
         api.namespace,
         api.latency,
         dimensions,
-        "Maximum",
+        "p99",
         s.latency_alarm_ms,
     )
-    props = latency["Properties"]
-    del props["Statistic"]
-    props["ExtendedStatistic"] = "p99"
 
     def metric(id_: str, name: str) -> dict[str, Any]:
         return {
