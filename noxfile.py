@@ -182,14 +182,22 @@ def _check_wheel(session: nox.Session, repo: Path, wheel: Path) -> None:
         entry_points = next(
             archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt")
         )
-    tracked = subprocess.run(
-        ["git", "ls-files", *PACKAGES], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.split()
+    listed = subprocess.run(
+        ["git", "ls-files", *PACKAGES], cwd=repo, capture_output=True, text=True, check=False
+    )
+    tracked = listed.stdout.split()
+    if listed.returncode != 0 or not tracked:  # not a git checkout: the files on disk
+        tracked = [
+            f.relative_to(repo).as_posix()
+            for p in PACKAGES
+            for f in (repo / p).rglob("*")
+            if f.is_file() and "__pycache__" not in f.parts
+        ]
     required = {f"{p}/py.typed" for p in PACKAGES} | {
         "apix_core/store/migrations/env.py",
         "apix_core/store/migrations/script.py.mako",
     }
-    # Every tracked file of the packages: migrations versions, templates, data files.
+    # Every file of the packages: migrations versions, templates, data files.
     required |= {f for f in tracked if not f.endswith((".pyc", ".pyo"))}
     missing = sorted(required - names)
     if missing:
