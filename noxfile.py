@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
+import tarfile
+import tempfile
+import zipfile
 from pathlib import Path
 
 import nox
@@ -68,9 +73,12 @@ if _MISSING:
 def tests(session: nox.Session, backend: str) -> None:
     """The test suite on one Python against one store backend (all pairs: `nox -s tests`).
 
-    The postgres sessions need PostgreSQL on 127.0.0.1:5432 (started here if it is down)."""
+    Each test runs once per Python: the postgres session runs the tests marked ``postgres``
+    (the store on PostgreSQL, ``postgres`` folders), the sqlite session all the others
+    (tests/conftest.py deselects by marker under APIX_TEST_BACKEND_SESSION). The postgres
+    sessions need PostgreSQL on 127.0.0.1:5432 (started here if it is down)."""
     session.install("-e", ".[dev]")
-    env = {"APIX_TEST_BACKENDS": backend}
+    env = {"APIX_TEST_BACKENDS": backend, "APIX_TEST_BACKEND_SESSION": "true"}
     if IN_CI:
         env["CI"] = "true"
     if backend == "postgres":
@@ -137,3 +145,151 @@ def docs(session: nox.Session) -> None:
     # NO_MKDOCS_2_WARNING: material's banner about its successor, printed on every build.
     env = {"NO_MKDOCS_2_WARNING": "1"}
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env=env)
+#: Extras a user installs, each checked in its own fresh environment by `nox -s package`.
+PACKAGE_EXTRAS = ["aws", "azure", "postgres"]
+PACKAGES = ["apix_core", "apix_aws", "apix_azure"]
+#: Where the sdist carries the demo a user copies (examples ship in the sdist, not the wheel).
+DEMO = "examples/orders"
+
+
+@nox.session(python=PYTHON)
+def package(session: nox.Session) -> None:
+    """Build the sdist and wheel as a release would, check them, then install the wheel with
+    each extra into a fresh virtual environment outside the repository and run, from a temp
+    folder, `apix --version`, the orders demo (copied out of the sdist) and an adapter smoke
+    test (.ci/package_smoke.py)."""
+    session.install("build>=1.2", "twine>=5")
+    repo = Path.cwd()
+    work = Path(tempfile.mkdtemp(prefix="apix-package-"))
+    try:
+        dist = work / "dist"
+        # The wheel is built from the sdist: a file the sdist lacks fails here too.
+        session.run("python", "-m", "build", "--outdir", str(dist), str(repo), silent=True)
+        (wheel,) = dist.glob("*.whl")
+        (sdist,) = dist.glob("*.tar.gz")
+        session.run("twine", "check", "--strict", str(wheel), str(sdist))
+        _check_wheel(session, repo, wheel)
+        demo = _demo_from_sdist(session, sdist, work)
+        version = wheel.name.split("-")[1]
+        pg_reason = _postgres_unreachable()
+        if pg_reason and IN_CI:
+            _prepare_postgres(session, IN_CI)
+            pg_reason = _postgres_unreachable()
+        for extra in PACKAGE_EXTRAS:
+            if extra == "postgres" and pg_reason:
+                if IN_CI:
+                    session.error(f"[postgres] smoke test: {pg_reason}")
+                session.warn(f"[postgres] smoke test skipped: {pg_reason}")
+                continue
+            _check_extra(session, repo, work, wheel, demo, extra, version)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_wheel(session: nox.Session, repo: Path, wheel: Path) -> None:
+    """Every file the code loads at run time is in the wheel: migrations, `py.typed`, every
+    non-Python file under the packages; entry points and nothing from tests or examples."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(
+            archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt")
+        )
+    listed = subprocess.run(
+        ["git", "ls-files", *PACKAGES], cwd=repo, capture_output=True, text=True, check=False
+    )
+    tracked = listed.stdout.split()
+    if listed.returncode != 0 or not tracked:  # not a git checkout: the files on disk
+        tracked = [
+            f.relative_to(repo).as_posix()
+            for p in PACKAGES
+            for f in (repo / p).rglob("*")
+            if f.is_file() and "__pycache__" not in f.parts
+        ]
+    required = {f"{p}/py.typed" for p in PACKAGES} | {
+        "apix_core/store/migrations/env.py",
+        "apix_core/store/migrations/script.py.mako",
+    }
+    # Every file of the packages: migrations versions, templates, data files.
+    required |= {f for f in tracked if not f.endswith((".pyc", ".pyo"))}
+    missing = sorted(required - names)
+    if missing:
+        session.error(f"the wheel lacks {len(missing)} file(s): {', '.join(missing[:20])}")
+    stray = sorted(n for n in names if n.split("/")[0] in ("tests", "examples", "benchmarks"))
+    if stray:
+        session.error(f"the wheel carries files outside the packages: {', '.join(stray[:10])}")
+    versions = [n for n in names if n.startswith("apix_core/store/migrations/versions/")]
+    for needed in (
+        "[console_scripts]",
+        "apix = apix_core.cli.main:main",
+        "[apix.transports]",
+        "sqs = apix_aws.transport.sqs:from_url",
+        "[apix.cli]",
+        "deploy-aws = apix_aws.deploy.cli:register",
+    ):
+        if needed not in entry_points:
+            session.error(f"the wheel's entry_points.txt lacks {needed!r}")
+    session.log(f"wheel: {len(names)} files, {len(versions)} migration file(s), entry points ok")
+
+
+def _demo_from_sdist(session: nox.Session, sdist: Path, work: Path) -> Path:
+    """The orders example as the sdist ships it, unpacked outside the repository."""
+    with tarfile.open(sdist) as archive:
+        root = archive.getnames()[0].split("/")[0]
+        members = [m for m in archive.getmembers() if m.name.startswith(f"{root}/{DEMO}/")]
+        if not any(m.name.endswith(f"{DEMO}/app.py") for m in members):
+            session.error(f"the sdist lacks {DEMO}/app.py")
+        archive.extractall(work / "sdist", members=members, filter="data")
+    return work / "sdist" / root / DEMO
+
+
+def _postgres_unreachable() -> str | None:
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as exc:
+        return f"PostgreSQL on 127.0.0.1:5432 is not reachable ({exc})"
+    return None
+
+
+def _check_extra(
+    session: nox.Session,
+    repo: Path,
+    work: Path,
+    wheel: Path,
+    demo: Path,
+    extra: str,
+    version: str,
+) -> None:
+    """A fresh venv with `apix-core[extra]` from the wheel; cwd a temp folder, no PYTHONPATH."""
+    home = work / extra
+    venv = home / "venv"
+    run_dir = home / "run"
+    shutil.copytree(demo, run_dir / "orders")
+    shutil.copy(repo / ".ci" / "package_smoke.py", run_dir)
+    python = str(Path(session.bin) / "python")
+    session.run(python, "-m", "venv", str(venv), external=True, silent=True)
+    bin_dir = venv / "bin"
+    env = {"PYTHONPATH": "", "VIRTUAL_ENV": str(venv), "APIX_HOME": str(run_dir / ".apix")}
+    env = {**env, "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])}
+    cwd = os.getcwd()
+    os.chdir(run_dir)
+    try:
+        session.run(
+            str(bin_dir / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"{wheel}[{extra}]",
+            external=True,
+            env=env,
+        )
+        out = session.run(str(bin_dir / "apix"), "--version", external=True, env=env, silent=True)
+        if version not in str(out):
+            session.error(f"[{extra}] apix --version printed {out!r}, expected {version}")
+        os.chdir(run_dir / "orders")
+        session.run(str(bin_dir / "apix"), "run", "app.py", external=True, env=env, silent=True)
+        os.chdir(run_dir)
+        session.run(str(bin_dir / "python"), "package_smoke.py", extra, external=True, env=env)
+    finally:
+        os.chdir(cwd)

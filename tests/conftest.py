@@ -56,8 +56,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(parts[0])
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("backend") == "postgres"
-        if on_postgres or "postgres" in parts[:-1]:
+        if on_postgres or "postgres" in parts[:-1] or "pg_server" in item.fixturenames:
             item.add_marker("postgres")
+    _deselect_for_backend_session(config, items)
+
+
+def _deselect_for_backend_session(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``APIX_TEST_BACKEND_SESSION=true`` (set by ``nox -s tests``) each backend session
+    runs only its share: the postgres session the tests marked ``postgres`` (the ``backend``
+    fixture on PostgreSQL, ``postgres`` folders, ``pg_server``), the sqlite session the rest —
+    the tests that do not touch the backend run once per Python, not twice. Deselected, never
+    skipped."""
+    if os.environ.get("APIX_TEST_BACKEND_SESSION", "").lower() != "true":
+        return
+    backends = _backends()
+    if backends not in (["sqlite"], ["postgres"]):
+        return
+    want_postgres = backends == ["postgres"]
+    keep, drop = [], []
+    for item in items:
+        on_postgres = item.get_closest_marker("postgres") is not None
+        (keep if on_postgres is want_postgres else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _backends() -> list[str]:

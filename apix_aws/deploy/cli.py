@@ -32,6 +32,9 @@ CONFIG_KEYS = {
     "timeout": "timeout",
     "reserved_concurrency": "reserved_concurrency",
     "database_secret": "database_secret",
+    "api": "api",
+    "alarm_message_age": "message_age_alarm",
+    "alarm_latency_ms": "latency_alarm_ms",
 }
 
 
@@ -50,7 +53,13 @@ def read_config(path: Path) -> dict[str, Any]:
         raise DeployError(
             f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(CONFIG_KEYS)}"
         )
-    types = {"memory": int, "timeout": int, "reserved_concurrency": int}
+    types = {
+        "memory": int,
+        "timeout": int,
+        "reserved_concurrency": int,
+        "alarm_message_age": int,
+        "alarm_latency_ms": int,
+    }
     settings: dict[str, Any] = {}
     for key, value in data.items():
         expected = types.get(key, str)
@@ -94,6 +103,10 @@ def aws(
         str | None,
         typer.Option(help="Secrets Manager secret holding the database URL (else a parameter)."),
     ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(help="API Gateway kind of the routes: http (HTTP API) or rest (REST API)."),
+    ] = None,
 ) -> None:
     """Write an AWS SAM template (and the handler module next to the app) for an app."""
     from apix_core.cli.loader import load_app, split_target
@@ -106,6 +119,7 @@ def aws(
         "tenant_id": tenant,
         "reserved_concurrency": reserved_concurrency,
         "database_secret": database_secret,
+        "api": api,
     }
     options.update({k: v for k, v in given.items() if v is not None})
     settings = DeploySettings(**options)

@@ -4,9 +4,11 @@ One ``AWS::Serverless::Function`` per processor (its handler is ``apix_handlers.
 a module :func:`handler_module` writes), one SQS queue and dead-letter queue per apix queue
 (``maxReceiveCount`` = the consuming processor's ``max_attempts``, visibility timeout 6 × the
 function timeout), an SQS event source with ``ReportBatchItemFailures``, EventBridge schedules
-converted from apix's cron/NCRONTAB, HTTP API routes, IAM policies scoped to the queues each
-function uses, CloudWatch alarms on every dead-letter queue and every function's errors, and a
-dashboard.
+converted from apix's cron/NCRONTAB, API routes (an HTTP API, or a REST API), IAM policies
+scoped to the queues each function uses, and monitoring: CloudWatch alarms on the API (5xx, 4xx
+rate, p99 latency), every function (errors, throttles, duration near its timeout) and every
+queue (age of the oldest message, dead-letter depth), sent to an SNS topic (created, or an
+existing one given as a parameter), and a dashboard of the same metrics.
 """
 
 from __future__ import annotations
@@ -33,6 +35,44 @@ VISIBILITY_FACTOR = 6
 BATCH_SIZE = 10
 #: SQS caps a visibility timeout at 12 hours.
 MAX_VISIBILITY_SECONDS = 43_200
+#: The API kinds a route can be served by (SAM event types ``HttpApi`` and ``Api``).
+API_KINDS = ("http", "rest")
+#: Alarms evaluate 5-minute periods.
+ALARM_PERIOD = 300
+#: A function whose slowest invocation reaches this share of its timeout is about to time out.
+DURATION_ALARM_SHARE = 0.8
+#: The 4xx alarm fires when this share of the API's requests are refused.
+CLIENT_ERROR_RATE = 0.25
+
+
+@dataclass(frozen=True)
+class ApiMetrics:
+    """Where API Gateway publishes an API kind's metrics: HTTP APIs and REST APIs differ in
+    dimension (``ApiId`` vs ``ApiName``) and in the names of the error metrics."""
+
+    dimension: str
+    dimension_value: dict[str, Any]
+    #: The same value inside an ``Fn::Sub`` string (the dashboard body).
+    dimension_sub: str
+    count: str = "Count"
+    client_errors: str = "4xx"
+    server_errors: str = "5xx"
+    latency: str = "Latency"
+    namespace: str = "AWS/ApiGateway"
+
+
+#: SAM's implicit APIs: ``ServerlessHttpApi`` (metrics by ``ApiId``) and ``ServerlessRestApi``,
+#: named after the stack (metrics by ``ApiName``).
+API_METRICS = {
+    "http": ApiMetrics("ApiId", {"Ref": "ServerlessHttpApi"}, "${ServerlessHttpApi}"),
+    "rest": ApiMetrics(
+        "ApiName",
+        {"Ref": "AWS::StackName"},
+        "${AWS::StackName}",
+        client_errors="4XXError",
+        server_errors="5XXError",
+    ),
+}
 
 
 class DeployError(ConfigurationError):
@@ -53,6 +93,12 @@ class DeploySettings:
     #: A Secrets Manager secret (name or ARN) holding the database URL, instead of a parameter.
     database_secret: str | None = None
     database_url_parameter: bool = True
+    #: ``http`` (API Gateway HTTP API, payload 2.0) or ``rest`` (REST API, payload 1.0).
+    api: str = "http"
+    #: Alarm when a queue's oldest message is older than this (seconds).
+    message_age_alarm: int = 900
+    #: Alarm when the API's p99 latency exceeds this (milliseconds).
+    latency_alarm_ms: int = 3000
 
     def __post_init__(self) -> None:
         if not 128 <= self.memory <= 10_240:
@@ -65,6 +111,12 @@ class DeploySettings:
             raise DeployError(
                 f"queue name prefix {self.name_prefix!r}: SQS names take letters, digits, '-', '_'"
             )
+        if self.api not in API_KINDS:
+            raise DeployError(f"api {self.api!r}: use 'http' (HTTP API) or 'rest' (REST API)")
+        if self.message_age_alarm < 60:
+            raise DeployError(f"message age alarm {self.message_age_alarm} s: at least 60")
+        if self.latency_alarm_ms < 1:
+            raise DeployError(f"latency alarm {self.latency_alarm_ms} ms: at least 1")
 
 
 def logical_id(kind: str, name: str) -> str:
@@ -160,21 +212,23 @@ def sam_template(app: App, settings: DeploySettings | None = None) -> dict[str, 
             dlq_props["FifoQueue"] = True
         resources[did] = {"Type": "AWS::SQS::Queue", "Properties": dlq_props}
         resources[qid] = {"Type": "AWS::SQS::Queue", "Properties": queue_props}
-        resources[logical_id("DeadLetterAlarm", queue)] = {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmDescription": f"Messages of apix queue {queue!r} were dead-lettered.",
-                "Namespace": "AWS/SQS",
-                "MetricName": "ApproximateNumberOfMessagesVisible",
-                "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": [did, "QueueName"]}}],
-                "Statistic": "Maximum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-            },
-        }
+        resources[logical_id("MessageAgeAlarm", queue)] = _alarm(
+            f"The oldest message of apix queue {queue!r} waits more than "
+            f"{s.message_age_alarm} s: its consumer is failing or too slow.",
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            [{"Name": "QueueName", "Value": {"Fn::GetAtt": [qid, "QueueName"]}}],
+            "Maximum",
+            s.message_age_alarm,
+        )
+        resources[logical_id("DeadLetterAlarm", queue)] = _alarm(
+            f"Messages of apix queue {queue!r} were dead-lettered.",
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            [{"Name": "QueueName", "Value": {"Fn::GetAtt": [did, "QueueName"]}}],
+            "Maximum",
+            0,
+        )
 
     has_api = False
     for spec in specs:
@@ -244,7 +298,7 @@ def sam_template(app: App, settings: DeploySettings | None = None) -> dict[str, 
         elif spec.route is not None:
             has_api = True
             events["Http"] = {
-                "Type": "HttpApi",
+                "Type": "HttpApi" if s.api == "http" else "Api",
                 "Properties": {"Path": api_path(spec.route.path), "Method": spec.route.method},
             }
         props: dict[str, Any] = {
@@ -257,27 +311,48 @@ def sam_template(app: App, settings: DeploySettings | None = None) -> dict[str, 
         if s.reserved_concurrency is not None:
             props["ReservedConcurrentExecutions"] = s.reserved_concurrency
         resources[fid] = {"Type": "AWS::Serverless::Function", "Properties": props}
-        resources[logical_id("ErrorAlarm", spec.name)] = {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmDescription": f"apix processor {spec.name!r} raised errors.",
-                "Namespace": "AWS/Lambda",
-                "MetricName": "Errors",
-                "Dimensions": [{"Name": "FunctionName", "Value": {"Ref": fid}}],
-                "Statistic": "Sum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-            },
-        }
-    resources["Dashboard"] = _dashboard(app, specs, queue_ids)
+        function = [{"Name": "FunctionName", "Value": {"Ref": fid}}]
+        resources[logical_id("ErrorAlarm", spec.name)] = _alarm(
+            f"apix processor {spec.name!r} raised errors.",
+            "AWS/Lambda",
+            "Errors",
+            function,
+            "Sum",
+            0,
+        )
+        resources[logical_id("ThrottleAlarm", spec.name)] = _alarm(
+            f"Invocations of apix processor {spec.name!r} were throttled.",
+            "AWS/Lambda",
+            "Throttles",
+            function,
+            "Sum",
+            0,
+        )
+        resources[logical_id("DurationAlarm", spec.name)] = _alarm(
+            f"apix processor {spec.name!r} ran close to its {s.timeout} s timeout.",
+            "AWS/Lambda",
+            "Duration",
+            function,
+            "Maximum",
+            round(s.timeout * 1000 * DURATION_ALARM_SHARE),
+            comparison="GreaterThanOrEqualToThreshold",
+        )
+    api = API_METRICS[s.api] if has_api else None
+    if api is not None:
+        resources.update(_api_alarms(api, s))
+    _alarm_topic(parameters, resources)
+    resources["Dashboard"] = _dashboard(specs, queue_ids, api)
+    outputs["AlarmTopicArn"] = {
+        "Description": "The SNS topic the alarms notify",
+        "Value": ALARM_ACTION,
+    }
     if has_api:
+        api_id = "ServerlessHttpApi" if s.api == "http" else "ServerlessRestApi"
+        stage = "" if s.api == "http" else "Prod/"
         outputs["HttpApiUrl"] = {
             "Description": "Base URL of the app's HTTP routes",
             "Value": {
-                "Fn::Sub": "https://${ServerlessHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"
+                "Fn::Sub": f"https://${{{api_id}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"
             },
         }
     template: dict[str, Any] = {
@@ -293,8 +368,16 @@ def sam_template(app: App, settings: DeploySettings | None = None) -> dict[str, 
             }
         },
     }
-    if parameters:
-        template["Parameters"] = parameters
+    template["Parameters"] = parameters
+    template["Conditions"] = {
+        "CreateAlarmTopic": {"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]},
+        "SubscribeAlarmEmail": {
+            "Fn::And": [
+                {"Condition": "CreateAlarmTopic"},
+                {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]},
+            ]
+        },
+    }
     template["Resources"] = resources
     if outputs:
         template["Outputs"] = outputs
@@ -352,52 +435,240 @@ def _max_attempts(app: App, consumer: ProcessorSpec | None) -> int:
     return app.settings.max_attempts
 
 
-def _dashboard(
-    app: App, specs: list[ProcessorSpec], queue_ids: dict[str, tuple[str, str]]
+#: Where every alarm notifies: the template's own topic, or the ``AlarmTopicArn`` parameter.
+ALARM_ACTION: dict[str, Any] = {
+    "Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]
+}
+
+
+def _alarm(
+    description: str,
+    namespace: str,
+    metric: str,
+    dimensions: list[dict[str, Any]],
+    statistic: str,
+    threshold: float,
+    comparison: str = "GreaterThanThreshold",
 ) -> dict[str, Any]:
-    # DashboardBody is a JSON string; Fn::Sub fills in the generated names.
-    functions = [
-        ["AWS/Lambda", metric, "FunctionName", f"${{{logical_id('Function', spec.name)}}}"]
-        for spec in specs
-        for metric in ("Invocations", "Errors")
-    ]
-    queues = [
-        ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", f"${{{did}.QueueName}}"]
-        for _, did in queue_ids.values()
-    ]
-    widgets: list[dict[str, Any]] = [
-        {
-            "type": "metric",
-            "x": 0,
-            "y": 0,
-            "width": 12,
-            "height": 6,
-            "properties": {
-                "title": "Invocations and errors",
-                "metrics": functions,
-                "region": "${AWS::Region}",
-                "stat": "Sum",
-                "period": 300,
+    # "p99" and the like are extended statistics: CloudWatch takes them in their own key.
+    percentile = re.fullmatch(r"p\d+(\.\d+)?", statistic) is not None
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": description,
+            "Namespace": namespace,
+            "MetricName": metric,
+            "Dimensions": dimensions,
+            "ExtendedStatistic" if percentile else "Statistic": statistic,
+            "Period": ALARM_PERIOD,
+            "EvaluationPeriods": 1,
+            "Threshold": threshold,
+            "ComparisonOperator": comparison,
+            # No traffic is no problem: an idle queue or function publishes nothing.
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [ALARM_ACTION],
+        },
+    }
+
+
+def _api_alarms(api: ApiMetrics, s: DeploySettings) -> dict[str, Any]:
+    dimensions = [{"Name": api.dimension, "Value": api.dimension_value}]
+    server = _alarm(
+        "The API answered with 5xx errors.",
+        api.namespace,
+        api.server_errors,
+        dimensions,
+        "Sum",
+        0,
+    )
+    latency = _alarm(
+        f"The API's p99 latency exceeds {s.latency_alarm_ms} ms.",
+        api.namespace,
+        api.latency,
+        dimensions,
+        "p99",
+        s.latency_alarm_ms,
+    )
+
+    def metric(id_: str, name: str) -> dict[str, Any]:
+        return {
+            "Id": id_,
+            "ReturnData": False,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": api.namespace,
+                    "MetricName": name,
+                    "Dimensions": dimensions,
+                },
+                "Period": ALARM_PERIOD,
+                "Stat": "Sum",
             },
         }
-    ]
-    if queues:
-        widgets.append(
-            {
-                "type": "metric",
-                "x": 12,
-                "y": 0,
-                "width": 12,
-                "height": 6,
-                "properties": {
-                    "title": "Dead-lettered messages",
-                    "metrics": queues,
-                    "region": "${AWS::Region}",
-                    "stat": "Maximum",
-                    "period": 300,
+
+    # A share of requests, not a count: a busy API always refuses some bad requests.
+    client = {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": (
+                f"More than {CLIENT_ERROR_RATE:.0%} of the API's requests were refused (4xx)."
+            ),
+            "Metrics": [
+                metric("refused", api.client_errors),
+                metric("requests", api.count),
+                {
+                    "Id": "rate",
+                    "Label": "4xx share of requests",
+                    "Expression": "refused / requests",
+                    "ReturnData": True,
                 },
-            }
+            ],
+            "EvaluationPeriods": 1,
+            "Threshold": CLIENT_ERROR_RATE,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [ALARM_ACTION],
+        },
+    }
+    return {
+        "ApiServerErrorAlarm": server,
+        "ApiClientErrorAlarm": client,
+        "ApiLatencyAlarm": latency,
+    }
+
+
+def _alarm_topic(parameters: dict[str, Any], resources: dict[str, Any]) -> None:
+    parameters["AlarmTopicArn"] = {
+        "Type": "String",
+        "Default": "",
+        "Description": "An existing SNS topic for the alarms; empty: the stack creates one.",
+    }
+    parameters["AlarmEmail"] = {
+        "Type": "String",
+        "Default": "",
+        "Description": "An email address subscribed to the created alarm topic (optional).",
+    }
+    resources["AlarmTopic"] = {
+        "Type": "AWS::SNS::Topic",
+        "Condition": "CreateAlarmTopic",
+        "Properties": {"DisplayName": {"Fn::Sub": "${AWS::StackName} alarms"}},
+    }
+    resources["AlarmEmailSubscription"] = {
+        "Type": "AWS::SNS::Subscription",
+        "Condition": "SubscribeAlarmEmail",
+        "Properties": {
+            "Protocol": "email",
+            "Endpoint": {"Ref": "AlarmEmail"},
+            "TopicArn": {"Ref": "AlarmTopic"},
+        },
+    }
+
+
+def _widget(
+    title: str, metrics: list[list[Any]], stat: str, x: int, y: int, width: int = 12
+) -> dict[str, Any]:
+    return {
+        "type": "metric",
+        "x": x,
+        "y": y,
+        "width": width,
+        "height": 6,
+        "properties": {
+            "title": title,
+            "view": "timeSeries",
+            "metrics": metrics,
+            "region": "${AWS::Region}",
+            "stat": stat,
+            "period": ALARM_PERIOD,
+        },
+    }
+
+
+def _dashboard(
+    specs: list[ProcessorSpec],
+    queue_ids: dict[str, tuple[str, str]],
+    api: ApiMetrics | None,
+) -> dict[str, Any]:
+    # DashboardBody is a JSON string; Fn::Sub fills in the generated names.
+    def fn(spec: ProcessorSpec) -> str:
+        return f"${{{logical_id('Function', spec.name)}}}"
+
+    rows: list[tuple[str, list[list[Any]], str]] = []
+    if api is not None:
+        dim = [api.dimension, api.dimension_sub]
+        rows += [
+            ("API requests", [[api.namespace, api.count, *dim]], "Sum"),
+            (
+                "API errors (4xx, 5xx)",
+                [
+                    [api.namespace, api.client_errors, *dim],
+                    [api.namespace, api.server_errors, *dim],
+                ],
+                "Sum",
+            ),
+            (
+                "API latency (p50, p99)",
+                [
+                    [api.namespace, api.latency, *dim, {"stat": "p50"}],
+                    [api.namespace, api.latency, *dim, {"stat": "p99"}],
+                ],
+                "p99",
+            ),
+        ]
+    for title, metric, stat in (
+        ("Invocations", "Invocations", "Sum"),
+        ("Errors", "Errors", "Sum"),
+        ("Throttles", "Throttles", "Sum"),
+        ("Duration (maximum, ms)", "Duration", "Maximum"),
+    ):
+        rows.append(
+            (title, [["AWS/Lambda", metric, "FunctionName", fn(spec)] for spec in specs], stat)
         )
+    if queue_ids:
+        rows += [
+            (
+                "Age of the oldest message (s)",
+                [
+                    [
+                        "AWS/SQS",
+                        "ApproximateAgeOfOldestMessage",
+                        "QueueName",
+                        f"${{{qid}.QueueName}}",
+                    ]
+                    for qid, _ in queue_ids.values()
+                ],
+                "Maximum",
+            ),
+            (
+                "Messages waiting",
+                [
+                    [
+                        "AWS/SQS",
+                        "ApproximateNumberOfMessagesVisible",
+                        "QueueName",
+                        f"${{{qid}.QueueName}}",
+                    ]
+                    for qid, _ in queue_ids.values()
+                ],
+                "Maximum",
+            ),
+            (
+                "Dead-lettered messages",
+                [
+                    [
+                        "AWS/SQS",
+                        "ApproximateNumberOfMessagesVisible",
+                        "QueueName",
+                        f"${{{did}.QueueName}}",
+                    ]
+                    for _, did in queue_ids.values()
+                ],
+                "Maximum",
+            ),
+        ]
+    widgets = [
+        _widget(title, metrics, stat, x=12 * (i % 2), y=6 * (i // 2))
+        for i, (title, metrics, stat) in enumerate(rows)
+    ]
     return {
         "Type": "AWS::CloudWatch::Dashboard",
         "Properties": {"DashboardBody": {"Fn::Sub": json.dumps({"widgets": widgets})}},

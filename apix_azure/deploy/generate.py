@@ -5,7 +5,8 @@ Files written into the output folder:
 
 - ``function_app.py``: imports the user's module and builds ``app = function_app(pipeline)``;
 - ``host.json``: queue extension settings (``maxDequeueCount`` from the processors'
-  ``max_attempts``), Service Bus settings when that is the trigger, the extension bundle;
+  ``max_attempts``), Service Bus settings when that is the trigger, the extension bundle, and
+  the logging that reaches Application Insights;
 - ``requirements.txt``: ``apix-core[azure]`` (``[azure,postgres]`` for a PostgreSQL URL);
 - ``local.settings.json.example``: the app settings, with Azurite's development storage.
 
@@ -176,7 +177,31 @@ def host_json(pipeline: App, options: DeployOptions) -> dict[str, Any]:
             "maxConcurrentCalls": options.max_concurrent_calls,
             "maxAutoLockRenewalDuration": "00:05:00",
         }
-    return {"version": "2.0", "extensions": extensions, "extensionBundle": dict(EXTENSION_BUNDLE)}
+    return {
+        "version": "2.0",
+        "logging": host_logging(),
+        "extensions": extensions,
+        "extensionBundle": dict(EXTENSION_BUNDLE),
+    }
+
+
+def host_logging() -> dict[str, Any]:
+    """host.json ``logging``: what reaches Application Insights (when the function app has an
+    ``APPLICATIONINSIGHTS_CONNECTION_STRING``). apix's JSON log lines are the worker's
+    ``Function`` category (table ``traces``); ``Host.Results`` feeds ``requests`` (one row per
+    invocation) and ``Host.Aggregator`` the ``customMetrics`` of counts and durations. Sampling
+    keeps every failed invocation and exception: a dead letter is never sampled away."""
+    return {
+        "logLevel": {
+            "default": "Warning",
+            "Function": "Information",
+            "Host.Results": "Information",
+            "Host.Aggregator": "Trace",
+        },
+        "applicationInsights": {
+            "samplingSettings": {"isEnabled": True, "excludedTypes": "Request;Exception"}
+        },
+    }
 
 
 def _apix_settles(options: DeployOptions) -> bool:

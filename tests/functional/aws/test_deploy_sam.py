@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from apix_aws.deploy.sam import DeployError, DeploySettings, sam_template
+from apix_aws.deploy.sam import DeployError, DeploySettings, dump_template, sam_template
 from apix_core import App
 from apix_core.cli.app import cli
 
@@ -148,26 +148,140 @@ def test_policies_are_scoped_to_the_queues_each_function_uses() -> None:
     assert "SQSPollerPolicy" not in json.dumps(ingest) + json.dumps(nightly)
 
 
-def test_alarms_on_every_dead_letter_queue_and_function_and_a_dashboard() -> None:
-    t = sam_template(_app())
-    alarms = _of_type(t, "AWS::CloudWatch::Alarm")
+def _alarms(t: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Single-metric alarms by (namespace, metric, the logical id their dimension names)."""
+    found = {}
+    for alarm in _of_type(t, "AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if "MetricName" not in props:
+            continue
+        value = props["Dimensions"][0]["Value"]
+        target = value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0]
+        found[(props["Namespace"], props["MetricName"], target)] = props
+    return found
 
-    dlq_alarms = {
-        a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-        for a in alarms.values()
-        if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    }
-    assert dlq_alarms == {"DeadLetterQueueOrders", "DeadLetterQueueClean"}
-    error_alarms = {
-        a["Properties"]["Dimensions"][0]["Value"]["Ref"]
-        for a in alarms.values()
-        if a["Properties"]["MetricName"] == "Errors"
-    }
-    assert error_alarms == {"FunctionIngest", "FunctionNormalize", "FunctionNightly"}
-    for alarm in alarms.values():
-        assert alarm["Properties"]["Threshold"] == 0
-        assert alarm["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
-    assert len(_of_type(t, "AWS::CloudWatch::Dashboard")) == 1
+
+def _dashboard_metrics(t: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(namespace, metric, dimension, value) of every dashboard widget line."""
+    (dashboard,) = _of_type(t, "AWS::CloudWatch::Dashboard").values()
+    body = json.loads(dashboard["Properties"]["DashboardBody"]["Fn::Sub"])
+    assert all(w["type"] == "metric" and w["width"] <= 24 for w in body["widgets"])
+    return {tuple(line[:4]) for w in body["widgets"] for line in w["properties"]["metrics"]}
+
+
+def test_monitoring_covers_the_api_every_function_and_every_queue() -> None:
+    # GIVEN an app with an HTTP, a queue and a schedule processor
+    # WHEN its template is generated (HTTP API, 30 s timeout)
+    t = sam_template(_app())
+    alarms = _alarms(t)
+    functions = {"FunctionIngest", "FunctionNormalize", "FunctionNightly"}
+    queues = {"QueueOrders", "QueueClean"}
+    dlqs = {"DeadLetterQueueOrders", "DeadLetterQueueClean"}
+
+    # THEN every function has its errors, throttles and duration alarms
+    for fid in functions:
+        assert alarms[("AWS/Lambda", "Errors", fid)]["Threshold"] == 0
+        assert alarms[("AWS/Lambda", "Throttles", fid)]["Threshold"] == 0
+        duration = alarms[("AWS/Lambda", "Duration", fid)]
+        assert (duration["Statistic"], duration["Threshold"]) == ("Maximum", 24_000)
+    # AND every queue its age-of-oldest-message alarm, every dead-letter queue its depth alarm
+    for qid in queues:
+        assert alarms[("AWS/SQS", "ApproximateAgeOfOldestMessage", qid)]["Threshold"] == 900
+    for did in dlqs:
+        dlq = alarms[("AWS/SQS", "ApproximateNumberOfMessagesVisible", did)]
+        assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    # AND the HTTP API its 5xx and p99 latency alarms, by ApiId (HTTP API metric names)
+    server = alarms[("AWS/ApiGateway", "5xx", "ServerlessHttpApi")]
+    assert server["Dimensions"][0]["Name"] == "ApiId"
+    latency = alarms[("AWS/ApiGateway", "Latency", "ServerlessHttpApi")]
+    assert (latency["ExtendedStatistic"], latency["Threshold"]) == ("p99", 3000)
+    assert "Statistic" not in latency
+    # AND a 4xx alarm on the share of refused requests (metric math)
+    client = t["Resources"]["ApiClientErrorAlarm"]["Properties"]
+    stats = {m["Id"]: m.get("MetricStat", {}).get("Metric", {}) for m in client["Metrics"]}
+    assert stats["refused"]["MetricName"] == "4xx"
+    assert stats["requests"]["MetricName"] == "Count"
+    assert client["Metrics"][-1]["Expression"] == "refused / requests"
+    assert len(alarms) == 3 * 3 + 2 + 2 + 2
+
+    # AND every alarm notifies the SNS topic: the stack's own, or AlarmTopicArn when given
+    action = {"Fn::If": ["CreateAlarmTopic", {"Ref": "AlarmTopic"}, {"Ref": "AlarmTopicArn"}]}
+    for alarm in _of_type(t, "AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["AlarmActions"] == [action]
+    assert t["Resources"]["AlarmTopic"]["Condition"] == "CreateAlarmTopic"
+    assert t["Parameters"]["AlarmTopicArn"]["Default"] == ""
+
+    # AND the dashboard shows the same metrics for every function, queue and the API
+    shown = _dashboard_metrics(t)
+    for fid in functions:
+        for metric in ("Invocations", "Errors", "Throttles", "Duration"):
+            assert ("AWS/Lambda", metric, "FunctionName", f"${{{fid}}}") in shown
+    for qid in queues:
+        for metric in ("ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible"):
+            assert ("AWS/SQS", metric, "QueueName", f"${{{qid}.QueueName}}") in shown
+    for did in dlqs:
+        assert (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            "QueueName",
+            f"${{{did}.QueueName}}",
+        ) in shown
+    for metric in ("Count", "4xx", "5xx", "Latency"):
+        assert ("AWS/ApiGateway", metric, "ApiId", "${ServerlessHttpApi}") in shown
+
+
+def test_a_rest_api_is_monitored_by_api_name_with_its_own_metric_names() -> None:
+    # GIVEN the routes served by a REST API
+    t = sam_template(_app(), DeploySettings(api="rest", timeout=10, latency_alarm_ms=800))
+
+    # THEN the route is an Api event and the API metrics are REST's: ApiName, 4XXError/5XXError
+    ingest = t["Resources"]["FunctionIngest"]["Properties"]["Events"]["Http"]
+    assert ingest["Type"] == "Api"
+    alarms = _alarms(t)
+    server = alarms[("AWS/ApiGateway", "5XXError", "AWS::StackName")]
+    assert server["Dimensions"][0]["Name"] == "ApiName"
+    assert alarms[("AWS/ApiGateway", "Latency", "AWS::StackName")]["Threshold"] == 800
+    assert alarms[("AWS/Lambda", "Duration", "FunctionIngest")]["Threshold"] == 8000
+    shown = _dashboard_metrics(t)
+    for metric in ("Count", "4XXError", "5XXError", "Latency"):
+        assert ("AWS/ApiGateway", metric, "ApiName", "${AWS::StackName}") in shown
+    assert "ServerlessRestApi" in t["Outputs"]["HttpApiUrl"]["Value"]["Fn::Sub"]
+
+
+def test_an_app_without_routes_has_no_api_alarms() -> None:
+    app = App("batch")
+
+    @app.processor(consumes="in")
+    def work(message: Any, ctx: Any) -> None:
+        return None
+
+    t = sam_template(app)
+    assert not any(k.startswith("Api") for k in t["Resources"])
+    assert "AWS/ApiGateway" not in json.dumps(t)
+    assert "HttpApiUrl" not in t["Outputs"]
+
+
+@pytest.mark.parametrize("api", ["http", "rest"])
+def test_cfn_lint_accepts_the_monitoring_of_either_api(tmp_path: Path, api: str) -> None:
+    # GIVEN the template of an HTTP + SQS + schedule app
+    path = tmp_path / "template.yaml"
+    path.write_text(dump_template(sam_template(_app(), DeploySettings(api=api))), "utf-8")
+    # THEN cfn-lint (which applies the SAM transform: ServerlessHttpApi/ServerlessRestApi
+    # exist) finds no error in the alarms, the topic and the dashboard's Fn::Sub
+    assert _lint(path) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"api": "graphql"}, "api 'graphql'"),
+        ({"message_age_alarm": 5}, "message age alarm 5 s"),
+        ({"latency_alarm_ms": 0}, "latency alarm 0 ms"),
+    ],
+)
+def test_bad_monitoring_settings_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeployError, match=message):
+        DeploySettings(**settings)
 
 
 def test_a_schedule_with_seconds_is_refused() -> None:
@@ -195,7 +309,7 @@ def test_customer_settings_are_applied() -> None:
     )
     g = t["Globals"]["Function"]
     assert (g["MemorySize"], g["Timeout"]) == (512, 60)
-    assert "Parameters" not in t
+    assert "DatabaseUrl" not in t["Parameters"]
     fn = t["Resources"]["FunctionIngest"]["Properties"]
     assert fn["ReservedConcurrentExecutions"] == 4
     env = fn["Environment"]["Variables"]

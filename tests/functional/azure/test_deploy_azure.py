@@ -127,6 +127,17 @@ def test_host_json_takes_the_largest_max_attempts_and_the_options(
     a = json.loads((tmp_path / "a" / "host.json").read_text())
     assert a == {
         "version": "2.0",
+        "logging": {
+            "logLevel": {
+                "default": "Warning",
+                "Function": "Information",
+                "Host.Results": "Information",
+                "Host.Aggregator": "Trace",
+            },
+            "applicationInsights": {
+                "samplingSettings": {"isEnabled": True, "excludedTypes": "Request;Exception"}
+            },
+        },
         "extensions": {
             "queues": {
                 "maxDequeueCount": 7,
