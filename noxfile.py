@@ -145,6 +145,8 @@ def docs(session: nox.Session) -> None:
     # NO_MKDOCS_2_WARNING: material's banner about its successor, printed on every build.
     env = {"NO_MKDOCS_2_WARNING": "1"}
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env=env)
+
+
 #: Extras a user installs, each checked in its own fresh environment by `nox -s package`.
 PACKAGE_EXTRAS = ["aws", "azure", "postgres"]
 PACKAGES = ["apix_core", "apix_aws", "apix_azure"]
