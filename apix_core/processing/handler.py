@@ -126,10 +126,14 @@ class ProcessorHandler:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         groups: dict[str, list[_Item]] = {}
         rejected: list[Outcome] = []
+        parse = self._parse
         for i, raw in enumerate(deliveries):
-            delivery = raw if isinstance(raw, ReceivedMessage) else _as_delivery(raw, self.spec)
+            if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
+                delivery = raw
+            else:
+                delivery = _as_delivery(raw, self.spec)
             try:
-                message = raw if isinstance(raw, Message) else self._parse(delivery)
+                message = raw if isinstance(raw, Message) else parse(delivery)
             except EnvelopeError as exc:
                 outcomes[i] = outcome = Outcome(
                     OutcomeKind.DEAD_LETTER, delivery, error=classify(exc)
@@ -170,11 +174,12 @@ class ProcessorHandler:
 
     def _parse(self, delivery: ReceivedMessage) -> Message:
         tenant = delivery.attributes.get(TENANT_ATTRIBUTE) or self.default_tenant
+        count = delivery.receive_count
         return Message.create_from_queue_data(
             delivery.body,
             default_tenant=tenant,
             transport_message_id=delivery.message_id,
-            attempt=max(1, delivery.receive_count),
+            attempt=count if count > 1 else 1,
         )
 
     # -- one tenant's batch ---------------------------------------------------------------
@@ -344,11 +349,13 @@ class ProcessorHandler:
         traced: bool,
     ) -> None:
         sends: list[OutboxRow] = []
+        invoke = self.invoker.invoke
+        monotonic = time.monotonic
         for it in items:
-            if _past(deadline):
+            if deadline is not None and monotonic() >= deadline:  # _past(), inline
                 outcomes[it.index] = self._late(it)
                 continue
-            inv = await self.invoker.invoke(it.message, None, deadline, traced)
+            inv = await invoke(it.message, None, deadline, traced)
             if inv.ok and inv.handlers:
                 try:
                     sends.extend(inv.build_rows(self.name, self.transport))
