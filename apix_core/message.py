@@ -348,16 +348,18 @@ class Message(BaseModel):
         # ``type(...) is str`` first: a queue body is text, and ``isinstance`` of a union costs
         # more than the rest of this prologue.
         if type(data) is str or isinstance(data, str):
+            if len(data) > MAX_INPUT_BYTES:
+                check_json_input(data)
             envelope_text = _ENVELOPE_TEXT in data
         elif isinstance(data, bytes | bytearray):
+            if len(data) > MAX_INPUT_BYTES:
+                check_json_input(data)
             envelope_text = _ENVELOPE_BYTES in data
         elif isinstance(data, dict):
             envelope_text = False
         else:
             raise MalformedMessageError(f"body must be str or bytes, not {type(data).__name__}")
         if envelope_text:
-            if len(data) > MAX_INPUT_BYTES:
-                check_json_input(data)  # type: ignore[arg-type]
             # Fast path: a well-formed current envelope parses and validates in one pass. A body
             # without the key's text is no envelope (foreign): it skips a parse that would fail.
             try:
@@ -366,8 +368,6 @@ class Message(BaseModel):
                 pass
             else:
                 return _from_fast(fast, data, transport_message_id, attempt)  # type: ignore[arg-type]
-        elif type(data) is not dict and len(data) > MAX_INPUT_BYTES:
-            check_json_input(data)  # type: ignore[arg-type]
         obj = _decode(data)
         check_json_depth(obj)
         if ENVELOPE_KEY not in obj:
@@ -466,8 +466,8 @@ def _from_fast(
     # Cheap pre-check (C-speed counts): nesting past the limit needs more brackets.
     if (
         data.count("{") + data.count("[")
-        if type(data) is str
-        else data.count(b"{") + data.count(b"[")  # type: ignore[arg-type]
+        if isinstance(data, str)
+        else data.count(b"{") + data.count(b"[")
     ) > MAX_JSON_DEPTH:
         check_json_depth(fields["payload"], "payload")
         check_json_depth(fields["metadata"], "metadata")
