@@ -193,14 +193,8 @@ class Invoker:
             }
         )
         try:
-            ctx = ProcessorContext(
-                message=message,
-                processor_name=self.name,
-                produces=self.spec.produces,
-                store=self.store,
-                logger=self.log,
-                access=access,
-                deadline=deadline,
+            ctx = ProcessorContext.for_call(
+                message, self.name, self.spec.produces, self.store, self.log, access, deadline
             )
             try:
                 if self.spec.payload_model is not None:
