@@ -133,10 +133,9 @@ class Invoker:
             self._process = fn if self.processor.takes_ctx else (lambda m, _c: fn(m))
         self.log = logging.getLogger(f"apix.processor.{self.name}")
         # The default validate_message accepts everything: skip the call per message.
-        self._validates = getattr(
-            type(self.processor), "validate_message", None
-        ) is not ProcessorInterface.validate_message or "validate_message" in getattr(
-            self.processor, "__dict__", ()
+        validate = getattr(type(self.processor), "validate_message", None)
+        self._validates = validate is not ProcessorInterface.validate_message or (
+            "validate_message" in getattr(self.processor, "__dict__", ())
         )
 
     def invoke(
