@@ -65,6 +65,12 @@ class _LambdaHandler:
         from apix_core.transport.registry import register_transport
 
         register_transport("sqs", _sqs_transport, replace=False)
+        # Read once, when the function's module is imported: os.environ costs µs a batch.
+        try:
+            margin = float(os.environ.get(DEADLINE_MARGIN_ENV) or DEFAULT_DEADLINE_MARGIN)
+        except ValueError:
+            margin = DEFAULT_DEADLINE_MARGIN
+        self._margin = max(0.0, margin)
 
     @property
     def spec(self) -> ProcessorSpec:
@@ -74,7 +80,7 @@ class _LambdaHandler:
         # Here, not at module level: apix_core.runtime's package loads the local runner.
         from apix_core.runtime.invoke import run_sync
 
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):
             self._unsupported(f"event is a {type(event).__name__}, not an object")
         if sqs.is_sqs(event):
             # Eager: a batch that never waits (the embedded store, no persistence) completes
@@ -130,11 +136,7 @@ class _LambdaHandler:
             seconds = float(remaining()) / 1000
         except (TypeError, ValueError):
             return None
-        try:
-            margin = float(os.environ.get(DEADLINE_MARGIN_ENV) or DEFAULT_DEADLINE_MARGIN)
-        except ValueError:
-            margin = DEFAULT_DEADLINE_MARGIN
-        return time.monotonic() + max(0.0, seconds - margin)
+        return time.monotonic() + max(0.0, seconds - self._margin)
 
     async def _run(
         self, deliveries: Sequence[ReceivedMessage], deadline: float | None

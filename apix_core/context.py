@@ -258,6 +258,36 @@ class ProcessorContext:
         #: Lambda's remaining time: long work (an extraction) stops before it and continues.
         self.deadline = deadline
 
+    @classmethod
+    def for_call(
+        cls,
+        message: Message,
+        processor_name: str,
+        produces: tuple[str, ...],
+        store: Store | None,
+        logger: logging.Logger,
+        access: EntityAccess | None,
+        deadline: float | None,
+    ) -> ProcessorContext:
+        """The invoker's constructor, once per message: positional, without ``__init__``'s
+        keyword handling (a third of its cost). Sets exactly what ``__init__`` sets
+        (tests/unit/test_context_for_call.py compares the two)."""
+        ctx = object.__new__(cls)
+        ctx.message = message
+        ctx.tenant_id = message.tenant_id
+        ctx.processor_name = processor_name
+        ctx.produces = produces
+        ctx.store = store
+        ctx.logger = logger
+        ctx.payload = None
+        ctx._writes = None
+        ctx.outputs = []
+        ctx.written = {}
+        ctx.loop = None
+        ctx._access = access
+        ctx.deadline = deadline
+        return ctx
+
     def time_remaining(self) -> float | None:
         """Seconds until :attr:`deadline`, or None when the invocation has none."""
         if self.deadline is None:

@@ -345,47 +345,29 @@ class Message(BaseModel):
         (:data:`~apix_core.constants.MAX_INPUT_BYTES`) and too deeply nested
         (:data:`~apix_core.constants.MAX_JSON_DEPTH`) bodies included.
         """
-        if not isinstance(data, dict):
-            if not isinstance(data, str | bytes | bytearray):
-                raise MalformedMessageError(f"body must be str or bytes, not {type(data).__name__}")
+        # ``type(...) is str`` first: a queue body is text, and ``isinstance`` of a union costs
+        # more than the rest of this prologue.
+        if type(data) is str or isinstance(data, str):
             if len(data) > MAX_INPUT_BYTES:
                 check_json_input(data)
+            envelope_text = _ENVELOPE_TEXT in data
+        elif isinstance(data, bytes | bytearray):
+            if len(data) > MAX_INPUT_BYTES:
+                check_json_input(data)
+            envelope_text = _ENVELOPE_BYTES in data
+        elif isinstance(data, dict):
+            envelope_text = False
+        else:
+            raise MalformedMessageError(f"body must be str or bytes, not {type(data).__name__}")
+        if envelope_text:
             # Fast path: a well-formed current envelope parses and validates in one pass. A body
             # without the key's text is no envelope (foreign): it skips a parse that would fail.
             try:
-                if not (
-                    _ENVELOPE_TEXT in data if isinstance(data, str) else _ENVELOPE_BYTES in data
-                ):
-                    raise ValueError
-                fast = _EnvelopeV1.model_validate_json(data)
+                fast = _EnvelopeV1.model_validate_json(data)  # type: ignore[arg-type]
             except (pydantic.ValidationError, ValueError, TypeError, RecursionError):
                 pass
             else:
-                # Hand back a plain Message (equal to one built any other way): the two classes
-                # share their layout, so swapping the class and dropping the version is cheap.
-                # Plain __dict__ writes: validated assignment costs more than the parse.
-                fields = fast.__dict__
-                if "message_id" not in fast.__pydantic_fields_set__:
-                    # The default factory drew a random id: derive a stable one instead.
-                    derived = derive_message_id(fast.tenant_id, transport_message_id, data)
-                    if fields["correlation_id"] == fields["message_id"]:  # defaulted to it
-                        fields["correlation_id"] = derived
-                    fields["message_id"] = derived
-                del fields[ENVELOPE_KEY]
-                fields["attempt"] = attempt
-                fields_set = fast.__pydantic_fields_set__
-                fields_set.discard(ENVELOPE_KEY)
-                fields_set.add("attempt")
-                object.__setattr__(fast, "__class__", Message)
-                # Cheap pre-check (C-speed counts): nesting past the limit needs more brackets.
-                if (
-                    data.count("{") + data.count("[")
-                    if isinstance(data, str)
-                    else data.count(b"{") + data.count(b"[")
-                ) > MAX_JSON_DEPTH:
-                    check_json_depth(fields["payload"], "payload")
-                    check_json_depth(fields["metadata"], "metadata")
-                return fast
+                return _from_fast(fast, data, transport_message_id, attempt)  # type: ignore[arg-type]
         obj = _decode(data)
         check_json_depth(obj)
         if ENVELOPE_KEY not in obj:
@@ -460,6 +442,36 @@ class Message(BaseModel):
             payload=payload or {},
             **kwargs,
         )
+
+
+def _from_fast(
+    fast: Message, data: str | bytes | bytearray, transport_message_id: str | None, attempt: int
+) -> Message:
+    """The plain :class:`Message` of a validated ``_EnvelopeV1`` (equal to one built any other
+    way): the two classes share their layout, so swapping the class and dropping the version is
+    cheap. Plain ``__dict__`` writes: validated assignment costs more than the parse."""
+    fields = fast.__dict__
+    fields_set = fast.__pydantic_fields_set__
+    if "message_id" not in fields_set:
+        # The default factory drew a random id: derive a stable one instead.
+        derived = derive_message_id(fields["tenant_id"], transport_message_id, data)
+        if fields["correlation_id"] == fields["message_id"]:  # defaulted to it
+            fields["correlation_id"] = derived
+        fields["message_id"] = derived
+    del fields[ENVELOPE_KEY]
+    fields["attempt"] = attempt
+    fields_set.discard(ENVELOPE_KEY)
+    fields_set.add("attempt")
+    object.__setattr__(fast, "__class__", Message)
+    # Cheap pre-check (C-speed counts): nesting past the limit needs more brackets.
+    if (
+        data.count("{") + data.count("[")
+        if isinstance(data, str)
+        else data.count(b"{") + data.count(b"[")
+    ) > MAX_JSON_DEPTH:
+        check_json_depth(fields["payload"], "payload")
+        check_json_depth(fields["metadata"], "metadata")
+    return fast
 
 
 class _EnvelopeV1(Message):

@@ -18,11 +18,13 @@ what one apix stage sends the next) with a no-op processor and persistence off (
 idempotency and a ``json.loads`` of the body (Powertools), alternated run by run. Goal ≤ 2×
 Powertools.
 
-    python benchmarks/bench_aws.py [--importtime] [--baseline DIR]
+    python benchmarks/bench_aws.py [--importtime] [--baseline DIR] [--warm-only]
 
 ``--baseline DIR`` adds the apix contenders once more with ``DIR`` (a checkout of the code to
 compare with, e.g. a worktree of main) first on their ``PYTHONPATH``, alternated in the same
-rounds: before/after ratios from one run.
+rounds: before/after ratios from one run. For the per-record overhead, each round is then one
+fresh process per checkout (alternated), each timing apix and Powertools over the same batches
+(``--warm-only`` skips the cold starts).
 
 Needs ``aws-lambda-powertools`` and ``redis`` (the nox ``bench`` session installs them), Redis
 on 127.0.0.1:6379 and, for the PostgreSQL contender, PostgreSQL on ``APIX_BENCH_PG_URL``
@@ -55,6 +57,9 @@ ROUNDS = 9
 BATCH = 10
 WARM_BATCHES = 300
 WARM_ROUNDS = 11
+#: With ``--baseline``: processes per checkout, alternated, each ``WARM_CHILD_ROUNDS`` pairs.
+WARM_PROCESSES = 7
+WARM_CHILD_ROUNDS = 5
 PG_URL_ENV = "APIX_BENCH_PG_URL"
 PG_DB = "apix_bench_aws"
 
@@ -329,7 +334,7 @@ def _powertools_warm() -> Any:
     return handler
 
 
-def measure_overhead() -> tuple[list[float], list[float]]:
+def measure_overhead(rounds: int = WARM_ROUNDS) -> tuple[list[float], list[float]]:
     apix, app = _apix_warm()
     powertools = _powertools_warm()
     context = _Context()
@@ -346,7 +351,7 @@ def measure_overhead() -> tuple[list[float], list[float]]:
 
     timed(apix), timed(powertools)  # warm-up (the app starts on the first batch)
     apix_samples, pt_samples = [], []
-    for _ in range(WARM_ROUNDS):
+    for _ in range(rounds):
         apix_samples.append(timed(apix))
         pt_samples.append(timed(powertools))
     from apix_core.runtime.invoke import run_sync
@@ -355,8 +360,78 @@ def measure_overhead() -> tuple[list[float], list[float]]:
     return apix_samples, pt_samples
 
 
-def run(importtime: bool = False, baseline: Path | None = None) -> list[Result]:
+def _warm_child() -> None:
+    """One process's per-record figures (``--warm-child``): its median apix and Powertools
+    µs/record, and the median of their per-round ratios, as JSON on stdout."""
+    apix_us, pt_us = measure_overhead(WARM_CHILD_ROUNDS)
+    ratios = [a / p for a, p in zip(apix_us, pt_us, strict=True)]
+    medians = [statistics.median(apix_us), statistics.median(pt_us), statistics.median(ratios)]
+    print(json.dumps(medians))
+
+
+def measure_overhead_against(baseline: Path) -> list[Result]:
+    """Per-record overhead of this checkout and of ``baseline``, a fresh process each, alternated
+    (``WARM_PROCESSES`` of each): each process times apix and Powertools side by side."""
+    here = Path(__file__).resolve().parent.parent
+    checkouts = {"apix": here, "baseline apix": baseline}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APIX_")}
+    figures: dict[str, list[list[float]]] = {name: [] for name in checkouts}
+    for _ in range(WARM_PROCESSES):
+        for name, path in checkouts.items():
+            # A fresh cwd per process: its app's local state (.apix/) is its own.
+            with tempfile.TemporaryDirectory(prefix="apix-bench-aws-warm-") as tmp:
+                proc = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--warm-child"],
+                    env=env | {"PYTHONPATH": str(path)},
+                    cwd=tmp,
+                    capture_output=True,
+                    text=True,
+                )
+            if proc.returncode:
+                raise RuntimeError(f"{name} process failed:\n{proc.stderr[-2000:]}")
+            figures[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     out: list[Result] = []
+    for name, rows in figures.items():
+        a = statistics.median(r[0] for r in rows)
+        p = statistics.median(r[1] for r in rows)
+        ratio = statistics.median(r[2] for r in rows)
+        out += [
+            Result(f"aws overhead: {name}, SQS batch of 10, no-op", a, "µs/rec", "", ""),
+            Result(f"aws overhead: Powertools, in the {name} processes", p, "µs/rec", "", ""),
+            Result(
+                f"aws overhead ratio {name} / Powertools",
+                ratio,
+                "×",
+                "≤ 2" if name == "apix" else "",
+                f"median of {WARM_PROCESSES} processes' paired medians",
+            ),
+        ]
+    # Each against Powertools in its own processes: robust to a machine whose load changes.
+    now = statistics.median(r[2] for r in figures["apix"])
+    before = statistics.median(r[2] for r in figures["baseline apix"])
+    raw = statistics.median(r[0] for r in figures["apix"]) / statistics.median(
+        r[0] for r in figures["baseline apix"]
+    )
+    out.append(
+        Result(
+            "aws overhead ratio apix / baseline (each vs Powertools)",
+            now / before,
+            "×",
+            "",
+            f"raw µs/rec ratio {raw:.2f}",
+        )
+    )
+    return out
+
+
+def run(
+    importtime: bool = False, baseline: Path | None = None, warm_only: bool = False
+) -> list[Result]:
+    if warm_only and baseline is not None:
+        return measure_overhead_against(baseline)
+    out: list[Result] = []
+    if warm_only:
+        return out + _overhead_results()
     with tempfile.TemporaryDirectory(prefix="apix-bench-aws-") as tmp:
         samples, notes = measure_cold(Path(tmp), baseline)
         med = {name: statistics.median(v) * 1000 for name, v in samples.items()}
@@ -404,10 +479,16 @@ def run(importtime: bool = False, baseline: Path | None = None) -> list[Result]:
                     print(f"  -X importtime, top level, {contender}:")
                     for module, us in bench.importtime(contender):
                         print(f"    {us / 1000:8.1f} ms  {module}")
+    if baseline is not None:
+        return out + measure_overhead_against(baseline)
+    return out + _overhead_results()
+
+
+def _overhead_results() -> list[Result]:
     apix_us, pt_us = measure_overhead()
     a, p = statistics.median(apix_us), statistics.median(pt_us)
     paired = statistics.median(x / y for x, y in zip(apix_us, pt_us, strict=True))
-    out += [
+    return [
         Result("aws overhead: apix lambda_handler, SQS batch of 10, no-op", a, "µs/rec", "", ""),
         Result("aws overhead: Powertools BatchProcessor, same batches", p, "µs/rec", "", ""),
         Result(
@@ -418,13 +499,17 @@ def run(importtime: bool = False, baseline: Path | None = None) -> list[Result]:
             f"median of pairs {paired:.2f}",
         ),
     ]
-    return out
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--importtime", action="store_true", help="print the top imports")
     parser.add_argument("--baseline", type=Path, help="code to compare with (on PYTHONPATH)")
+    parser.add_argument("--warm-only", action="store_true", help="per-record overhead only")
+    parser.add_argument("--warm-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for r in run(args.importtime, args.baseline):
+    if args.warm_child:
+        _warm_child()
+        sys.exit(0)
+    for r in run(args.importtime, args.baseline, args.warm_only):
         print(r.row(), flush=True)

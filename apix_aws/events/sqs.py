@@ -28,17 +28,18 @@ class SqsRecord:
 
 def is_sqs(event: Mapping[str, Any]) -> bool:
     records = event.get("Records")
-    return (
-        isinstance(records, list)
-        and bool(records)
-        and isinstance(records[0], Mapping)
-        and records[0].get("eventSource") == "aws:sqs"
-    )
+    if (type(records) is not list and not isinstance(records, list)) or not records:
+        return False
+    first = records[0]
+    # ``type(...) is dict`` first: the ABC check of ``Mapping`` costs µs (and events are JSON).
+    return (type(first) is dict or isinstance(first, Mapping)) and first.get(
+        "eventSource"
+    ) == "aws:sqs"
 
 
 def is_fifo(event: Mapping[str, Any]) -> bool:
     for record in event.get("Records") or ():
-        if isinstance(record, Mapping):
+        if type(record) is dict or isinstance(record, Mapping):
             arn = record.get("eventSourceARN")
             if isinstance(arn, str):
                 return arn.endswith(".fifo")
@@ -48,15 +49,16 @@ def is_fifo(event: Mapping[str, Any]) -> bool:
 def parse_record(queue: str, record: object) -> SqsRecord:
     """The delivery of one record; :class:`MalformedEventError` when it has no ``messageId``
     (it then cannot be reported: an unknown ``itemIdentifier`` fails the whole batch)."""
-    # ``type(...) is dict`` first: the ABC check of ``Mapping`` costs more than the rest of a
-    # well-formed record (Lambda's events are plain JSON objects).
+    # ``type(...) is ...`` first: Lambda's events are plain JSON (dicts and strs), and the ABC
+    # checks cost more than the rest of a well-formed record.
     if type(record) is not dict and not isinstance(record, Mapping):
         raise MalformedEventError(f"SQS record is a {type(record).__name__}, not an object")
-    item_id = record.get("messageId")
-    if not isinstance(item_id, str) or not item_id:
+    get = record.get
+    item_id = get("messageId")
+    if (type(item_id) is not str and not isinstance(item_id, str)) or not item_id:
         raise MalformedEventError("SQS record without a messageId")
-    body = record.get("body")
-    if not isinstance(body, str):
+    body = get("body")
+    if type(body) is not str and not isinstance(body, str):
         # Kept as a delivery: the core rejects the empty body as a malformed message and
         # dead-letters it, so the record is accounted for.
         _log.warning(
@@ -64,24 +66,30 @@ def parse_record(queue: str, record: object) -> SqsRecord:
             extra={"message_id": item_id, "error_code": MalformedEventError.code},
         )
         body = ""
-    system = record.get("attributes")
-    system = system if type(system) is dict or isinstance(system, Mapping) else {}
-    attributes = _string_attributes(record.get("messageAttributes"))
+    system = get("attributes")
+    if type(system) is not dict and not isinstance(system, Mapping):
+        system = {}
+    raw_attributes = get("messageAttributes")
+    attributes = _string_attributes(raw_attributes) if raw_attributes else {}
     message_id = attributes.pop(MESSAGE_ID_ATTRIBUTE, None) or item_id
     group = system.get("MessageGroupId")
-    group = group if isinstance(group, str) and group else None
     if group is not None:
-        attributes.setdefault(GROUP_ATTRIBUTE, group)
-    receipt = record.get("receiptHandle")
+        if isinstance(group, str) and group:
+            attributes.setdefault(GROUP_ATTRIBUTE, group)
+        else:
+            group = None
+    receipt = get("receiptHandle")
+    count = system.get("ApproximateReceiveCount")
+    sent = system.get("SentTimestamp")
     return SqsRecord(
         ReceivedMessage(
             queue=queue,
             message_id=message_id,
             body=body,
-            receipt=receipt if isinstance(receipt, str) else "",
-            receive_count=_count(system.get("ApproximateReceiveCount")),
+            receipt=receipt if type(receipt) is str or isinstance(receipt, str) else "",
+            receive_count=1 if count == "1" else _count(count),  # "1": almost every delivery
             attributes=attributes,
-            enqueued_at=_timestamp(system.get("SentTimestamp")),
+            enqueued_at=_timestamp(sent),
         ),
         item_id,
         group,
@@ -113,12 +121,11 @@ def _string_attributes(raw: object) -> dict[str, str]:
     if type(raw) is not dict and not isinstance(raw, Mapping):
         return {}
     out: dict[str, str] = {}
-    if not raw:
-        return out
     for name, value in raw.items():
-        if isinstance(name, str) and (type(value) is dict or isinstance(value, Mapping)):
+        if type(value) is dict or isinstance(value, Mapping):
             text = value.get("stringValue")
-            if isinstance(text, str):  # binary attributes have no apix meaning
+            # Binary attributes have no apix meaning.
+            if (type(text) is str or isinstance(text, str)) and isinstance(name, str):
                 out[name] = text
     return out
 
