@@ -83,9 +83,7 @@ def _record(n: int) -> dict[str, object]:
 
 def _run(tmp_path: Path, mode: str, metrics: str | None) -> tuple[dict[str, object], str]:
     (tmp_path / "lambda_function.py").write_text(textwrap.dedent(HANDLER))
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("APIX_", "OTEL_PYTHON_METER"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APIX_", "OTEL_PYTHON_METER"))}
     env |= {
         "PYTHONPATH": str(tmp_path),
         "APIX_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}",
