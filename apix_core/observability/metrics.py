@@ -123,7 +123,10 @@ def _meter_provider() -> Any:
 def _emf_namespace() -> str | None:
     """The EMF namespace when ``APIX_METRICS=emf``, else None (parsed once per setting)."""
     global _emf_config
-    raw = (os.environ.get(METRICS_ENV), os.environ.get(METRICS_NAMESPACE_ENV))
+    mode_raw = os.environ.get(METRICS_ENV)
+    if mode_raw is None:
+        return None  # the common case: off, one lookup
+    raw = (mode_raw, os.environ.get(METRICS_NAMESPACE_ENV))
     if raw == _emf_config[0]:
         return _emf_config[1]
     mode = (raw[0] or "").strip().lower()
