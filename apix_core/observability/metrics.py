@@ -148,6 +148,8 @@ def record_batch(processor: str, queue: str, outcomes: list[T], started: float) 
     """Record one batch's outcome counts and duration (``started``: ``time.perf_counter()``
     when it began); returns ``outcomes`` so the call site stays one expression. Never raises:
     metrics must not fail a batch whose work is committed."""
+    if not outcomes:
+        return outcomes
     namespace = _emf_namespace()
     provider = _meter_provider()
     if namespace is None and provider is None:
