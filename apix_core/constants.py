@@ -19,6 +19,11 @@ AUTO_MIGRATE_ENV = "APIX_AUTO_MIGRATE"
 LOG_LEVEL_ENV = "APIX_LOG_LEVEL"
 #: "json" (default) or "text".
 LOG_FORMAT_ENV = "APIX_LOG_FORMAT"
+#: apix's own per-batch metrics output besides OpenTelemetry: "emf" (CloudWatch Embedded Metric
+#: Format, one JSON line per batch on stdout) or unset.
+METRICS_ENV = "APIX_METRICS"
+#: CloudWatch namespace of the EMF metrics.
+METRICS_NAMESPACE_ENV = "APIX_METRICS_NAMESPACE"
 #: Maximum deliveries of a message before it is dead-lettered.
 MAX_ATTEMPTS_ENV = "APIX_MAX_ATTEMPTS"
 #: Messages received and processed per transaction by local workers.
@@ -38,6 +43,7 @@ DEFAULT_DATABASE_FILE = "apix.db"
 DEFAULT_QUEUE_FILE = "queues.db"
 DEFAULT_TENANT_HEADER = "X-Tenant-Id"
 DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_METRICS_NAMESPACE = "apix"
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 DEFAULT_LOCAL_MAX_MESSAGE_BYTES = 1024 * 1024

@@ -42,6 +42,7 @@ from apix_core.errors import (
     redact_error_message,
 )
 from apix_core.message import Message
+from apix_core.observability.metrics import record_batch
 from apix_core.observability.tracing import tracing_enabled
 from apix_core.outbox.dispatcher import Dispatcher
 from apix_core.processing.gc_tuning import MIN_GC_BATCH, batch_gc
@@ -117,10 +118,11 @@ class ProcessorHandler:
         ``deadline`` (``time.monotonic()`` based) bounds in-invocation retries, e.g. a Lambda's
         remaining time.
         """
+        t0, q = time.perf_counter(), self.spec.consumes or self.name
         if len(deliveries) < MIN_GC_BATCH:
-            return await self._handle_batch(deliveries, deadline)
+            return record_batch(self.name, q, await self._handle_batch(deliveries, deadline), t0)
         with batch_gc():  # the batch's objects die by refcount: no collections meanwhile
-            return await self._handle_batch(deliveries, deadline)
+            return record_batch(self.name, q, await self._handle_batch(deliveries, deadline), t0)
 
     async def _handle_batch(
         self, deliveries: Sequence[ReceivedMessage | Message], deadline: float | None
