@@ -390,7 +390,8 @@ class App:
         """Run the processor whose ``route=`` matches; map its outcome to an HTTP response.
 
         The tenant comes from the tenant header (``X-Tenant-Id`` by default); an
-        ``Idempotency-Key`` header makes retries of the same request exactly-once.
+        ``Idempotency-Key`` header makes retries of the same request exactly-once. A read-only
+        route (GET, HEAD or OPTIONS, no ``produces``) records nothing and may not write.
         """
         await self.start()
         found = self.match_route(method, path)
@@ -414,7 +415,12 @@ class App:
             return rejected.response
         except ApixError as exc:  # any other bad input of the request: an answer, not a raise
             return http.error_response(400, exc)
-        outcome = await self.handler(spec.name).handle(message)
+        handler = self.handler(spec.name)
+        if spec.read_only:
+            # A read records nothing: no claim, so no idempotency row and never "duplicate".
+            outcome = await handler.handle_read(message)
+        else:
+            outcome = await handler.handle(message)
         return http.response_for(outcome, spec)
 
 

@@ -51,6 +51,15 @@ class TopologyError(ConfigurationError):
     code = "TOPOLOGY_ERROR"
 
 
+class ReadOnlyRouteError(ConfigurationError):
+    """A read-only HTTP route (``GET``/``HEAD``/``OPTIONS``, no ``produces``) tried to write:
+    ``persist_entity``, ``transition``, ``send`` or a ``ctx.state`` change. Such a route runs
+    without the processing transaction; a route that writes uses ``POST``/``PUT``/``PATCH``/
+    ``DELETE`` (exactly-once with ``Idempotency-Key``) or declares ``produces=``."""
+
+    code = "READ_ONLY_ROUTE"
+
+
 class TenantRequiredError(ApixError):
     """A tenant-scoped call ran outside ``tenant_context``."""
 
@@ -494,6 +503,7 @@ __all__ = [
     "PermanentError",
     "ProcessingError",
     "ProcessorContextError",
+    "ReadOnlyRouteError",
     "StateConflictError",
     "TenantRequiredError",
     "TokenRefreshError",

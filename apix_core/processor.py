@@ -181,6 +181,8 @@ def is_async_processor(processor: ProcessorInterface) -> bool:
 
 
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: Methods that only read (RFC 9110 "safe"): their routes never write to the store.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: A path segment: RFC 3986 ``pchar``s, or one ``{name}`` parameter.
 _SEGMENT = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]+|\{[A-Za-z_][A-Za-z0-9_]*\}")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -255,6 +257,12 @@ class ProcessorSpec:
     route: HttpRoute | None = None
     produces: tuple[str, ...] = ()
     payload_model: type[BaseModel] | None = None
+
+    @property
+    def read_only(self) -> bool:
+        """A route whose method is safe (GET, HEAD, OPTIONS) and that produces nothing: it runs
+        without claiming (no idempotency row, outbox or error row) and may not write."""
+        return self.route is not None and self.route.method in SAFE_METHODS and not self.produces
 
     @property
     def trigger(self) -> str:

@@ -36,6 +36,7 @@ from apix_core.errors import (
     EnvelopeError,
     ErrorCategory,
     ErrorInfo,
+    ReadOnlyRouteError,
     TransientError,
     classify,
     is_transient,
@@ -48,6 +49,7 @@ from apix_core.outbox.dispatcher import Dispatcher
 from apix_core.processing.gc_tuning import MIN_GC_BATCH, batch_gc
 from apix_core.processing.invoke import Invocation, Invoker
 from apix_core.processing.outcomes import Outcome, OutcomeKind, RetryPolicy
+from apix_core.processing.read_only import ReadOnlyAccess, check_no_writes
 from apix_core.processing.unit_of_work import ErrorRecord, error_record
 from apix_core.processor import (
     FunctionProcessor,
@@ -163,6 +165,31 @@ class ProcessorHandler:
                     await self._process_group(tenant, items, outcomes, deadline, traced)
         await self._record_rejected(rejected)
         return [o for o in outcomes if o is not None]
+
+    async def handle_read(self, message: Message) -> Outcome:
+        """Run a read-only route's processor (``spec.read_only``) over one request: nothing
+        claimed or recorded (no idempotency, outbox or error row; never a duplicate), its reads
+        each a tenant-scoped read transaction, any write a :class:`ReadOnlyRouteError`. Failures
+        are logged and answered, not recorded."""
+        t0 = time.perf_counter()
+        item = _Item(0, _as_delivery(message, self.spec), message)
+        store = self.invoker.store  # the SQL store ctx.entities reads (None: no persistence)
+        access = ReadOnlyAccess(self.spec, store) if store is not None else None
+        with tenant_context(message.tenant_id):
+            inv = await self.invoker.invoke(message, access, None, _traced(self._tracer_env))
+            if inv.ok:
+                try:
+                    check_no_writes(self.spec, inv.ctx, inv.handlers)
+                except ReadOnlyRouteError as exc:
+                    inv = self.invoker.failed(inv.ctx, exc)
+        if inv.ok:
+            outcome = Outcome(OutcomeKind.COMPLETED, item.delivery, message, result=inv.result)
+        elif inv.error is not None and inv.error.category is ErrorCategory.TRANSIENT:
+            outcome = self._failure(item, inv)  # 503 + Retry-After: the client may try again
+        else:
+            # Nothing to redeliver: a crash is answered 500 now (a validation error 400).
+            outcome = Outcome(OutcomeKind.DEAD_LETTER, item.delivery, message, error=inv.error)
+        return record_batch(self.name, self.name, [outcome], t0)[0]
 
     def execute(self, message: Message) -> ProcessingResult:
         """Synchronous convenience for scripts and tests (seed 002 API)."""
