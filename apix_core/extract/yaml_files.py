@@ -12,13 +12,16 @@ from typing import Any, NoReturn
 from pydantic import BaseModel, ValidationError
 
 from apix_core.extract.config import _did_you_mean, _short
-from apix_core.extract.exceptions import ExtractConfigError
+from apix_core.extract.exceptions import ExtractConfigError, missing_extra
 
 
 def read_yaml(source: str | Path, what: str, shape: str) -> tuple[str, Any, Any]:
     """``(where, root node, data)`` of YAML text or a ``.yaml``/``.yml`` file; ``what`` names
     the document in errors ("pipeline"), ``shape`` says what its top level must hold."""
-    import yaml  # type: ignore[import-untyped]
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ModuleNotFoundError as exc:
+        raise (missing_extra(exc) or exc) from None
 
     where, text = what, source
     if isinstance(source, Path) or (

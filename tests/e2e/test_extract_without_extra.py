@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -47,3 +49,28 @@ def test_the_factory_names_the_extra_too() -> None:
     # THEN the same clear error, not a bare ModuleNotFoundError
     assert done.returncode == 0, done.stderr
     assert "ERR apix_core.extract needs httpx" in done.stdout
+
+
+def test_apix_run_of_a_yaml_pipeline_without_the_extra_says_what_to_install(tmp_path) -> None:
+    # GIVEN an environment without pyyaml (part of the extra)  WHEN a user runs the partner-sync
+    # example, whose pipeline is a YAML file
+    app = Path(__file__).resolve().parents[2] / "examples" / "partner_sync" / "app.py"
+    script = (
+        "import sys\nsys.modules['yaml'] = None\n"
+        "from apix_core.cli.main import main\n"
+        f"sys.argv = ['apix', 'run', {str(app)!r}]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "APIX_HOME": str(tmp_path / ".apix")},
+    )
+    # THEN one clear line naming the extra, and no traceback
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "pip install 'apix-core[extract]'" in out, out
+    assert "Traceback" not in out, out
