@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import inspect
 import re
@@ -273,6 +274,29 @@ class ProcessorSpec:
         return "http"
 
 
+#: The decorator's own arguments (the rest are ProcessorConfig fields).
+_DECORATOR_ARGS = ("consumes", "schedule", "route", "produces", "config", "payload")
+
+
+def _check_options(name: str, options: dict[str, Any], config: ProcessorConfig | None) -> None:
+    """Unknown keyword arguments fail first, naming the option meant: a misspelt trigger
+    (``consume=``) must not read as "no trigger given"."""
+    cfg = config if config is not None else ProcessorConfig()
+    for key in options:
+        if hasattr(cfg, key):
+            continue
+        if key == "type":
+            hint = (
+                "; the trigger picks the kind of processor: consumes='<queue>' (a queue "
+                "message), schedule='<cron>' (a timer) or route='METHOD /path' (HTTP)"
+            )
+        else:
+            known = [*_DECORATOR_ARGS, *(f for f in vars(cfg) if not f.startswith("_"))]
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}=?" if close else ""
+        raise ConfigurationError(f"unknown processor option {key!r} for {name!r}{hint}")
+
+
 def build_spec(
     name: str,
     processor: ProcessorInterface | ProcessorFunction,
@@ -286,6 +310,7 @@ def build_spec(
     options: dict[str, Any],
 ) -> ProcessorSpec:
     check_name("processor", name)
+    _check_options(name, options, config)
     triggers = [t for t in (consumes, schedule, route) if t]
     if len(triggers) != 1:
         raise ConfigurationError(
@@ -307,8 +332,6 @@ def build_spec(
     # second would rename the first and set its options).
     cfg = copy.deepcopy(config) if config is not None else ProcessorConfig()
     for key, value in options.items():
-        if not hasattr(cfg, key):
-            raise ConfigurationError(f"unknown processor option {key!r} for {name!r}")
         setattr(cfg, key, value)
     cfg.processor_name = cfg.processor_name or name
     if cfg.max_attempts is not None and cfg.max_attempts < 1:

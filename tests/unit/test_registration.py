@@ -140,3 +140,27 @@ def test_good_routes_are_accepted(route: str) -> None:
     app = App("routes")
     spec = app.register(lambda m: None, "p", route=route)
     assert spec.route is not None and spec.route.path.startswith("/")
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            {"consume": "orders"},
+            "unknown processor option 'consume' for 'p'; did you mean consumes=?",
+        ),
+        ({"consumes": "orders", "produce": ["x"]}, "did you mean produces=?"),
+        ({"consumes": "orders", "max_attempt": 3}, "did you mean max_attempts=?"),
+        ({"consumes": "orders", "type": "QUEUE"}, "the trigger picks the kind of processor"),
+    ],
+)
+def test_a_misspelt_option_names_the_option_meant(options: dict[str, Any], expected: str) -> None:
+    # GIVEN an app  WHEN a processor is registered with a misspelt keyword
+    app = App("typos", tenant_id="acme")
+    with pytest.raises(ConfigurationError) as caught:
+
+        @app.processor("p", **options)
+        async def p(message: Message, ctx: Any) -> None: ...
+
+    # THEN the error names the option meant (a misspelt trigger is not "no trigger")
+    assert expected in str(caught.value)
