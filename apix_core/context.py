@@ -15,6 +15,7 @@ from apix_core.errors import (
     PermanentError,
     ProcessorContextError,
     TopologyError,
+    names_only,
 )
 from apix_core.hashing import content_hash, entity_id_for
 from apix_core.message import EntityReference, Message, dump_json
@@ -439,9 +440,14 @@ class ProcessorContext:
 
         Returns :data:`DONE` (falsy; ``await ctx.send(...)`` works too)."""
         if queue not in self.produces:
-            raise TopologyError(
-                f"processor {self.processor_name!r} may send to {list(self.produces)}, "
-                f"not {queue!r}"
+            raise names_only(
+                TopologyError(
+                    f"processor {self.processor_name!r} may send to {list(self.produces)}, "
+                    f"not {queue!r}"
+                ),
+                self.processor_name,
+                *self.produces,
+                queue,
             )
         self.outputs.append(
             QueueOutputHandler(

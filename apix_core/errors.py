@@ -23,7 +23,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from apix_core.storable import clip, escape_control
 
@@ -401,14 +401,33 @@ _QUOTED = re.compile(r"'(?:\\.|[^'\\])*'" r'|"(?:\\.|[^"\\])*"', re.DOTALL)
 _DIGIT_RUN = re.compile(r"(?<![\w.])\d(?:[ -]?\d){11,18}(?![\w.])")
 
 
-def redact_text(text: str, limit: int = MAX_STORED_ERROR_CHARS) -> str:
-    """``text`` with input values removed: pydantic's ``input_value=...``, quoted values, long
-    digit runs (card numbers), then the logs' secret redaction (bearer tokens, ``key=value``
-    secrets); control characters escaped; at most ``limit`` characters."""
+#: Set on an apix error whose quoted values are all processor or queue names (checked against
+#: the name rule when raised): the stored message keeps them, so a topology error still says
+#: which processor and queue it is about.
+NAMES_ONLY = "apix_names_only"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+E = TypeVar("E", bound=BaseException)
+
+
+def names_only(exc: E, *names: object) -> E:
+    """``exc``, marked :data:`NAMES_ONLY` when every one of ``names`` is a plain name."""
+    if all(isinstance(n, str) and _SAFE_NAME.fullmatch(n) for n in names):
+        setattr(exc, NAMES_ONLY, True)
+    return exc
+
+
+def redact_text(
+    text: str, limit: int = MAX_STORED_ERROR_CHARS, *, keep_quoted: bool = False
+) -> str:
+    """``text`` with input values removed: pydantic's ``input_value=...``, quoted values (kept
+    with ``keep_quoted``: names only), long digit runs (card numbers), then the logs' secret
+    redaction (bearer tokens, ``key=value`` secrets); control characters escaped; at most
+    ``limit`` characters."""
     from apix_core.observability.logging import redact
 
     text = _PYDANTIC_INPUT.sub(f"input_value={REMOVED}", text)
-    text = _QUOTED.sub(lambda m: f"{m.group(0)[0]}{REMOVED}{m.group(0)[0]}", text)
+    if not keep_quoted:
+        text = _QUOTED.sub(lambda m: f"{m.group(0)[0]}{REMOVED}{m.group(0)[0]}", text)
     text = _DIGIT_RUN.sub(REMOVED, text)
     text = str(redact(text))
     return clip(escape_control(text), limit)
@@ -426,7 +445,10 @@ def redact_error_message(exc: BaseException, limit: int = MAX_STORED_ERROR_CHARS
             text = "<unprintable message>"
     where = _user_frame(exc)
     suffix = f" (at {where})" if where else ""
-    return redact_text(f"{type(exc).__name__}: {text}", limit - len(suffix)) + suffix
+    keep = getattr(exc, NAMES_ONLY, False) is True
+    return (
+        redact_text(f"{type(exc).__name__}: {text}", limit - len(suffix), keep_quoted=keep) + suffix
+    )
 
 
 def _pydantic_summary(exc: BaseException) -> str | None:

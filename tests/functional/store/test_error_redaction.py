@@ -120,3 +120,21 @@ def test_redaction_removes_values_but_keeps_type_and_shape() -> None:
         assert expected in stored, stored
         assert "SENTINEL" not in stored and CARD not in stored and "\x00" not in stored
     assert len(redact_error_message(ValueError("x" * 10_000))) <= 2000
+
+
+def test_a_topology_error_keeps_its_names_but_not_other_values() -> None:
+    # GIVEN the topology error ctx.send raises (names checked against the name rule) and one
+    # whose "queue" is not a name (a value from a payload, say)
+    from apix_core.errors import TopologyError, names_only
+
+    named = names_only(TopologyError("processor 'top' may send to ['x'], not 'y'"), "top", "x", "y")
+    valued = names_only(
+        TopologyError(f"processor 'top' may send to ['x'], not '{CARD} x'"), "top", "x", f"{CARD} x"
+    )
+    # WHEN redacted for storage
+    # THEN the names stay readable, and a value that is no name is still removed
+    assert redact_error_message(named) == (
+        "TopologyError: processor 'top' may send to ['x'], not 'y'"
+    )
+    assert CARD not in redact_error_message(valued)
+    assert "'***'" in redact_error_message(valued)
