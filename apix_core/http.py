@@ -152,10 +152,13 @@ def request_message(
     )
 
 
+_WHERE = re.compile(r" \(at [^()\s]+:\d+\)$")
+
+
 def response_for(outcome: Outcome, spec: ProcessorSpec) -> HttpResponse:
     """The HTTP answer to a processed request."""
     message_id = outcome.message.message_id if outcome.message else outcome.delivery.message_id
-    base = {"message_id": message_id, "status": outcome.kind.value}
+    base: dict[str, Any] = {"message_id": message_id, "status": outcome.kind.value}
     if outcome.kind in (OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE):
         result = outcome.result
         if result is not None and result.http is not None:
@@ -167,17 +170,22 @@ def response_for(outcome: Outcome, spec: ProcessorSpec) -> HttpResponse:
         return HttpResponse(202 if spec.produces else 200, body_out)
     error = outcome.error
     assert error is not None
+    # The client gets the error without the server's source location (kept in the logs and
+    # the stored error).
+    message = _WHERE.sub("", error.message)
+    if spec.read_only:  # a read records nothing: no "dead_letter" or "retry" to report
+        del base["status"]
     if outcome.kind is OutcomeKind.RETRY:
         return HttpResponse(
             503,
-            {**base, "error": error.code, "message": error.message},
+            {**base, "error": error.code, "message": message},
             {
                 "Content-Type": "application/json",
                 "Retry-After": str(max(1, int(outcome.delay_seconds))),
             },
         )
     status = 400 if error.category.value == "validation" else 500
-    return HttpResponse(status, {**base, "error": error.code, "message": error.message})
+    return HttpResponse(status, {**base, "error": error.code, "message": message})
 
 
 def field_errors(model: type[BaseModel], payload: dict[str, Any]) -> list[dict[str, str]]:

@@ -145,6 +145,10 @@ async def test_a_crashing_read_is_answered_and_not_recorded(
     assert response.status_code == 500
     assert response.body["error"] == "UNEXPECTED_ERROR"
     assert "Traceback" not in json.dumps(response.body)
+    # AND the answer neither claims a dead letter (nothing was recorded) nor shows the
+    # server's source location
+    assert "status" not in response.body
+    assert "(at " not in response.body["message"]
     assert any("the reader broke" in r.getMessage() or r.exc_info for r in caplog.records)
     assert await _counts(admin_db) == before
 
