@@ -73,9 +73,9 @@ _qm = queue_messages
 _dl = dead_letters
 
 _SQLITE_RECEIVE = (
-    "UPDATE apix_queue_messages SET visible_at = ?2, receive_count = receive_count + 1, "
-    "receipt = ?3 WHERE id IN (SELECT id FROM apix_queue_messages "
-    "WHERE queue = ?1 AND visible_at <= ?4 ORDER BY visible_at, id LIMIT ?5) "
+    "UPDATE apix_queue_messages SET visible_at = ?, receive_count = receive_count + 1, "
+    "receipt = ? WHERE id IN (SELECT id FROM apix_queue_messages "
+    "WHERE queue = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?) "
     "RETURNING id, message_id, body, attributes, enqueued_at, receive_count"
 )
 # PostgreSQL: every cross-tenant statement is a SECURITY DEFINER function of migration 0007.
@@ -262,8 +262,12 @@ class LocalTransport(QueueTransport):
         )
         # Driver-level SQL: this runs once per batch per queue, and SQLAlchemy's per-row result
         # processing (JSON, floats) cost more than the statement. Attributes stay JSON text.
-        sql = _PG_RECEIVE if self.db.is_postgres else _SQLITE_RECEIVE
-        params = (queue, hidden_until, token, now, max_messages)
+        # Positional on both: SQLite's plain "?" in statement order (numbered "?N" with a
+        # sequence is an error from Python 3.14), PostgreSQL's function arguments.
+        if self.db.is_postgres:
+            sql, params = _PG_RECEIVE, (queue, hidden_until, token, now, max_messages)
+        else:
+            sql, params = _SQLITE_RECEIVE, (hidden_until, token, queue, now, max_messages)
         async with self.db.transaction() as conn:
             raw = sqlite_writer(conn)
             if raw is not None:
