@@ -454,10 +454,10 @@ def _from_fast(
     fields_set = fast.__pydantic_fields_set__
     if "message_id" not in fields_set:
         # The default factory drew a random id: derive a stable one instead.
-        derived = derive_message_id(fields["tenant_id"], transport_message_id, data)
-        if fields["correlation_id"] == fields["message_id"]:  # defaulted to it
-            fields["correlation_id"] = derived
-        fields["message_id"] = derived
+        fields["message_id"] = derive_message_id(fields["tenant_id"], transport_message_id, data)
+    if not fields["correlation_id"]:
+        # Message.model_post_init's default, here: _EnvelopeV1 skips the per-message callback.
+        fields["correlation_id"] = fields["message_id"]
     del fields[ENVELOPE_KEY]
     fields["attempt"] = attempt
     fields_set.discard(ENVELOPE_KEY)
@@ -482,6 +482,10 @@ class _EnvelopeV1(Message):
     """
 
     apix: StrictInt = Field(ge=ENVELOPE_VERSION, le=ENVELOPE_VERSION, exclude=True, repr=False)
+
+    #: pydantic calls no post-init hook when it is BaseModel's: _from_fast sets the default
+    #: correlation id instead (a Python callback per envelope costs more than the dict check).
+    model_post_init = BaseModel.model_post_init  # type: ignore[pydantic-field]
 
 
 #: ``MessageType.value`` through the enum's descriptor costs a microsecond per envelope.

@@ -130,14 +130,23 @@ class ProcessorHandler:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         groups: dict[str, list[_Item]] = {}
         rejected: list[Outcome] = []
-        parse = self._parse
+        # _parse, inline (one frame less per message on the warm path).
+        create = Message.create_from_queue_data
+        default_tenant = self.default_tenant
         for i, raw in enumerate(deliveries):
-            if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
-                delivery = raw
-            else:
-                delivery = _as_delivery(raw, self.spec)
             try:
-                message = raw if isinstance(raw, Message) else parse(delivery)
+                if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
+                    delivery = raw
+                    count = raw.receive_count
+                    message = create(
+                        raw.body,
+                        default_tenant=raw.attributes.get(TENANT_ATTRIBUTE) or default_tenant,
+                        transport_message_id=raw.message_id,
+                        attempt=count if count > 1 else 1,
+                    )
+                else:
+                    delivery = _as_delivery(raw, self.spec)
+                    message = raw
             except EnvelopeError as exc:
                 outcomes[i] = outcome = Outcome(
                     OutcomeKind.DEAD_LETTER, delivery, error=classify(exc)
