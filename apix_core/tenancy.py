@@ -51,11 +51,12 @@ class tenant_context:  # lower case: a function to its callers (`with tenant_con
 
     def __enter__(self) -> str:
         tenant_id = self._tenant_id
-        if tenant_id not in _valid_tenants:
+        if type(tenant_id) is not str or tenant_id not in _valid_tenants:
             check_tenant_id(tenant_id)
             if len(_valid_tenants) >= _MAX_REMEMBERED:
                 _valid_tenants.clear()  # bounded: a flood of distinct tenants re-validates
-            _valid_tenants.add(tenant_id)
+            if type(tenant_id) is str:
+                _valid_tenants.add(tenant_id)
         self._token = _current_tenant.set(tenant_id)
         return tenant_id
 
@@ -63,8 +64,8 @@ class tenant_context:  # lower case: a function to its callers (`with tenant_con
         _current_tenant.reset(self._token)
 
 
-#: Tenant ids :func:`check_tenant_id` accepted (str only: a set lookup of anything else could
-#: match an equal non-str key, so only ``check_tenant_id``'s survivors are added).
+#: Tenant ids :func:`check_tenant_id` accepted (exact ``str`` only: anything else, unhashable
+#: values included, goes through the check every time).
 _valid_tenants: set[str] = set()
 _MAX_REMEMBERED = 1024
 
