@@ -176,10 +176,11 @@ class _LambdaHandler:
                 failed = await self._sqs_fifo(queue, records, deadline)
             else:
                 outcomes = await self._run([r.delivery for r in records], deadline)
-                if all(o.kind in _NOTHING_TO_SETTLE for o in outcomes):
-                    failed = []  # the common case: Lambda deletes them all, no SQS call here
-                else:
-                    failed = await self._settler().settle(queue, records, outcomes)
+                failed = []  # the common case: Lambda deletes them all, no SQS call here
+                for o in outcomes:  # a loop, not all(<generator>): a few µs a batch less
+                    if o.kind not in _NOTHING_TO_SETTLE:
+                        failed = await self._settler().settle(queue, records, outcomes)
+                        break
         except Exception as exc:
             _log.error(
                 "SQS batch not processed; reporting every record for redelivery",

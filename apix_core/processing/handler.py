@@ -170,7 +170,8 @@ class ProcessorHandler:
                     await self._process_stateless(items, outcomes, deadline, traced)
                 else:
                     await self._process_group(tenant, items, outcomes, deadline, traced)
-        await self._record_rejected(rejected)
+        if rejected:  # no coroutine per batch when every body parsed
+            await self._record_rejected(rejected)
         return [o for o in outcomes if o is not None]
 
     def execute(self, message: Message) -> ProcessingResult:
@@ -380,7 +381,8 @@ class ProcessorHandler:
                 )
             else:
                 outcomes[it.index] = self._failure(it, inv)
-        await self._dispatch(sends, items, outcomes)
+        if sends:  # no coroutine per batch when nothing was sent
+            await self._dispatch(sends, items, outcomes)
 
 
 def _traced(tracer_env: bool) -> bool:
