@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 
 from apix_core.errors import InvalidTenantError, TenantRequiredError
@@ -36,19 +34,40 @@ def check_tenant_id(tenant_id: object) -> str:
     return tenant_id
 
 
-@contextmanager
-def tenant_context(tenant_id: str) -> Iterator[str]:
-    """Scope everything inside the block to ``tenant_id``.
+class tenant_context:  # lower case: a function to its callers (`with tenant_context(t):`)
+    """Scope everything inside the block to ``tenant_id`` (``with tenant_context(t) as t:``).
 
     Raises :class:`TenantRequiredError` for an empty id and :class:`InvalidTenantError` (a
-    subclass of it) for one that does not match :data:`TENANT_ID_PATTERN`.
+    subclass of it) for one that does not match :data:`TENANT_ID_PATTERN`, on entering.
+
+    A class, not a ``@contextmanager`` generator, and valid ids are remembered: every batch
+    enters one, and the generator's machinery and the regex cost more than a warm record.
     """
-    check_tenant_id(tenant_id)
-    token = _current_tenant.set(tenant_id)
-    try:
-        yield tenant_id
-    finally:
-        _current_tenant.reset(token)
+
+    __slots__ = ("_tenant_id", "_token")
+
+    def __init__(self, tenant_id: str) -> None:
+        self._tenant_id = tenant_id
+
+    def __enter__(self) -> str:
+        tenant_id = self._tenant_id
+        if type(tenant_id) is not str or tenant_id not in _valid_tenants:
+            check_tenant_id(tenant_id)
+            if len(_valid_tenants) >= _MAX_REMEMBERED:
+                _valid_tenants.clear()  # bounded: a flood of distinct tenants re-validates
+            if type(tenant_id) is str:
+                _valid_tenants.add(tenant_id)
+        self._token = _current_tenant.set(tenant_id)
+        return tenant_id
+
+    def __exit__(self, *exc: object) -> None:
+        _current_tenant.reset(self._token)
+
+
+#: Tenant ids :func:`check_tenant_id` accepted (exact ``str`` only: anything else, unhashable
+#: values included, goes through the check every time).
+_valid_tenants: set[str] = set()
+_MAX_REMEMBERED = 1024
 
 
 def current_tenant() -> str | None:

@@ -132,14 +132,23 @@ class ProcessorHandler:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         groups: dict[str, list[_Item]] = {}
         rejected: list[Outcome] = []
-        parse = self._parse
+        # _parse, inline (one frame less per message on the warm path).
+        create = Message.create_from_queue_data
+        default_tenant = self.default_tenant
         for i, raw in enumerate(deliveries):
-            if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
-                delivery = raw
-            else:
-                delivery = _as_delivery(raw, self.spec)
             try:
-                message = raw if isinstance(raw, Message) else parse(delivery)
+                if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
+                    delivery = raw
+                    count = raw.receive_count
+                    message = create(
+                        raw.body,
+                        default_tenant=raw.attributes.get(TENANT_ATTRIBUTE) or default_tenant,
+                        transport_message_id=raw.message_id,
+                        attempt=count if count > 1 else 1,
+                    )
+                else:
+                    delivery = _as_delivery(raw, self.spec)
+                    message = raw
             except EnvelopeError as exc:
                 outcomes[i] = outcome = Outcome(
                     OutcomeKind.DEAD_LETTER, delivery, error=classify(exc)
@@ -163,7 +172,8 @@ class ProcessorHandler:
                     await self._process_stateless(items, outcomes, deadline, traced)
                 else:
                     await self._process_group(tenant, items, outcomes, deadline, traced)
-        await self._record_rejected(rejected)
+        if rejected:  # no coroutine per batch when every body parsed
+            await self._record_rejected(rejected)
         return [o for o in outcomes if o is not None]
 
     async def handle_read(self, message: Message) -> Outcome:
@@ -398,7 +408,8 @@ class ProcessorHandler:
                 )
             else:
                 outcomes[it.index] = self._failure(it, inv)
-        await self._dispatch(sends, items, outcomes)
+        if sends:  # no coroutine per batch when nothing was sent
+            await self._dispatch(sends, items, outcomes)
 
 
 def _traced(tracer_env: bool) -> bool:

@@ -9,7 +9,7 @@ import contextvars
 
 import pytest
 
-from apix_core.runtime.invoke import close_runner, run_sync
+from apix_core.runtime.invoke import _MAX_FINISHERS, close_runner, run_sync
 
 _var: contextvars.ContextVar[str] = contextvars.ContextVar("eager_test", default="unset")
 
@@ -91,9 +91,10 @@ def test_tasks_started_by_eager_calls_run_when_the_loop_next_runs() -> None:
 
         asyncio.get_running_loop().create_task(background())
 
-    for n in range(40):  # more than the finishers kept between loop runs
+    calls = _MAX_FINISHERS + 8  # more than the finishers kept between loop runs
+    for n in range(calls):
         run_sync(start(n), eager=True)
 
     # WHEN the loop runs again (any call that waits) / THEN every background task ran
     run_sync(asyncio.sleep(0))
-    assert sorted(done) == list(range(40))
+    assert sorted(done) == list(range(calls))
