@@ -264,6 +264,7 @@ class LocalTransport(QueueTransport):
         # processing (JSON, floats) cost more than the statement. Attributes stay JSON text.
         # Positional on both: SQLite's plain "?" in statement order (numbered "?N" with a
         # sequence is an error from Python 3.14), PostgreSQL's function arguments.
+        params: tuple[Any, ...]
         if self.db.is_postgres:
             sql, params = _PG_RECEIVE, (queue, hidden_until, token, now, max_messages)
         else:
