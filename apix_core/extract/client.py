@@ -119,6 +119,9 @@ class ExtractClient(Closing):
         self.requests = 0
         #: The lean HTTP/1.1 path (:mod:`apix_core.extract.http1`) when nothing needs httpx's.
         self.pool: Http1Pool | None = None
+        #: A pool given up for httpx (redirects, cookies): requests still in flight on it
+        #: finish there, and close() closes it.
+        self._retired: Http1Pool | None = None
         self._lean_https = False
         static = _static_auth(auth)
         if (
@@ -161,8 +164,9 @@ class ExtractClient(Closing):
 
     async def close(self) -> None:
         self.closed = True
-        if self.pool is not None:
-            await self.pool.close()
+        for pool in (self.pool, self._retired):
+            if pool is not None:
+                await pool.close()
         if self._http is not None:
             await self._http.aclose()
 
@@ -181,7 +185,13 @@ class ExtractClient(Closing):
             async with self.budget.slot():
                 self.requests += 1
                 pool = self.pool
-                if pool is not None and (url.startswith("http://") or self._lean_https):
+                # GET only: a request the lean path hands to httpx after the server answered
+                # (a redirect, a cookie) is sent again, which only a safe method allows.
+                if (
+                    pool is not None
+                    and method == "GET"
+                    and (url.startswith("http://") or self._lean_https)
+                ):
                     try:
                         raw = await self._lean(pool, url, params, method, json_body)
                     except Unsupported:
@@ -237,10 +247,10 @@ class ExtractClient(Closing):
                 method, url, params, body=body, headers=headers, merge=self._auth_params
             )
         except Unsupported as exc:
-            if exc.answered:
+            if exc.answered and self.pool is pool:
                 # A redirect or a session cookie: this API needs httpx's redirects and cookie
                 # jar, for this request and the rest of the extraction.
-                self.pool = None
+                self.pool, self._retired = None, pool
             raise
         if _http_log.isEnabledFor(logging.INFO):
             _http_log.info(

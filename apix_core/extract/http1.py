@@ -175,13 +175,16 @@ class _Connection(asyncio.Protocol):
             try:
                 size = int(line.split(b";", 1)[0].strip(), 16)
             except ValueError:
-                raise ConnectionError(f"invalid chunk size {line[:40]!r}") from None
+                size = -1
+            if size < 0:
+                raise ConnectionError(f"invalid chunk size {line[:40]!r}")
             if size == 0:
                 while await self.read_line():  # trailers, up to the empty line
                     pass
                 return b"".join(parts)
             parts.append(await self.read_exactly(size))
-            await self.read_exactly(2)  # the CRLF after each chunk
+            if await self.read_exactly(2) != b"\r\n":  # the CRLF after each chunk
+                raise ConnectionError("chunk not followed by CRLF")
 
     def close(self) -> None:
         self.closed = True
@@ -289,7 +292,12 @@ class Http1Pool:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if (
+                not conn.closed
+                and not conn.buffer  # bytes nobody asked for: the stream is out of step
+                and conn.transport is not None
+                and not conn.transport.is_closing()
+            ):
                 return conn
             self._discard(conn)
         return None
@@ -354,13 +362,26 @@ class Http1Pool:
                     try:
                         length = int(fields["content-length"])
                     except ValueError:
-                        raise ConnectionError("invalid Content-Length") from None
+                        length = -1
+                    if length < 0:
+                        raise ConnectionError("invalid Content-Length")
                     content = await conn.read_exactly(length)
                 else:
                     content = await conn.read_to_end()
                     keep = False
         except TimeoutError:
             raise ReadTimeout(f"no complete answer within {self.timeout}s") from None
+        # Checked before the connection goes back to the pool: an answer that fails here (the
+        # caller discards the connection) must not leave it idle, nor marked unused, which
+        # would let request() send the GET again as if the server had closed it.
+        encoding = fields.get("content-encoding", "identity").lower().strip()
+        if encoding not in ("", "identity"):
+            try:
+                content = _decode(encoding, content)
+            except zlib.error as exc:
+                raise ConnectionError(f"undecodable {encoding} body ({exc})") from None
+        if "set-cookie" in fields or (300 <= status < 400 and "location" in fields):
+            raise Unsupported("cookies or a redirect: httpx follows them", answered=True)
         if keep and not conn.closed and not conn.buffer:
             idle = self._idle.setdefault(origin, [])
             if len(idle) < self.max_idle:
@@ -370,14 +391,6 @@ class Http1Pool:
                 self._discard(conn)
         else:
             self._discard(conn)
-        encoding = fields.get("content-encoding", "identity").lower().strip()
-        if encoding not in ("", "identity"):
-            try:
-                content = _decode(encoding, content)
-            except zlib.error as exc:
-                raise ConnectionError(f"undecodable {encoding} body ({exc})") from None
-        if "set-cookie" in fields or (300 <= status < 400 and "location" in fields):
-            raise Unsupported("cookies or a redirect: httpx follows them", answered=True)
         return RawResponse(status, reason, headers, content, url)
 
 
