@@ -166,8 +166,15 @@ def close_runner() -> None:
     global _runner
     with _lock:
         runner, _runner = _runner, None
+        pending = _finishers[-1] if _finishers else None
         _finishers.clear()
         if runner is not None:
+            if pending is not None and not runner.get_loop().is_closed():
+                # Eager batches' tasks (and what their first step scheduled, such as a store's
+                # clean-up task) have not started yet: run them before the loop closes, or
+                # cancelling them would skip their `finally` (connections closed politely).
+                with contextlib.suppress(Exception):
+                    runner.get_loop().run_until_complete(pending)
             runner.close()
 
 

@@ -98,3 +98,25 @@ def test_tasks_started_by_eager_calls_run_when_the_loop_next_runs() -> None:
     # WHEN the loop runs again (any call that waits) / THEN every background task ran
     run_sync(asyncio.sleep(0))
     assert sorted(done) == list(range(calls))
+
+
+def test_tasks_started_by_eager_calls_run_before_the_loop_closes() -> None:
+    # GIVEN an eager call that never waits but starts a task whose clean-up is in `finally`
+    # (as a store's idle-connection janitor is)
+    cleaned: list[str] = []
+
+    async def janitor() -> None:
+        try:
+            cleaned.append("started")
+        finally:
+            cleaned.append("finally")
+
+    async def batch() -> None:
+        asyncio.get_running_loop().create_task(janitor())
+
+    run_sync(batch(), eager=True)
+    assert cleaned == []  # not yet: the loop has not turned
+    # WHEN the loop is closed (interpreter exit, graceful shutdown)
+    close_runner()
+    # THEN the task ran, clean-up included, instead of being cancelled before it started
+    assert cleaned == ["started", "finally"]
