@@ -330,7 +330,8 @@ class Database:
                 return handle
             if handle.owned and await handle.ping(self.timeout):
                 return handle
-            await handle.close()
+            # Unanswered: a polite close would wait on a server that may be gone.
+            await (handle.drop() if handle.owned else handle.close())
         if self._lean_pg and self._engine is None:
             return PgHandle(self, await self._connect_pg(), None)
         conn = await self._start()
