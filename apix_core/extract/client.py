@@ -185,15 +185,17 @@ class ExtractClient(Closing):
             async with self.budget.slot():
                 self.requests += 1
                 pool = self.pool
-                # GET only: a request the lean path hands to httpx after the server answered
-                # (a redirect, a cookie) is sent again, which only a safe method allows.
+                # A bodiless GET only: a request the lean path hands to httpx after the server
+                # answered (a redirect, a cookie) is sent again, which only a safe method allows;
+                # httpx encodes a JSON body (even on a GET).
                 if (
                     pool is not None
                     and method == "GET"
+                    and json_body is None
                     and (url.startswith("http://") or self._lean_https)
                 ):
                     try:
-                        raw = await self._lean(pool, url, params, method, json_body)
+                        raw = await self._lean(pool, url, params)
                     except Unsupported:
                         pass  # httpx takes this request (below)
                     except TimeoutError as exc:
@@ -229,22 +231,12 @@ class ExtractClient(Closing):
         return await self.retrier.call(attempt)
 
     async def _lean(
-        self,
-        pool: Http1Pool,
-        url: str,
-        params: Mapping[str, Any] | None,
-        method: str,
-        json_body: Any,
+        self, pool: Http1Pool, url: str, params: Mapping[str, Any] | None
     ) -> RawResponse:
-        headers: dict[str, str] | None = self._auth_headers or None
-        body: bytes | None = None
-        if json_body is not None:
-            body = _json_body(json_body)
-            if not any(k.lower() == "content-type" for k in self.config.headers):
-                headers = {**(headers or {}), "Content-Type": "application/json"}
+        """One bodiless GET on the lean HTTP/1.1 path."""
         try:
             raw = await pool.request(
-                method, url, params, body=body, headers=headers, merge=self._auth_params
+                "GET", url, params, headers=self._auth_headers or None, merge=self._auth_params
             )
         except Unsupported as exc:
             if exc.answered and self.pool is pool:
@@ -254,8 +246,7 @@ class ExtractClient(Closing):
             raise
         if _http_log.isEnabledFor(logging.INFO):
             _http_log.info(
-                'HTTP Request: %s %s "HTTP/1.1 %d %s"',
-                method,
+                'HTTP Request: GET %s "HTTP/1.1 %d %s"',
                 redacted_url(httpx.URL(raw.url)),
                 raw.status,
                 raw.reason,
@@ -317,11 +308,6 @@ def _parse(content: bytes, shown: str, status: int) -> Any:
             f"it starts with {content[:60]!r}",
             url=shown,
         ) from None
-
-
-def _json_body(value: Any) -> bytes:
-    # As httpx encodes json=: compact, UTF-8, no NaN.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _static_auth(auth: httpx.Auth | None) -> tuple[dict[str, str], dict[str, str]] | None:

@@ -171,13 +171,16 @@ async def test_a_query_key_is_merged_into_next_urls_as_httpx_merges_it(api: ApiS
     assert all(r.query["key"] == "k-1" and r.query["total"] == "25" for r in seen)
 
 
-async def test_a_json_body_keeps_a_configured_content_type(api: ApiServer) -> None:
-    # GIVEN a POST endpoint with a JSON body and a configured Content-Type
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_json_body_goes_through_httpx_with_the_configured_content_type(
+    api: ApiServer, method: str
+) -> None:
+    # GIVEN an endpoint called with a JSON body and a configured Content-Type
     extractor = HttpExtractor(
         {
             "base_url": api.url,
             "path": "/echo",
-            "method": "POST",
+            "method": method,
             "json_body": {"q": "é"},
             "headers": {"Content-Type": "application/vnd.api+json"},
         }
@@ -186,7 +189,11 @@ async def test_a_json_body_keeps_a_configured_content_type(api: ApiServer) -> No
     # WHEN it extracts
     [echo] = await extractor.extract()
 
-    # THEN one Content-Type went out, the configured one, with the body httpx would send
+    # THEN httpx sent it (the lean path serves bodiless GETs only): one Content-Type, the
+    # configured one, and the body as httpx encodes json=
+    client = extractor.last_client
+    assert client is not None and client._http is not None
     assert echo["headers"]["content-type"] == "application/vnd.api+json"
     [request] = api.requests_to("/echo")
+    assert request.method == method
     assert request.body == '{"q":"é"}'.encode()
