@@ -5,32 +5,13 @@ without the EMF output; with an SDK provider installed globally, the same batch 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-import time
-import uuid
 from pathlib import Path
 
 import pytest
+from lambda_probe import CONTEXT, handler_env, run_probe, sqs_event, write_handler
 
-HANDLER = """
-from apix_aws import lambda_handler
-from apix_core import App, Message, ProcessorContext
-
-app = App("metrics-cold-start", tenant_id="acme")
-
-
-@app.processor("orders", consumes="orders")
-async def orders(message: Message, ctx: ProcessorContext) -> None:
-    return None
-
-
-handler = lambda_handler(app, "orders")
-"""
-
-PROBE = """
+PROBE = (
+    """
 import json, sys
 if sys.argv[2] == "sdk":
     from opentelemetry import metrics
@@ -39,13 +20,9 @@ if sys.argv[2] == "sdk":
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 import lambda_function
-
-class Context:
-    aws_request_id = "probe"
-    function_name = "probe"
-    def get_remaining_time_in_millis(self):
-        return 30_000
-
+"""
+    + CONTEXT
+    + """
 response = lambda_function.handler(json.loads(sys.argv[1]), Context())
 recorded = {}
 if sys.argv[2] == "sdk":
@@ -59,52 +36,15 @@ if sys.argv[2] == "sdk":
 otel = sorted(m for m in sys.modules if m == "opentelemetry" or m.startswith("opentelemetry."))
 print(json.dumps({"otel": otel, "response": response, "recorded": recorded}))
 """
-
-
-def _record(n: int) -> dict[str, object]:
-    now = str(int(time.time() * 1000))
-    return {
-        "messageId": str(uuid.uuid4()),
-        "receiptHandle": "AQEB" + uuid.uuid4().hex,
-        "body": json.dumps({"n": n}),
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": now,
-            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-            "ApproximateFirstReceiveTimestamp": now,
-        },
-        "messageAttributes": {},
-        "md5OfBody": "0" * 32,
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:orders",
-        "awsRegion": "us-east-1",
-    }
+)
 
 
 def _run(tmp_path: Path, mode: str, metrics: str | None) -> tuple[dict[str, object], str]:
-    (tmp_path / "lambda_function.py").write_text(textwrap.dedent(HANDLER))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APIX_", "OTEL_PYTHON_METER"))}
-    env |= {
-        "PYTHONPATH": str(tmp_path),
-        "APIX_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}",
-        "APIX_QUEUE_URL": "sqs://?region=us-east-1",
-        "AWS_REGION": "us-east-1",
-    }
+    write_handler(tmp_path, "metrics-cold-start")
+    env = handler_env(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}")
     if metrics:
         env["APIX_METRICS"] = metrics
-    event = {"Records": [_record(n) for n in range(3)]}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(event), mode],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    return json.loads(lines[-1]), "\n".join(lines[:-1])
+    return run_probe(tmp_path, PROBE, json.dumps(sqs_event(3)), mode, env=env)
 
 
 @pytest.mark.slow
