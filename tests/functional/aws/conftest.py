@@ -7,6 +7,7 @@ Without moto_server (``moto[server]`` not installed) the tests that need it skip
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import socket
@@ -16,8 +17,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,6 +129,16 @@ async def sqs(moto_endpoint: str, queue_prefix: str) -> AsyncIterator[SqsTranspo
     await transport.close()
 
 
+@pytest.fixture
+def sqs_queue_url(moto_endpoint: str, queue_prefix: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point apps and ``apix`` at this test's queues on moto_server (``APIX_QUEUE_URL``, no
+    long polls); returns the ``sqs://`` URL."""
+    url = f"sqs://?prefix={queue_prefix}&region={REGION}&wait=0"
+    monkeypatch.setenv("APIX_SQS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("APIX_QUEUE_URL", url)
+    return url
+
+
 # -- Lambda handler tests -------------------------------------------------------------------
 
 
@@ -156,3 +168,63 @@ def lambda_apps(tmp_path: Path) -> Iterator[list[object]]:
     yield apps
     for app in apps:
         run_sync(app.close())  # type: ignore[attr-defined]
+
+
+def sqs_record(message: dict[str, Any], arn: str) -> dict[str, Any]:
+    """One record of an SQS event, as Lambda builds it from a message ``receive_message``
+    returned (``AttributeNames=["All"]``, ``MessageAttributeNames=["All"]``)."""
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {
+            k: {
+                "stringValue": v["StringValue"],
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": v["DataType"],
+            }
+            for k, v in message.get("MessageAttributes", {}).items()
+            if "StringValue" in v
+        },
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": REGION,
+    }
+
+
+def deliver(
+    client: Any,
+    url: str,
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]],
+    context: Any,
+    *,
+    twice: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What Lambda's SQS event source mapping does once: receive a batch from the queue at
+    ``url``, invoke ``handler``, delete every record not in ``batchItemFailures``. ``twice``:
+    the same event is delivered first once more (at-least-once). Returns the response and the
+    messages of the batch (none: no invocation)."""
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    got = client.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=10,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+        VisibilityTimeout=30,
+    ).get("Messages", [])
+    if not got:
+        return {"batchItemFailures": []}, []
+    event = {"Records": [sqs_record(m, arn) for m in got]}
+    if twice:
+        handler(copy.deepcopy(event), context)
+    response = handler(event, context)
+    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+    for m in got:
+        if m["MessageId"] not in failed:
+            client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return response, got

@@ -19,7 +19,7 @@ from apix_core import App, Message, ProcessorContext
 from apix_core.errors import PermanentError, TransientError
 from apix_core.runtime.invoke import run_sync
 
-from .conftest import LambdaContext
+from .conftest import LambdaContext, sqs_record
 
 REGION = "us-east-1"
 Event = Callable[[str], dict[str, Any]]
@@ -92,26 +92,7 @@ def _send_and_receive(
 
 def _event(arn: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The SQS event Lambda would deliver for these received messages."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    k: {"stringValue": v["StringValue"], "dataType": v["DataType"]}
-                    for k, v in m.get("MessageAttributes", {}).items()
-                    if "StringValue" in v
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
+    return {"Records": [sqs_record(m, arn) for m in messages]}
 
 
 def test_success_and_redelivery_is_duplicate(

@@ -25,8 +25,9 @@ from apix_core.cli.app import cli
 from apix_core.cli.loader import load_app
 from apix_core.runtime.invoke import run_sync
 
+from .conftest import deliver
+
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "orders"
-REGION = "us-east-1"
 STAGES = ["validate", "reserve_stock", "charge_payment", "fulfil", "notify"]
 
 
@@ -40,16 +41,13 @@ def _scenario() -> Any:
 
 @pytest.fixture
 def orders(
-    moto_endpoint: str,
-    queue_prefix: str,
+    sqs_queue_url: str,
     sqs: SqsTransport,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     lambda_apps: list[object],
 ) -> App:
     """The example's App as its Lambda functions see it: SQS queues (moto), a SQLite store."""
-    monkeypatch.setenv("APIX_SQS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("APIX_QUEUE_URL", f"sqs://?prefix={queue_prefix}&region={REGION}&wait=0")
     monkeypatch.setenv("APIX_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}")
     monkeypatch.setenv("APIX_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ORDERS_DB", str(tmp_path / "shop.db"))
@@ -81,59 +79,16 @@ def _v2(load_event: Any, method: str, path: str, body: Any = None, **headers: st
 
 def _pump(app: App, sqs: SqsTransport, client: Any, handlers: dict[str, Any], context: Any) -> int:
     """Deliver every queue's messages to its stage's handler until no queue has any: what
-    Lambda's event source mapping does (receive, invoke, delete what the handler did not
-    report as failed). Returns how many records were delivered."""
+    Lambda's event source mapping does. Returns how many records were delivered."""
     delivered = 0
     while True:
         moved = 0
         for name in STAGES:
-            queue = app.input_queue(app.specs[name])
-            url = run_sync(sqs.queue_url(queue))  # type: ignore[arg-type]
-            arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-                "Attributes"
-            ]["QueueArn"]
-            got = client.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            ).get("Messages", [])
-            if not got:
-                continue
-            event = {"Records": [_record(m, arn) for m in got]}
-            response = handlers[name](event, context)
-            failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-            for m in got:
-                if m["MessageId"] not in failed:
-                    client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-            moved += len(got)
+            url = run_sync(sqs.queue_url(app.input_queue(app.specs[name])))  # type: ignore[arg-type]
+            moved += len(deliver(client, url, handlers[name], context)[1])
         delivered += moved
         if not moved:
             return delivered
-
-
-def _record(m: dict[str, Any], arn: str) -> dict[str, Any]:
-    """One record of an SQS event, as Lambda builds it from a received message."""
-    return {
-        "messageId": m["MessageId"],
-        "receiptHandle": m["ReceiptHandle"],
-        "body": m["Body"],
-        "attributes": m.get("Attributes", {}),
-        "messageAttributes": {
-            k: {
-                "stringValue": v["StringValue"],
-                "stringListValues": [],
-                "binaryListValues": [],
-                "dataType": v["DataType"],
-            }
-            for k, v in m.get("MessageAttributes", {}).items()
-            if "StringValue" in v
-        },
-        "md5OfBody": m["MD5OfBody"],
-        "eventSource": "aws:sqs",
-        "eventSourceARN": arn,
-        "awsRegion": REGION,
-    }
 
 
 def test_orders_reach_the_same_final_states_on_lambda_and_sqs(

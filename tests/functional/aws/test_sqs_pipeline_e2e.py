@@ -6,7 +6,6 @@ and ``apix dlq list|show|replay --transport sqs`` through the real command line.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,13 @@ from apix_core.processor import BackoffPolicy
 from apix_core.runtime.invoke import run_sync
 from apix_core.transport.base import DeadLetterInfo, OutgoingMessage
 
-REGION = "us-east-1"
+from .conftest import deliver
 
 
 @pytest.fixture
-def env(
-    moto_endpoint: str, queue_prefix: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> dict[str, str]:
-    url = f"sqs://?prefix={queue_prefix}&region={REGION}&wait=0"
+def env(sqs_queue_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     monkeypatch.setenv("APIX_TENANT_ID", "acme")
-    monkeypatch.setenv("APIX_SQS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("APIX_QUEUE_URL", url)
-    return {"db": f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}", "url": url}
+    return {"db": f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}", "url": sqs_queue_url}
 
 
 @pytest.fixture
@@ -42,57 +36,11 @@ def sqs_client(sqs: SqsTransport) -> Any:
     return run_sync(sqs._get_client())
 
 
-def _record(m: dict[str, Any], arn: str) -> dict[str, Any]:
-    """One record of an SQS event, as Lambda builds it from a received message."""
-    return {
-        "messageId": m["MessageId"],
-        "receiptHandle": m["ReceiptHandle"],
-        "body": m["Body"],
-        "attributes": m.get("Attributes", {}),
-        "messageAttributes": {
-            k: {
-                "stringValue": v["StringValue"],
-                "stringListValues": [],
-                "binaryListValues": [],
-                "dataType": v["DataType"],
-            }
-            for k, v in m.get("MessageAttributes", {}).items()
-            if "StringValue" in v
-        },
-        "md5OfBody": m["MD5OfBody"],
-        "eventSource": "aws:sqs",
-        "eventSourceARN": arn,
-        "awsRegion": REGION,
-    }
-
-
 def _poll(
     sqs: SqsTransport, client: Any, queue: str, handler: Any, context: Any, *, twice: bool = False
 ) -> tuple[dict[str, Any], list[str]]:
-    """What Lambda's SQS event source mapping does once: receive a batch, invoke, delete every
-    record not in ``batchItemFailures``. ``twice``: the same event is delivered again first
-    (at-least-once). Returns the response and the bodies of the batch."""
-    url = run_sync(sqs.queue_url(queue))
-    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    got = client.receive_message(
-        QueueUrl=url,
-        MaxNumberOfMessages=10,
-        AttributeNames=["All"],
-        MessageAttributeNames=["All"],
-        VisibilityTimeout=30,
-    ).get("Messages", [])
-    if not got:
-        return {"batchItemFailures": []}, []
-    event = {"Records": [_record(m, arn) for m in got]}
-    if twice:
-        handler(copy.deepcopy(event), context)
-    response = handler(event, context)
-    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-    for m in got:
-        if m["MessageId"] not in failed:
-            client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    """One delivery from ``queue`` (:func:`deliver`); the response and the bodies of the batch."""
+    response, got = deliver(client, run_sync(sqs.queue_url(queue)), handler, context, twice=twice)
     return response, [m["Body"] for m in got]
 
 
