@@ -30,12 +30,6 @@ SEEDED = (
 )
 
 
-@pytest.fixture
-def postgres_only(backend: str) -> None:
-    if backend != "postgres":
-        pytest.skip("roles, functions and row-level security exist on PostgreSQL only")
-
-
 async def _two_tenants(make_app: Any) -> App:
     """Queued messages, dead letters, state, watermarks and entities of tenants A and B."""
     app: App = make_app("sec")
@@ -151,19 +145,12 @@ async def test_a_role_outside_apix_app_cannot_call_them(
 
 
 async def test_the_maintenance_role_bypasses_rls_and_cannot_log_in(
-    postgres_only: None, admin_db: Database
+    postgres_only: None, admin_db: Database, role_attributes: Any
 ) -> None:
     # GIVEN a database at head
+    # WHEN the role is read
+    role = await role_attributes("apix_maintenance")
     async with admin_db.connect() as conn:
-        # WHEN the role is read
-        role = (
-            await conn.execute(
-                sa.text(
-                    "SELECT rolbypassrls, rolcanlogin, rolsuper FROM pg_roles "
-                    "WHERE rolname = 'apix_maintenance'"
-                )
-            )
-        ).one()
         owned = (
             await conn.execute(
                 sa.text("SELECT count(*) FROM pg_tables WHERE tableowner = 'apix_maintenance'")
@@ -171,7 +158,7 @@ async def test_the_maintenance_role_bypasses_rls_and_cannot_log_in(
         ).scalar()
 
     # THEN it passes row-level security, cannot log in, is no superuser and owns no table
-    assert tuple(role) == (True, False, False)
+    assert (role.bypass_rls, role.login, role.superuser) == (True, False, False)
     assert owned == 0
 
 

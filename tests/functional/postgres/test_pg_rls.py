@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -26,12 +27,6 @@ from apix_core.store.models import metadata
 #: also finds any table of the database with such a column that the models forgot.
 TENANT_TABLES = tuple(t.name for t in metadata.sorted_tables if "tenant_id" in t.c)
 LOGIN_ROLE = "apix_test_app"
-
-
-@pytest.fixture
-def postgres_only(backend: str) -> None:
-    if backend != "postgres":
-        pytest.skip("row-level security and roles exist on PostgreSQL only")
 
 
 @pytest.fixture
@@ -93,19 +88,12 @@ async def test_every_tenant_table_has_forced_rls_and_the_tenant_policy(
 
 
 async def test_app_role_has_dml_rights_but_owns_nothing(
-    postgres_only: None, admin_db: Database
+    postgres_only: None, admin_db: Database, role_attributes: Any
 ) -> None:
     # GIVEN a migrated database
+    # WHEN the role and the table owners are read
+    role = await role_attributes("apix_app")
     async with admin_db.connect() as conn:
-        # WHEN the role and the table owners are read
-        role = (
-            await conn.execute(
-                sa.text(
-                    "SELECT rolcanlogin, rolsuper, rolbypassrls FROM pg_roles "
-                    "WHERE rolname = 'apix_app'"
-                )
-            )
-        ).one()
         owners = set(
             (
                 await conn.execute(
