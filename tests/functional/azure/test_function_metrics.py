@@ -3,30 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.functions.queue import QueueMessage
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from apix_azure import function_app
 from apix_core import App, Message, ProcessorContext
 from apix_core.message import build_message
-from apix_core.observability import metrics as apix_metrics
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    apix_metrics.use_meter_provider(provider)
-    yield reader
-    apix_metrics.use_meter_provider(None)
-    provider.shutdown()
 
 
 @pytest.fixture
@@ -66,7 +53,7 @@ def _queue_message(body: str, dequeue_count: int) -> QueueMessage:
 
 
 async def test_queue_function_records_completed_then_duplicate(
-    reader: InMemoryMetricReader, ingest: Callable[..., Any], queue_name: str
+    metric_points: Callable[[], dict[str, list[Any]]], ingest: Callable[..., Any], queue_name: str
 ) -> None:
     # GIVEN a message as the Functions host hands it over
     body = build_message(message_id="order-1", tenant_id="acme", payload={"id": 1}).to_json()
@@ -74,14 +61,7 @@ async def test_queue_function_records_completed_then_duplicate(
     await ingest(_queue_message(body, 1))
     await ingest(_queue_message(body, 2))
     # THEN apix.messages has one completed and one duplicate under the processor and queue
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        m.name: list(m.data.data_points)
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-    }
+    points = metric_points()
     counts = {p.attributes["outcome"]: p.value for p in points["apix.messages"]}
     assert counts == {"completed": 1, "duplicate": 1}
     assert {p.attributes["queue"] for p in points["apix.messages"]} == {queue_name}

@@ -5,29 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from apix_core import App, Message, ProcessorContext
 from apix_core.errors import PermanentError
-from apix_core.observability import metrics as apix_metrics
 from apix_core.testing import TestApp
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    """A local SDK provider (OpenTelemetry's global one can be set only once per process)."""
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    apix_metrics.use_meter_provider(provider)
-    yield reader
-    apix_metrics.use_meter_provider(None)
-    provider.shutdown()
 
 
 def _app() -> App:
@@ -43,20 +29,8 @@ def _app() -> App:
     return app
 
 
-def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    assert data is not None
-    found: dict[str, list[Any]] = {}
-    for rm in data.resource_metrics:
-        for sm in rm.scope_metrics:
-            assert sm.scope.name == "apix_core"
-            for metric in sm.metrics:
-                found.setdefault(metric.name, []).extend(metric.data.data_points)
-    return found
-
-
 async def test_a_batch_records_its_outcomes_and_duration(
-    reader: InMemoryMetricReader, tmp_path: Path
+    metric_points: Callable[[], dict[str, list[Any]]], tmp_path: Path
 ) -> None:
     # GIVEN a processor whose batch has a success, a permanent failure and a bug
     async with TestApp(_app()) as t:
@@ -71,7 +45,7 @@ async def test_a_batch_records_its_outcomes_and_duration(
     # THEN apix.messages counts each outcome once, by processor, queue and outcome
     assert [o.kind.value for o in first] == ["completed", "dead_letter", "retry"]
     assert again.kind.value == "duplicate"
-    points = _points(reader)
+    points = metric_points()
     counts = {
         (p.attributes["processor"], p.attributes["queue"], p.attributes["outcome"]): p.value
         for p in points["apix.messages"]
@@ -90,7 +64,7 @@ async def test_a_batch_records_its_outcomes_and_duration(
 
 
 async def test_http_requests_are_counted_under_their_processor(
-    reader: InMemoryMetricReader,
+    metric_points: Callable[[], dict[str, list[Any]]],
 ) -> None:
     # GIVEN an HTTP processor
     app = App("metrics-http", tenant_id="acme")
@@ -105,7 +79,7 @@ async def test_http_requests_are_counted_under_their_processor(
 
     # THEN its message is counted as completed under the processor's name
     assert response.status_code < 300
-    [point] = _points(reader)["apix.messages"]
+    [point] = metric_points()["apix.messages"]
     assert point.attributes["processor"] == "create"
     assert point.attributes["outcome"] == "completed"
     assert point.value == 1
