@@ -20,11 +20,11 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel
 
+from apix_core._closing import Closing
 from apix_core.app import App
 from apix_core.config import Settings, default_queue_url
 from apix_core.constants import TENANT_ATTRIBUTE
@@ -52,7 +52,7 @@ Payload = Mapping[str, Any] | BaseModel | Message
 _INSPECT_LIMIT = 10_000
 
 
-class TestApp:
+class TestApp(Closing):
     """An :class:`App` on a throwaway store, driven the way its triggers drive it.
 
     ``tenant_id`` is the tenant of every call that does not name one (default: the app's own
@@ -83,17 +83,9 @@ class TestApp:
         self._saved: dict[str, Any] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def __aenter__(self) -> TestApp:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Point the app at a fresh store and local queues, and start it."""

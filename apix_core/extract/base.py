@@ -17,11 +17,11 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from apix_core._closing import Closing
 from apix_core.extract.config import parse_config
 from apix_core.extract.exceptions import UnknownComponentError
 
@@ -29,24 +29,6 @@ Record = dict[str, Any]
 #: What ``extract(inputs)`` accepts: nothing, one mapping of template values, or several
 #: (one extraction per mapping).
 Inputs = Mapping[str, Any] | list[Mapping[str, Any]] | None
-
-
-class Closing:
-    """``async with`` for anything with an async :meth:`close` (extractors, outputs, clients)."""
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class BaseExtractor(Closing, ABC):
@@ -203,6 +185,7 @@ OutputFactory: ComponentFactory[BaseOutput] = ComponentFactory(
 __all__ = [
     "BaseExtractor",
     "BaseOutput",
+    "Closing",  # moved to apix_core._closing; still importable from here
     "ComponentFactory",
     "ExtractorFactory",
     "Inputs",
