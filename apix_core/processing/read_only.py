@@ -78,12 +78,9 @@ class ReadOnlyState:
         self._store = store
 
     async def get(self, namespace: str, key: str) -> StateEntry | None:
-        from apix_core.store.state import SqlStateStore
-        from apix_core.tenancy import require_tenant
+        from apix_core.store.state import StateRepository
 
-        tenant = require_tenant()
-        async with self._store.db.transaction(tenant_id=tenant, write=False) as conn:
-            return await SqlStateStore(conn, tenant).get(namespace, key)
+        return await StateRepository(self._store.db).get(namespace, key)
 
     async def list(self, namespace: str, prefix: str = "") -> builtins.list[StateEntry]:
         from apix_core.store.state import SqlStateStore
