@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -71,23 +71,20 @@ async def pending_rows(
 
 async def stale_rows(db: Database, older_than_seconds: float, limit: int = 500) -> list[OutboxRow]:
     """Unsent rows older than the threshold, of every tenant (for the sweeper)."""
-    cutoff = datetime.now(UTC).timestamp() - older_than_seconds
-    stmt = (
-        sa.select(outbox)
-        .where(
-            outbox.c.sent_at.is_(None), outbox.c.created_at <= datetime.fromtimestamp(cutoff, UTC)
-        )
-        .order_by(outbox.c.created_at)
-        .limit(limit)
-    )
+    cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
     async with db.transaction(write=False, maintenance=True) as conn:
         if db.is_postgres:
             # Cross-tenant by design: past row-level security through the SECURITY DEFINER
             # function of migration 0007 (an application session passes no tenant policy).
             stale = sa.text("SELECT * FROM apix_outbox_stale(:cutoff, :limit)").columns(*outbox.c)
-            params = {"cutoff": datetime.fromtimestamp(cutoff, UTC), "limit": limit}
-            result = await conn.execute(stale, params)
+            result = await conn.execute(stale, {"cutoff": cutoff, "limit": limit})
             return [_from_row(r) for r in result.all()]
+        stmt = (
+            sa.select(outbox)
+            .where(outbox.c.sent_at.is_(None), outbox.c.created_at <= cutoff)
+            .order_by(outbox.c.created_at)
+            .limit(limit)
+        )
         return [_from_row(r) for r in (await conn.execute(stmt)).all()]
 
 
