@@ -1,6 +1,7 @@
 """Kinesis and DynamoDB Streams records the handler cannot parse: never reported (that would hold
 the shard), never lost — a dead letter on the app's transport and a processing error of the
-default tenant, so ``apix dlq list`` and ``apix errors`` show them. Embedded SQLite store."""
+default tenant, so ``apix dlq list`` and ``apix errors`` show them. On each test backend (the
+local transport keeps the dead letters)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import base64
 import copy
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +25,8 @@ Event = Callable[[str], dict[str, Any]]
 QUEUE = "changes"
 
 
-def _make_app(tmp_path: Path, lambda_apps: list[object]) -> App:
-    a = App(
-        "streams",
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}",
-        queue_url=f"sqlite+aiosqlite:///{tmp_path / 'queues.db'}",
-    )
+def _make_app(database_url: str, queue_url: str, lambda_apps: list[object]) -> App:
+    a = App("streams", database_url=database_url, queue_url=queue_url)
     seen: list[dict[str, Any]] = []
 
     @a.processor("apply", consumes=QUEUE)
@@ -45,9 +41,14 @@ def _make_app(tmp_path: Path, lambda_apps: list[object]) -> App:
 
 
 @pytest.fixture
-def app(tmp_path: Path, lambda_apps: list[object], monkeypatch: pytest.MonkeyPatch) -> App:
+def app(
+    database_url: str,
+    queue_url: str,
+    lambda_apps: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> App:
     monkeypatch.setenv("APIX_TENANT_ID", "acme")
-    return _make_app(tmp_path, lambda_apps)
+    return _make_app(database_url, queue_url, lambda_apps)
 
 
 def _dead_letters(app: App) -> dict[str, DeadLetterRecord]:
@@ -165,7 +166,8 @@ def test_unusable_record_after_a_reported_one_waits_for_the_shards_retry(
 
 
 def test_without_a_default_tenant_the_dead_letter_still_keeps_it(
-    tmp_path: Path,
+    database_url: str,
+    queue_url: str,
     lambda_apps: list[object],
     load_event: Event,
     lambda_context: Any,
@@ -173,7 +175,7 @@ def test_without_a_default_tenant_the_dead_letter_still_keeps_it(
 ) -> None:
     # GIVEN no default tenant, and a Kinesis record without a sequence number
     monkeypatch.delenv("APIX_TENANT_ID", raising=False)
-    app = _make_app(tmp_path, lambda_apps)
+    app = _make_app(database_url, queue_url, lambda_apps)
     event = load_event("aws_kinesis_batch")
     bad = event["Records"][1]
     del bad["kinesis"]["sequenceNumber"]
