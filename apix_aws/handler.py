@@ -104,7 +104,8 @@ class _LambdaHandler:
         and a stream batch waits in its shard until the fix, never silently dropped. Logged
         once here, without a traceback; the message says what to change."""
         fix = _unsupported_fix(self.app, self.spec, what)
-        exc = UnsupportedEventError(f"processor {self.processor!r} got {what}. {fix}")
+        got = what if what.startswith(("a ", "an ")) else f"an unusable event ({what})"
+        exc = UnsupportedEventError(f"processor {self.processor!r} got {got}. {fix}")
         _log.error(
             str(exc),
             extra={"processor": self.processor, "error_code": exc.code, "event": what},
@@ -339,6 +340,7 @@ class _LambdaHandler:
                 unusable.append((position, raw, exc))
             else:
                 positions.append(position)
+        outcomes: list[Outcome] = []
         reported = [False] * len(records)
         if records:
             try:
@@ -351,13 +353,17 @@ class _LambdaHandler:
                 reported = [True] * len(records)
             else:
                 reported = [o.kind is OutcomeKind.RETRY for o in outcomes]
-                for outcome in outcomes:
-                    if outcome.kind is OutcomeKind.DEAD_LETTER:
-                        await self._stream_dead_letter(queue, outcome)
+        # Lambda retries a shard from its reported record: a record after it that failed for
+        # good, or is unusable, comes back with it and is dead-lettered then (once, not on
+        # every retry).
+        retried_from = _retried_from(records, positions, reported)
+        if outcomes:
+            for outcome, record, position in zip(outcomes, records, positions, strict=True):
+                if outcome.kind is OutcomeKind.DEAD_LETTER and position < retried_from.get(
+                    record.shard, position + 1
+                ):
+                    await self._stream_dead_letter(queue, outcome)
         if unusable:
-            # Lambda retries a shard from its reported record: an unusable record after it
-            # comes back with it, and is dead-lettered then (once, not on every retry).
-            retried_from = _retried_from(records, positions, reported)
             await self._stream_dead_letter_unusable(
                 queue,
                 [

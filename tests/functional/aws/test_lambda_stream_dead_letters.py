@@ -189,3 +189,32 @@ def test_without_a_default_tenant_the_dead_letter_still_keeps_it(
     assert letter.error_code == "MALFORMED_EVENT"
     assert letter.tenant_id is None
     assert _errors(app) == []
+
+
+def test_a_record_failing_for_good_after_a_reported_one_is_dead_lettered_once(
+    app: App, load_event: Event, lambda_context: Any
+) -> None:
+    # GIVEN one shard's batch: no JSON object, a retryable failure, no JSON object
+    event = load_event("aws_kinesis_batch")
+    template = event["Records"][0]
+    seq = "4965600000000000000000000000000000000000000000000000000"
+    before = _kinesis_record(template, f"{seq}1", base64.b64encode(b"[1, 2").decode())
+    failing = _kinesis_record(template, f"{seq}2", _b64({"fail": "retry"}))
+    after = _kinesis_record(template, f"{seq}3", base64.b64encode(b"[3, 4").decode())
+    event["Records"] = [before, failing, after]
+    handler = lambda_handler(app, "apply")
+    # WHEN the handler runs
+    response = handler(event, lambda_context)
+    # THEN the retryable failure is reported, and only the record before it is a dead letter
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": failing["kinesis"]["sequenceNumber"]}]
+    }
+    assert len(_dead_letters(app)) == 1
+    # WHEN Lambda retries the shard from the reported record and it succeeds this time
+    failing["kinesis"]["data"] = _b64({"ok": True})
+    event["Records"] = [failing, after]
+    assert handler(event, lambda_context) == {"batchItemFailures": []}
+    # THEN the later record is a dead letter too: two in all, each once
+    dead = _dead_letters(app).values()
+    assert len(dead) == 2
+    assert {d.body for d in dead} == {"[1, 2", "[3, 4"}
