@@ -20,7 +20,7 @@ from apix_aws.settle import batch_response
 from apix_core.constants import QUEUE_URL_ENV
 from apix_core.errors import ApixError, redact_error_message
 from apix_core.processing.outcomes import Outcome, OutcomeKind, dead_letter_info
-from apix_core.transport.base import Consumer, ReceivedMessage
+from apix_core.transport.base import Consumer, DeadLetterInfo, ReceivedMessage
 
 if TYPE_CHECKING:
     from apix_aws.transport.sqs import SqsTransport
@@ -98,8 +98,18 @@ class _LambdaHandler:
         self._unsupported("an event of no known shape")
 
     def _unsupported(self, what: str) -> NoReturn:
-        exc = UnsupportedEventError(f"processor {self.processor!r} got {what}")
-        _log.error(str(exc), extra={"processor": self.processor, "error_code": exc.code})
+        """A deployment mistake (an event source wired to the wrong function, or a trigger the
+        processor lacks): raised, so Lambda marks the invocation failed (its ``Errors`` metric
+        and alarm), an asynchronous event goes to Lambda's retries and on-failure destination
+        and a stream batch waits in its shard until the fix, never silently dropped. Logged
+        once here, without a traceback; the message says what to change."""
+        fix = _unsupported_fix(self.app, self.spec, what)
+        got = what if what.startswith(("a ", "an ")) else f"an unusable event ({what})"
+        exc = UnsupportedEventError(f"processor {self.processor!r} got {got}. {fix}")
+        _log.error(
+            str(exc),
+            extra={"processor": self.processor, "error_code": exc.code, "event": what},
+        )
         raise exc
 
     # -- shared ----------------------------------------------------------------------------
@@ -319,30 +329,50 @@ class _LambdaHandler:
     async def _streams(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         queue = self.spec.consumes or ""
         records: list[streams.StreamRecord] = []
-        for raw in event.get("Records") or []:
+        positions: list[int] = []  # each record's place in the batch
+        unusable: list[tuple[int, object, MalformedEventError]] = []
+        for position, raw in enumerate(event.get("Records") or []):
             try:
                 records.append(streams.parse_record(queue, raw))
             except MalformedEventError as exc:
-                # Non-retryable: reporting it would hold the shard forever.
+                # Never reported (a record that can never be processed would hold the shard):
+                # dead-lettered after the batch.
+                unusable.append((position, raw, exc))
+            else:
+                positions.append(position)
+        outcomes: list[Outcome] = []
+        reported = [False] * len(records)
+        if records:
+            try:
+                outcomes = await self._run([r.delivery for r in records], self._deadline(context))
+            except Exception as exc:
                 _log.error(
-                    "unusable stream record skipped",
-                    extra={"error_code": exc.code, "error": str(exc), "queue": queue},
+                    "stream batch not processed; reporting it from its first record",
+                    extra={"queue": queue, "error": redact_error_message(exc)},
                 )
-        if not records:
-            return batch_response([])
-        try:
-            outcomes = await self._run([r.delivery for r in records], self._deadline(context))
-        except Exception as exc:
-            _log.error(
-                "stream batch not processed; reporting it from its first record",
-                extra={"queue": queue, "error": redact_error_message(exc)},
+                reported = [True] * len(records)
+            else:
+                reported = [o.kind is OutcomeKind.RETRY for o in outcomes]
+        # Lambda retries a shard from its reported record: a record after it that failed for
+        # good, or is unusable, comes back with it and is dead-lettered then (once, not on
+        # every retry).
+        retried_from = _retried_from(records, positions, reported)
+        if outcomes:
+            for outcome, record, position in zip(outcomes, records, positions, strict=True):
+                if outcome.kind is OutcomeKind.DEAD_LETTER and position < retried_from.get(
+                    record.shard, position + 1
+                ):
+                    await self._stream_dead_letter(queue, outcome)
+        if unusable:
+            await self._stream_dead_letter_unusable(
+                queue,
+                [
+                    (raw, exc)
+                    for position, raw, exc in unusable
+                    if position < retried_from.get(streams.record_shard(raw), position + 1)
+                ],
             )
-            return batch_response(_first_per_shard(records, [True] * len(records)))
-        retry = [o.kind is OutcomeKind.RETRY for o in outcomes]
-        for outcome in outcomes:
-            if outcome.kind is OutcomeKind.DEAD_LETTER:
-                await self._stream_dead_letter(queue, outcome)
-        return batch_response(_first_per_shard(records, retry))
+        return batch_response(_first_per_shard(records, reported))
 
     async def _stream_dead_letter(self, queue: str, outcome: Outcome) -> None:
         """Skipped (never reported: that would hold the shard); recorded as a dead letter on
@@ -356,15 +386,83 @@ class _LambdaHandler:
                 "error_code": info.error_code,
             },
         )
+        await self._keep_stream_dead_letter(queue, outcome.delivery, info)
+
+    async def _keep_stream_dead_letter(
+        self, queue: str, delivery: ReceivedMessage, info: DeadLetterInfo
+    ) -> bool:
+        """On the app's transport when it keeps dead letters; whether it was kept there."""
         transport = self.app.transport
-        if isinstance(transport, Consumer):
-            try:
-                await transport.dead_letter(queue, outcome.delivery, info)
-            except Exception as exc:
-                _log.warning(
-                    "could not record the stream record's dead letter",
-                    extra={"queue": queue, "error": redact_error_message(exc)},
-                )
+        if not isinstance(transport, Consumer):
+            return False
+        try:
+            await transport.dead_letter(queue, delivery, info)
+        except Exception as exc:
+            _log.warning(
+                "could not record the stream record's dead letter",
+                extra={"queue": queue, "error": redact_error_message(exc)},
+            )
+            return False
+        return True
+
+    async def _stream_dead_letter_unusable(
+        self, queue: str, unusable: Sequence[tuple[object, MalformedEventError]]
+    ) -> None:
+        """Records the core never sees (no sequence number, data not base64, a DynamoDB value
+        of no known type): skipped, never reported, but kept like a failed record — a dead
+        letter on the app's transport when it keeps them, and a processing-error row of the
+        default tenant (stream records carry no tenant attribute), for ``apix dlq list`` and
+        ``apix errors``. Logged when neither can be written."""
+        from apix_core.errors import classify
+        from apix_core.processing.unit_of_work import ErrorRecord
+        from apix_core.tenancy import is_valid_tenant_id
+
+        if not unusable:
+            return
+        started = False
+        store: Any = None
+        tenant: str | None = None
+        try:
+            handler = (await self._started()).handler(self.processor)
+        except Exception as exc:
+            _log.error(
+                "app not started: unusable stream records are only logged",
+                extra={"queue": queue, "error": redact_error_message(exc)},
+            )
+        else:
+            started = True
+            store = handler.store
+            default = handler.default_tenant
+            tenant = default if default and is_valid_tenant_id(default) else None
+        for raw, problem in unusable:
+            delivery = streams.unusable_delivery(queue, raw)
+            error = classify(problem)
+            info = DeadLetterInfo(
+                error.code, error.category.value, error.message, 1, self.processor, tenant
+            )
+            kept = started and await self._keep_stream_dead_letter(queue, delivery, info)
+            recorded = False
+            if store is not None and tenant is not None:
+                record = ErrorRecord(delivery.message_id, error, 1, True)
+                try:
+                    await store.record_errors(tenant, self.processor, [record])
+                    recorded = True
+                except Exception as failed:
+                    _log.warning(
+                        "could not record the unusable stream record's error",
+                        extra={"queue": queue, "error": redact_error_message(failed)},
+                    )
+            _log.error(
+                "unusable stream record skipped"
+                + ("; dead-lettered" if kept else "")
+                + ("; error recorded" if recorded else ""),
+                extra={
+                    "queue": queue,
+                    "message_id": delivery.message_id,
+                    "error_code": problem.code,
+                    "error": error.message,
+                },
+            )
 
 
 class _RunSync(Protocol):
@@ -396,6 +494,65 @@ def _first_per_shard(records: Sequence[streams.StreamRecord], failed: Sequence[b
         if bad and record.shard not in first:
             first[record.shard] = record.sequence_number
     return list(first.values())
+
+
+def _retried_from(
+    records: Sequence[streams.StreamRecord], positions: Sequence[int], reported: Sequence[bool]
+) -> dict[str, int]:
+    """Per shard, the batch position Lambda retries it from (its first reported record)."""
+    first: dict[str, int] = {}
+    for record, position, bad in zip(records, positions, reported, strict=True):
+        if bad and record.shard not in first:
+            first[record.shard] = position
+    return first
+
+
+#: The start of ``_unsupported``'s description → the decorator argument that accepts that
+#: event, with an example.
+_TRIGGER_OF_EVENT = (
+    ("an HTTP event", "route", 'route="POST /orders"'),
+    ("a schedule event", "schedule", 'schedule="*/5 * * * *"'),
+    ("an EventBridge event", "consumes", 'consumes="events"'),
+    ("a stream batch", "consumes", 'consumes="changes"'),
+)
+
+
+def _unsupported_fix(app: App, spec: ProcessorSpec, what: str) -> str:
+    """What to change for an event the processor has no trigger for: the processor's own
+    triggers, and which processors' functions accept such an event (or which argument to add)."""
+    own = [
+        f"{name} {value}"
+        for name, value in (
+            ("route", f"'{spec.route.method} {spec.route.path}'" if spec.route else None),
+            ("schedule", repr(spec.schedule) if spec.schedule else None),
+            ("consumes", repr(spec.consumes) if spec.consumes else None),
+        )
+        if value
+    ]
+    triggers = f"it is triggered by {', '.join(own)}" if own else "it has no trigger"
+    trigger = next((t for t in _TRIGGER_OF_EVENT if what.startswith(t[0])), None)
+    if trigger is None:
+        return (
+            f"Its function takes the events AWS sends to Lambda ({triggers}): an SQS, Kinesis "
+            "or DynamoDB Streams batch, an API Gateway or Function URL request, an EventBridge "
+            "event; to send it a message directly, use `apix send` or the queue, not a bare "
+            "invocation."
+        )
+    _, argument, example = trigger
+    takers = [
+        repr(other.name)
+        for other in app.specs.values()
+        if other.name != spec.name and getattr(other, argument)
+    ]
+    wire = (
+        f"wire this event source to the function of processor {' or '.join(takers)} instead"
+        if takers
+        else "no processor of the app accepts it"
+    )
+    return (
+        f"The event source is wired to the wrong function ({triggers}): {wire}, "
+        f"or add {example} to @app.processor({spec.name!r}, ...) if it should handle it."
+    )
 
 
 def _item_ids(records: object) -> list[str]:

@@ -53,8 +53,7 @@ def parse_record(queue: str, record: object) -> StreamRecord:
             body: str | bytes = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
             raise MalformedEventError(f"Kinesis record {seq}: data is not base64") from None
-        event_id = record.get("eventID")
-        shard = event_id.split(":", 1)[0] if isinstance(event_id, str) else arn
+        shard = record_shard(record)
     else:
         data = record.get("dynamodb")
         if not isinstance(data, Mapping):
@@ -72,6 +71,38 @@ def parse_record(queue: str, record: object) -> StreamRecord:
         seq,
         shard,
     )
+
+
+def record_shard(record: object) -> str:
+    """The shard a record came from (Lambda checkpoints per shard): a Kinesis record's
+    ``eventID`` prefix, else its stream ARN ("" for a record that is not an object)."""
+    if not isinstance(record, Mapping):
+        return ""
+    arn = record.get("eventSourceARN")
+    arn = arn if isinstance(arn, str) else ""
+    event_id = record.get("eventID")
+    if record.get("eventSource") == "aws:kinesis" and isinstance(event_id, str):
+        return event_id.split(":", 1)[0]
+    return arn
+
+
+def unusable_delivery(queue: str, record: object) -> ReceivedMessage:
+    """A delivery for a record :func:`parse_record` refused, to dead-letter it: the whole
+    record as JSON (its data may not even be base64), and an id from the stream ARN and
+    sequence number when it has them (the same record redelivered keeps its id), else from
+    the record itself."""
+    body = json.dumps(record, default=repr, separators=(",", ":"))
+    raw = record if isinstance(record, Mapping) else {}
+    arn = raw.get("eventSourceARN")
+    data = raw.get("kinesis") or raw.get("dynamodb")
+    seq = None
+    if isinstance(data, Mapping):
+        seq = data.get("sequenceNumber") or data.get("SequenceNumber")
+    if isinstance(arn, str) and isinstance(seq, str) and seq:
+        message_id = deterministic_id("stream-unusable-record", arn, seq)
+    else:
+        message_id = deterministic_id("stream-unusable-record", body)
+    return ReceivedMessage(queue=queue, message_id=message_id, body=body)
 
 
 def unmarshal_image(image: Mapping[str, Any]) -> dict[str, Any]:

@@ -106,6 +106,11 @@ _PREFERRED_ATTRIBUTES = (TENANT_ATTRIBUTE, "traceparent", "correlation_id", "tra
 _ERROR_MESSAGE_CHARS = 1000
 _STRING = "String"
 
+#: apix's internal schedule queues (``apix.schedule.NAME``, ``apix_core.topology``: used by
+#: ``apix run`` / ``apix worker`` only; on Lambda, EventBridge invokes a schedule's function)
+#: hold dots, which SQS names cannot: on SQS they are ``apix-schedule-NAME``.
+_SCHEDULE_QUEUE = "apix.schedule."
+_SCHEDULE_SQS_QUEUE = "apix-schedule-"
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}")
 _ATTRIBUTE_NAME = re.compile(
     r"(?!aws\.|amazon\.)(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9_.-]{0,255}", re.I
@@ -268,6 +273,8 @@ class SqsTransport(QueueTransport):
     # -- names and URLs --------------------------------------------------------------------
     def sqs_name(self, queue: str) -> str:
         """The SQS queue name of apix queue ``queue`` (the prefix applied, checked)."""
+        if queue.startswith(_SCHEDULE_QUEUE):
+            queue = _SCHEDULE_SQS_QUEUE + queue[len(_SCHEDULE_QUEUE) :]
         name = self.queue_prefix + queue
         if not _QUEUE_NAME.fullmatch(name):
             raise InvalidQueueNameError(
@@ -704,7 +711,7 @@ class SqsTransport(QueueTransport):
         elif source_arn:
             sqs_source = str(source_arn).rsplit(":", 1)[-1]
             if sqs_source.startswith(self.queue_prefix):
-                source = sqs_source[len(self.queue_prefix) :]
+                source = _apix_name(sqs_source[len(self.queue_prefix) :])
         code = attributes.pop(ERROR_CODE_ATTRIBUTE, None)
         category = attributes.pop(ERROR_CATEGORY_ATTRIBUTE, None)
         error_message = attributes.pop(ERROR_MESSAGE_ATTRIBUTE, None)
@@ -760,7 +767,7 @@ class SqsTransport(QueueTransport):
             for url in response.get("QueueUrls") or ():
                 name = str(url).rsplit("/", 1)[-1]
                 if name.startswith(self.queue_prefix):
-                    names.append(name[len(self.queue_prefix) :])
+                    names.append(_apix_name(name[len(self.queue_prefix) :]))
             token = response.get("NextToken")
             if not token:
                 return sorted(names)
@@ -881,6 +888,13 @@ _URL_PARAMETERS = {
     "dlq": "dead_letter_queue",
     "wait": "receive_wait_seconds",
 }
+
+
+def _apix_name(sqs_name: str) -> str:
+    """The apix queue of an SQS name without its prefix (the inverse of ``sqs_name``)."""
+    if sqs_name.startswith(_SCHEDULE_SQS_QUEUE):
+        return _SCHEDULE_QUEUE + sqs_name[len(_SCHEDULE_SQS_QUEUE) :]
+    return sqs_name
 
 
 def from_url(url: str, **kwargs: object) -> SqsTransport:
