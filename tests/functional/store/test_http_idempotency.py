@@ -162,6 +162,46 @@ async def test_a_retry_while_the_first_runs_gets_409_with_retry_after(make_app: 
     assert runs == [1]
 
 
+async def test_a_retry_at_another_instance_waits_for_the_first_and_gets_its_answer(
+    make_app: Any,
+) -> None:
+    # GIVEN two instances of one app on one store (two processes behind a load balancer), the
+    # first running a request
+    entered, release = asyncio.Event(), asyncio.Event()
+    runs: list[str] = []
+
+    def instance(name: str) -> App:
+        app: App = make_app("twin")
+
+        @app.processor("pay", route="POST /payments")
+        async def pay(message: Message, ctx: ProcessorContext) -> HttpResponse:
+            runs.append(name)
+            entered.set()
+            await release.wait()
+            return HttpResponse(201, {"payment": f"P-{name}"})
+
+        return app
+
+    one, two = instance("one"), instance("two")
+    await two.start()
+    headers = {**TENANT, "Idempotency-Key": "pay-2"}
+    first = asyncio.create_task(one.handle_http("POST", "/payments", headers=headers, body="{}"))
+    await asyncio.wait_for(entered.wait(), 10)
+
+    # WHEN the retry reaches the other instance meanwhile
+    retry = asyncio.create_task(two.handle_http("POST", "/payments", headers=headers, body="{}"))
+    await asyncio.sleep(0.3)
+    waiting = not retry.done()
+    release.set()
+    done, again = await asyncio.wait_for(asyncio.gather(first, retry), 30)
+
+    # THEN it waited for the first to commit and got its answer; the processor ran once
+    assert waiting
+    assert (done.status_code, done.body) == (201, {"payment": "P-one"})
+    assert (again.status_code, again.body) == (201, {"payment": "P-one"})
+    assert runs == ["one"]
+
+
 async def test_a_failed_request_keeps_no_answer_and_runs_again(make_app: Any) -> None:
     # GIVEN a route that refuses its first call
     app: App = make_app("refuse")
