@@ -58,16 +58,16 @@ _DL_FILTER = """
 _DL_ARGS = "p_queue text, p_processor text, p_tenant text, p_code text, p_since timestamptz"
 _DECLARE = "DECLARE n integer; lim integer; v_message_id text;"
 
-#: signature -> (0008's capped body, 0007's body restored by the downgrade). Oldest first, so a
-#: purge racing the queue's receivers removes what was there first; no SKIP LOCKED: a purge
-#: waits for a row being received rather than leaving it behind.
+#: signature -> (0008's capped body, 0007's body restored by the downgrade). Any rows of the
+#: filter, unordered: ordering them would sort every remaining row on each call (quadratic over
+#: a large purge). No SKIP LOCKED: a purge waits for a row being received rather than leaving it.
 PURGES: dict[str, tuple[str, str]] = {
     "apix_queue_purge(p_queue text)": (
         f"""
         DELETE FROM apix_queue_messages AS m
          WHERE m.id IN (
                SELECT q.id FROM apix_queue_messages AS q WHERE q.queue = p_queue
-                ORDER BY q.id LIMIT {MAX_ROWS});
+                LIMIT {MAX_ROWS});
         GET DIAGNOSTICS n = ROW_COUNT;
         RETURN n;
         """,
@@ -82,7 +82,7 @@ PURGES: dict[str, tuple[str, str]] = {
         DELETE FROM apix_dead_letters AS x
          WHERE x.id IN (
                SELECT d.id FROM apix_dead_letters AS d WHERE {_DL_FILTER}
-                ORDER BY d.id LIMIT {MAX_ROWS});
+                LIMIT {MAX_ROWS});
         GET DIAGNOSTICS n = ROW_COUNT;
         RETURN n;
         """,
