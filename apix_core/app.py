@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
@@ -19,9 +21,10 @@ from apix_core.hashing import deterministic_id
 from apix_core.http import HttpResponse
 from apix_core.message import Message, MessageType, build_message
 from apix_core.processing.handler import ProcessorHandler
-from apix_core.processing.outcomes import Outcome
+from apix_core.processing.outcomes import Outcome, OutcomeKind
 from apix_core.processing.settle import ConsumerSettler, SettleFailure
 from apix_core.processor import ProcessorConfig, ProcessorInterface, ProcessorSpec, build_spec
+from apix_core.tenancy import tenant_context
 from apix_core.topology import SCHEDULE_QUEUE_PREFIX, Topology, schedule_queue
 from apix_core.transport.base import Consumer, OutgoingMessage, Producer, ReceivedMessage
 
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
     from apix_core.store.repositories import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_log = logging.getLogger("apix.http")
 
 _QUEUE_NAME = re.compile("[^\x00-\x1f\x7f\ud800-\udfff]{1,255}")
 
@@ -70,6 +75,8 @@ class App:
         self.store: Store | None = None
         self._databases: list[Database] = []
         self._handlers: dict[str, ProcessorHandler] = {}
+        #: Ids of keyed HTTP requests being processed here (a concurrent retry gets 409).
+        self._http_in_flight: set[str] = set()
         self._started = False
 
     # -- registration ---------------------------------------------------------------------
@@ -419,9 +426,33 @@ class App:
         if spec.read_only:
             # A read records nothing: no claim, so no idempotency row and never "duplicate".
             outcome = await handler.handle_read(message)
-        else:
+            return http.response_for(outcome, spec)
+        if "idempotency_key" not in message.metadata["http"]:
+            return http.response_for(await handler.handle(message), spec)
+        # Keyed: the first answer commits with the claim, and a retry gets it again.
+        if handler.keep_answer is None:
+            handler.keep_answer = partial(http.answer_to_keep, spec)
+        in_flight, message_id = self._http_in_flight, message.message_id
+        if message_id in in_flight:
+            return http.in_progress(message)
+        in_flight.add(message_id)
+        try:
             outcome = await handler.handle(message)
-        return http.response_for(outcome, spec)
+        finally:
+            in_flight.discard(message_id)
+        if outcome.kind is not OutcomeKind.DUPLICATE or self.store is None:
+            return http.response_for(outcome, spec)
+        try:
+            with tenant_context(message.tenant_id):
+                kept = await self.store.idempotency.kept_answer(spec.name, message_id)
+        except Exception:
+            _log.warning("could not read a kept HTTP answer", exc_info=True)
+            return http.HttpResponse(
+                503,
+                {"error": "DATABASE_ERROR", "message": "the first answer could not be read"},
+                {"Content-Type": "application/json", "Retry-After": "1"},
+            )
+        return http.replayed(kept, message, outcome, spec)
 
 
 __all__ = ["SCHEDULE_QUEUE_PREFIX", "App", "HttpResponse", "schedule_queue"]

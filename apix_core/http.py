@@ -9,6 +9,11 @@ Otherwise the status mapping: 200 (done), 202 (done, work queued: the processor 
 JSON, nesting over ``MAX_JSON_DEPTH``), 404 (no route), 413 (body over ``MAX_INPUT_BYTES``),
 503 + ``Retry-After`` (retryable), 500 (unexpected). Error bodies are JSON
 ``{"error": CODE, "message": ...}`` without stack traces.
+
+A request with an ``Idempotency-Key`` is answered once: its answer (status, headers, body) is
+kept with its claim in the transaction that completes it (:func:`answer_to_keep`), and a retry
+gets that answer again (:func:`replayed`); a retry whose request differs gets 422, one that
+arrives while the first is still running in this process 409 + ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from apix_core.errors import (
     MalformedMessageError,
     MissingTenantError,
 )
-from apix_core.hashing import deterministic_id
+from apix_core.hashing import content_hash, deterministic_id
 from apix_core.message import Message, MessageType, check_json_depth, check_json_input
 from apix_core.processing.outcomes import Outcome, OutcomeKind
+from apix_core.processing.unit_of_work import KeptAnswer
 from apix_core.processor import ProcessorSpec
 from apix_core.result import HttpResponse as HttpResponse
 from apix_core.tenancy import TENANT_ID_RULE, is_valid_tenant_id
@@ -136,19 +142,95 @@ def request_message(
     message_id = (
         deterministic_id("http", app_name, spec.name, tenant, key) if key else str(uuid.uuid4())
     )
+    request: dict[str, Any] = {
+        "method": method.upper(),
+        "path": path,
+        "path_params": params,
+        "query": dict(query or {}),
+    }
+    if key:
+        request["idempotency_key"] = key
     return Message(
         message_id=message_id,
         tenant_id=tenant,
         type=MessageType.HTTP,
         payload=payload,
-        metadata={
-            "http": {
-                "method": method.upper(),
-                "path": path,
-                "path_params": params,
-                "query": dict(query or {}),
-            }
+        metadata={"http": request},
+    )
+
+
+#: The largest answer (headers and body, as JSON text) kept for ``Idempotency-Key`` retries; a
+#: larger one keeps its status only, and a retry gets that status with a ``duplicate`` body.
+MAX_KEPT_ANSWER_BYTES = 8192
+
+
+def request_hash(message: Message) -> str:
+    """sha256 of what makes a request the same request: method, path, query and JSON body
+    (parsed, so key order and whitespace do not count)."""
+    meta = message.metadata["http"]
+    return content_hash([meta["method"], meta["path"], meta["query"], message.payload])
+
+
+def answer_to_keep(spec: ProcessorSpec, outcome: Outcome | None) -> KeptAnswer | None:
+    """The answer a completed request with an ``Idempotency-Key`` keeps with its claim."""
+    if outcome is None or outcome.kind is not OutcomeKind.COMPLETED or outcome.message is None:
+        return None
+    message = outcome.message
+    meta = message.metadata.get("http")
+    if not isinstance(meta, dict) or "idempotency_key" not in meta:
+        return None  # without a key no retry can name this request again: nothing to keep
+    response = response_for(outcome, spec)
+    headers: str | None = json.dumps(response.headers, separators=(",", ":"))
+    body: str | None = response.text()
+    assert headers is not None and body is not None
+    if len(headers.encode()) + len(body.encode()) > MAX_KEPT_ANSWER_BYTES:
+        headers = body = None
+    return KeptAnswer(
+        message.message_id, request_hash(message), response.status_code, headers, body
+    )
+
+
+def replayed(
+    kept: KeptAnswer | None, message: Message, outcome: Outcome, spec: ProcessorSpec
+) -> HttpResponse:
+    """The answer to a retry (a ``duplicate`` outcome) of a request with an
+    ``Idempotency-Key``: the first answer, or 422 when the retry is another request."""
+    if kept is None:  # a claim kept without its answer (made before migration 0008)
+        return response_for(outcome, spec)
+    if kept.request_hash and kept.request_hash != request_hash(message):
+        return HttpResponse(
+            422,
+            {
+                "error": "IDEMPOTENCY_KEY_REUSED",
+                "message": "this Idempotency-Key was used for a different request (method, "
+                "path, query or body); send a new key for a new request, or the same request "
+                "to get its answer again",
+            },
+        )
+    if kept.body is None or kept.headers is None:
+        return HttpResponse(
+            kept.status,
+            {
+                "message_id": message.message_id,
+                "status": OutcomeKind.DUPLICATE.value,
+                "note": f"the first answer was over {MAX_KEPT_ANSWER_BYTES} bytes: only its "
+                "status was kept",
+            },
+        )
+    return HttpResponse(kept.status, json.loads(kept.body), json.loads(kept.headers))
+
+
+def in_progress(message: Message) -> HttpResponse:
+    """409 for a retry that arrives while the first request is still being processed."""
+    return HttpResponse(
+        409,
+        {
+            "message_id": message.message_id,
+            "error": "REQUEST_IN_PROGRESS",
+            "message": "a request with this Idempotency-Key is still being processed; "
+            "retry after the Retry-After delay to get its answer",
         },
+        {"Content-Type": "application/json", "Retry-After": "1"},
     )
 
 

@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,7 @@ from apix_core.processing.gc_tuning import MIN_GC_BATCH, batch_gc
 from apix_core.processing.invoke import Invocation, Invoker
 from apix_core.processing.outcomes import Outcome, OutcomeKind, RetryPolicy
 from apix_core.processing.read_only import ReadOnlyAccess, check_no_writes
-from apix_core.processing.unit_of_work import ErrorRecord, error_record
+from apix_core.processing.unit_of_work import ErrorRecord, KeptAnswer, error_record
 from apix_core.processor import (
     FunctionProcessor,
     ProcessorConfig,
@@ -100,6 +100,9 @@ class ProcessorHandler:
         self.retry = RetryPolicy(self.max_attempts, self.config.backoff.redelivery_seconds)
         self.dispatcher = Dispatcher(transport, self.store)
         self._log = self.invoker.log
+        #: Set by ``App.handle_http`` for an HTTP route: a completed outcome -> the answer to
+        #: keep with its claim (None: nothing to keep). Queue processors leave it None.
+        self.keep_answer: Callable[[Outcome | None], KeptAnswer | None] | None = None
         # Read once (deployment configuration): os.environ costs a few µs a batch.
         self._tracer_env = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 
@@ -280,6 +283,11 @@ class ProcessorHandler:
                     )
                 for it, outcome in failed:
                     outcomes[it.index] = outcome
+                if self.keep_answer is not None and ran:
+                    # HTTP routes: a keyed request's answer commits with its claim.
+                    await uow.keep_answers(
+                        [a for it, _ in ran.values() if (a := self.keep_answer(outcomes[it.index]))]
+                    )
                 await uow.fail([outcome for _, outcome in failed])
                 await uow.release(late)
                 rows = await uow.enqueue(completed.rows)

@@ -87,6 +87,24 @@ class UnitOfWork(ABC):
         """Write outputs in this transaction: as outbox rows, or straight onto queues the
         transport keeps in the same database. Returns the rows to dispatch after commit."""
 
+    async def keep_answers(self, answers: Sequence[KeptAnswer]) -> None:  # noqa: B027
+        """Keep HTTP answers with their claims, in this transaction (an ``Idempotency-Key``
+        retry is answered with them). A backend without it answers retries ``duplicate``."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptAnswer:
+    """The first answer to an HTTP request with an ``Idempotency-Key``, kept with its claim.
+
+    ``headers`` and ``body`` are JSON text, both ``None`` when the answer was too large to
+    keep (``status`` is kept all the same)."""
+
+    message_id: str
+    request_hash: str
+    status: int
+    headers: str | None
+    body: str | None
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorRecord:

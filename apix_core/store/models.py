@@ -129,6 +129,12 @@ idempotency = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("created_at", TZ, nullable=False),
     sa.Column("expires_at", TZ, nullable=True),
+    # HTTP requests with an Idempotency-Key only (migration 0008): the request's hash and the
+    # first answer, replayed to retries. Queue claims leave them NULL.
+    sa.Column("request_hash", sa.String(64), nullable=True),
+    sa.Column("response_status", sa.Integer, nullable=True),
+    sa.Column("response_headers", sa.Text, nullable=True),
+    sa.Column("response_body", sa.Text, nullable=True),
     sa.Index("ix_apix_idempotency_created", "created_at"),
 )
 

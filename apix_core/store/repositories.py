@@ -32,7 +32,7 @@ else:
 
 if TYPE_CHECKING:
     from apix_core.outputs.base import OutboxRow
-    from apix_core.processing.unit_of_work import ErrorRecord
+    from apix_core.processing.unit_of_work import ErrorRecord, KeptAnswer
     from apix_core.processor import ProcessorConfig
     from apix_core.store.unit_of_work import SqlUnitOfWork
     from apix_core.transport.base import Producer
@@ -274,6 +274,32 @@ class IdempotencyRepository(_Repository):
             tenant,
         )
         return bool(rows) and rows[0][0] == "completed"
+
+    async def kept_answer(self, processor: str, message_id: str) -> KeptAnswer | None:
+        """The answer kept with an HTTP request's claim (``None``: no claim, or a claim
+        without an answer: made before migration 0008, or by a queue message)."""
+        tenant = require_tenant()
+        t = _m.idempotency
+        rows = await self._all(
+            sa.select(
+                t.c.request_hash, t.c.response_status, t.c.response_headers, t.c.response_body
+            ).where(
+                t.c.tenant_id == tenant, t.c.processor == processor, t.c.message_id == message_id
+            ),
+            tenant,
+        )
+        if not rows or rows[0].response_status is None:
+            return None
+        from apix_core.processing.unit_of_work import KeptAnswer
+
+        row = rows[0]
+        return KeptAnswer(
+            message_id,
+            row.request_hash or "",
+            int(row.response_status),
+            row.response_headers,
+            row.response_body,
+        )
 
     async def pending_outbox(self) -> int:
         tenant = require_tenant()

@@ -25,7 +25,7 @@ else:
 SQLITE_WRITER_KEY = "apix_sqlite_writer"
 
 
-#: The most rows one call of a PostgreSQL maintenance function (migration 0007) returns or
+#: The most rows one call of a PostgreSQL maintenance function (migrations 0007, 0008) returns or
 #: deletes: callers wanting more page on.
 PG_MAX_ROWS = 10000
 

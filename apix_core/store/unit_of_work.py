@@ -58,7 +58,7 @@ else:
 if TYPE_CHECKING:
     from apix_core.processing.invoke import Invocation
     from apix_core.processing.outcomes import Outcome
-    from apix_core.processing.unit_of_work import ErrorRecord
+    from apix_core.processing.unit_of_work import ErrorRecord, KeptAnswer
     from apix_core.processor import ProcessorConfig
     from apix_core.store.database import Database
     from apix_core.transport.base import Producer
@@ -341,6 +341,36 @@ class SqlUnitOfWork(UnitOfWork):
                 idempotency.c.processor == self.processor,
                 idempotency.c.message_id.in_(list(message_ids)),
             )
+        )
+
+    async def keep_answers(self, answers: Sequence[KeptAnswer]) -> None:
+        if not answers:
+            return
+        idempotency = _models.idempotency
+        conn = await self.sa()
+        await conn.execute(
+            sa.update(idempotency)
+            .where(
+                idempotency.c.tenant_id == self.tenant,
+                idempotency.c.processor == self.processor,
+                idempotency.c.message_id == sa.bindparam("b_message_id"),
+            )
+            .values(
+                request_hash=sa.bindparam("b_request_hash"),
+                response_status=sa.bindparam("b_status"),
+                response_headers=sa.bindparam("b_headers"),
+                response_body=sa.bindparam("b_body"),
+            ),
+            [
+                {
+                    "b_message_id": a.message_id,
+                    "b_request_hash": a.request_hash,
+                    "b_status": a.status,
+                    "b_headers": a.headers,
+                    "b_body": a.body,
+                }
+                for a in answers
+            ],
         )
 
     async def _mark_entity_failed(self, outcome: Outcome) -> None:

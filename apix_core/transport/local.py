@@ -435,8 +435,13 @@ class LocalTransport(QueueTransport):
         """Delete the dead letters matching the filters; returns how many."""
         if self.db.is_postgres:
             params = _dl_params(queue, processor, tenant_id, error_code, since)
-            async with self.db.transaction(maintenance=True) as conn:
-                return int((await conn.execute(_PG_DL_PURGE, params)).scalar_one())
+            total = 0
+            while True:  # PG_MAX_ROWS a call (migration 0008), each call its own transaction
+                async with self.db.transaction(maintenance=True) as conn:
+                    n = int((await conn.execute(_PG_DL_PURGE, params)).scalar_one())
+                total += n
+                if n < PG_MAX_ROWS:
+                    return total
         stmt = sa.delete(_dl).where(*_dl_filters(queue, processor, tenant_id, error_code, since))
         async with self.db.transaction(maintenance=True) as conn:
             result = await conn.execute(stmt)
@@ -470,10 +475,16 @@ class LocalTransport(QueueTransport):
 
     async def purge(self, queue: str) -> int:
         """Delete every message of ``queue`` (in flight ones too); returns how many."""
+        if self.db.is_postgres:
+            total = 0
+            while True:  # PG_MAX_ROWS a call (migration 0008), each call its own transaction
+                async with self.db.transaction() as conn:
+                    sql = "SELECT apix_queue_purge($1)"
+                    n = int((await conn.exec_driver_sql(sql, (queue,))).scalar_one())
+                total += n
+                if n < PG_MAX_ROWS:
+                    return total
         async with self.db.transaction() as conn:
-            if self.db.is_postgres:
-                sql = "SELECT apix_queue_purge($1)"
-                return int((await conn.exec_driver_sql(sql, (queue,))).scalar_one())
             result = await conn.execute(sa.delete(_qm).where(_qm.c.queue == queue))
         return int(result.rowcount or 0)
 

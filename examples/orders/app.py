@@ -162,7 +162,8 @@ def end(ctx: ProcessorContext, state: str, reason: str) -> None:
 @app.processor("create_order", route="POST /orders", produces=["raw-orders"], payload=NewOrder)
 def create_order(message: Message, ctx: ProcessorContext) -> ProcessingResult:
     """202 with the order id. A body that fails ``NewOrder`` gets 400 with each field's error
-    (before anything is recorded); the same ``Idempotency-Key`` is the same order."""
+    (before anything is recorded); the same ``Idempotency-Key`` is the same order, and its
+    retry gets this answer again (apix keeps it with the idempotency record)."""
     order = ctx.payload.model_dump(mode="json")  # type: ignore[union-attr]
     order["order_id"] = order["order_id"] or f"ORD-{message.message_id}"
     receive(ctx, order, "api")

@@ -31,24 +31,34 @@ HERE = Path(__file__).resolve().parent
 TENANT = {"X-Tenant-Id": "demo-shop"}
 
 
-async def submit(app: Any, module: Any, count: int) -> Counter[int]:
-    """``count`` orders, two invalid bodies and one retried request, through ``POST /orders``."""
+async def submit(app: Any, module: Any, count: int) -> tuple[Counter[int], bool]:
+    """``count`` orders, two invalid bodies, one retried request and one key reused for another
+    order, through ``POST /orders``; and whether the retry got the first answer again."""
     statuses: Counter[int] = Counter()
+    answers = []
     for i in range(count):
         order = module.sample_order(None, random.Random(f"demo/{i}"))
         headers = {**TENANT, "Idempotency-Key": f"demo-{i}"}
         response = await app.handle_http("POST", "/orders", headers=headers, body=json.dumps(order))
         statuses[response.status_code] += 1
+        answers.append(response)
     bad = module.sample_order(None, random.Random("demo/bad"))
     for broken in ({**bad, "items": []}, {**bad, "customer": {"email": "nope"}}):
         response = await app.handle_http("POST", "/orders", headers=TENANT, body=json.dumps(broken))
         statuses[response.status_code] += 1
     retry = module.sample_order(None, random.Random("demo/0"))
-    response = await app.handle_http(
-        "POST", "/orders", headers={**TENANT, "Idempotency-Key": "demo-0"}, body=json.dumps(retry)
-    )
+    key = {**TENANT, "Idempotency-Key": "demo-0"}
+    response = await app.handle_http("POST", "/orders", headers=key, body=json.dumps(retry))
     statuses[response.status_code] += 1
-    return statuses
+    same = bool(answers) and (response.status_code, response.body) == (
+        answers[0].status_code,
+        answers[0].body,
+    )
+    # The key of order 0 sent with another order: refused (422), nothing recorded.
+    other = module.sample_order(None, random.Random("demo/other"))
+    response = await app.handle_http("POST", "/orders", headers=key, body=json.dumps(other))
+    statuses[response.status_code] += 1
+    return statuses, same
 
 
 async def order_states(app: Any) -> Counter[str]:
@@ -81,7 +91,7 @@ async def main(orders: int, feed: bool) -> None:
     app = module.app
     started = time.perf_counter()
     async with app:
-        statuses = await submit(app, module, orders)
+        statuses, same = await submit(app, module, orders)
         stats = await LocalRunner(app, fire_schedules=feed).run()
         elapsed = time.perf_counter() - started
         states = await order_states(app)
@@ -97,7 +107,12 @@ async def main(orders: int, feed: bool) -> None:
     console.print(
         "[bold]POST /orders[/]: "
         + ", ".join(f"{n} × {code}" for code, n in sorted(statuses.items()))
-        + "  (202 accepted, 400 invalid body with field errors; the retried key is one order)"
+        + "  (202 accepted, 400 invalid body with field errors, 422 a key reused for another"
+        + " order)"
+    )
+    console.print(
+        "[bold]the retried Idempotency-Key[/]: "
+        + ("the first answer again, one order" if same else "[red]another answer[/]")
     )
     table = Table(title="orders per final state", title_justify="left")
     table.add_column("state")

@@ -116,20 +116,24 @@ async def test_post_validates_as_seed_004_and_honours_the_idempotency_key(orders
     broken = {**order, "customer": {"customer_id": "c", "name": "n"}, "items": []}
     key = {**SHOP, "Idempotency-Key": "client-req-1"}
 
-    # WHEN the broken one is posted, then the good one twice under one key
+    # WHEN the broken one is posted, then the good one twice under one key, then another order
+    # under that key
     bad = await orders.handle_http("POST", "/orders", headers=key, body=json.dumps(broken))
     first = await orders.handle_http("POST", "/orders", headers=key, body=json.dumps(order))
     again = await orders.handle_http("POST", "/orders", headers=key, body=json.dumps(order))
+    other = _scenario().order("Y", [("SKU-1002", 2, 9.5)])
+    reused = await orders.handle_http("POST", "/orders", headers=key, body=json.dumps(other))
 
-    # THEN 400 lists each field; 202 gives the order id; the retry is the same order
+    # THEN 400 lists each field; 202 gives the order id; the retry gets that answer again;
+    # the key reused for another order is refused
     assert bad.status_code == 400
     assert bad.body["error"] == "INVALID_PAYLOAD"
     assert {f["field"] for f in bad.body["fields"]} == {"customer.email", "items"}
     assert first.status_code == 202
     order_id = first.body["order_id"]
     assert order_id.startswith("ORD-")
-    assert (again.status_code, again.body["status"]) == (202, "duplicate")
-    assert again.body["message_id"] == order_id.removeprefix("ORD-")
+    assert (again.status_code, again.body) == (202, {"order_id": order_id, "status": "received"})
+    assert (reused.status_code, reused.body["error"]) == (422, "IDEMPOTENCY_KEY_REUSED")
     listed = (await _get(orders, "/orders")).body["orders"]
     assert [o["order_id"] for o in listed] == [order_id]
 
@@ -226,7 +230,8 @@ def test_the_demo_script_prints_the_summary_and_writes_the_graph(tmp_path: Path)
     # THEN it succeeds and shows each part of the summary, and the graph is in a file
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "POST /orders: 6 × 202, 2 × 400" in out
+    assert "POST /orders: 6 × 202, 2 × 400, 1 × 422" in out
+    assert "the retried Idempotency-Key: the first answer again, one order" in out
     for part in ("orders per final state", "messages per queue", "dead letters: 5", "messages/s"):
         assert part in out, out
     graph = (tmp_path / "demo" / "orders-pipeline.mmd").read_text()
