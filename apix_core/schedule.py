@@ -93,6 +93,8 @@ class Schedule:
                 raise ScheduleError(
                     f"schedule {text!r}: hashed (H), random (R) and '?' fields are not supported"
                 )
+        for (name, low, high), value in zip(_FIELDS, fields, strict=True):
+            _check_field(text, name, value, low, high)
         schedule = cls(text, *fields)
         from croniter import croniter
 
@@ -224,6 +226,34 @@ class Schedule:
 
     def __str__(self) -> str:
         return self.expression
+
+
+#: Each field's name and range, seconds first (cron's day of week takes 0 and 7 for Sunday).
+_FIELDS = (
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day", 1, 31),
+    ("month", 1, 12),
+    ("weekday", 0, 7),
+)
+_TERM = re.compile(r"^(\*|\d+|[A-Za-z]{3})(?:-(\d+|[A-Za-z]{3}))?(?:/(\d+))?$")
+
+
+def _check_field(text: str, name: str, value: str, low: int, high: int) -> None:
+    """Name the field and its range when a number is outside it (croniter only says "invalid")."""
+    for term in value.split(","):
+        term = re.sub(r"#\d+$", "", term) if name == "weekday" else term
+        match = _TERM.match(term)
+        if match is None:
+            continue  # L, W and other forms croniter judges
+        for number in (match[1], match[2]):
+            if number and number.isdigit() and not low <= int(number) <= high:
+                raise ScheduleError(
+                    f"schedule {text!r}: {name} {int(number)} out of range {low}-{high}"
+                )
+        if match[3] is not None and int(match[3]) == 0:
+            raise ScheduleError(f"schedule {text!r}: {name} step /0 (a step is at least 1)")
 
 
 def _zero_based_step(value: str, first: str) -> str:
