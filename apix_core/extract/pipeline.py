@@ -546,8 +546,9 @@ class PipelineManager:
                 result.records_extracted += len(batch)
                 kept = run.filter(batch) if run is not None else batch
                 if isinstance(output, BufferedOutput):
-                    if output.add(kept):
-                        result.output = result.output.merge(await output.flush())
+                    # Batches run across pages (a page may end one batch and start the next);
+                    # a checkpoint needs every record up to a page's end to be written.
+                    result.output = result.output.merge(await output.feed(kept))
                     flushed = output.pending_records == 0
                 else:
                     if kept:

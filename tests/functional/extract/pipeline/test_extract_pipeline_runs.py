@@ -124,6 +124,43 @@ async def test_a_deadline_cuts_a_run_which_the_next_runs_continue_exactly_once(
     assert items_api.requests <= 21 + (len(results) - 1) * 5
 
 
+@pytest.mark.parametrize("page_size", [10, 40])
+async def test_output_batches_run_across_pages(
+    items_api: Any, db: Database, tmp_path: Path, page_size: int
+) -> None:
+    # GIVEN 95 records, served in pages smaller (10) or larger (40) than the output batch (25)
+    items_api.add(0, 95)
+    out = tmp_path / "out"
+    manager = PipelineManager(database=db, tenant_id="acme")
+    manager.register_pipeline(
+        {
+            "pipeline_id": "batches",
+            "extractor": {
+                "base_url": items_api.base_url,
+                "path": "/items",
+                "data_selector": "data",
+                "pagination": {"type": "page_number", "page_size": page_size},
+            },
+            "output": {"type": "jsonl", "config": {"path": str(out), "batch": {"batch_size": 25}}},
+        }
+    )
+
+    # WHEN the pipeline runs to the end
+    result = await manager.execute_pipeline("batches")
+
+    # THEN every file but the last holds exactly batch_size records, whatever the page size,
+    # and the rest is flushed at the end, in order, each record once
+    files = sorted(out.rglob("*.jsonl"))
+    rows = [[json.loads(line)["id"] for line in f.read_text().splitlines()] for f in files]
+    assert [len(r) for r in rows] == [25, 25, 25, 20]
+    assert [i for r in rows for i in r] == list(range(95))
+    assert (result.status, result.records_written, result.output.batches_written) == (
+        "completed",
+        95,
+        4,
+    )
+
+
 async def test_pipeline_yaml_errors_name_the_key_and_line(tmp_path: Path) -> None:
     text = _yaml("http://127.0.0.1:1", tmp_path).replace(
         "  class: http\n", "  class: http\n  batchsize: 3\n"
