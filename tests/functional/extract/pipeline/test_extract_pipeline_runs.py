@@ -190,6 +190,45 @@ async def test_pipeline_yaml_errors_name_the_key_and_line(tmp_path: Path) -> Non
         load_pipeline_yaml(wm)
 
 
+def test_nested_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    # GIVEN a pipeline file whose extractor and output configs have nested errors: the
+    # extractor's keys inline, then under `config:`, then an output batch size below 1
+    text = _yaml("http://127.0.0.1:1", tmp_path / "out")
+    typo = text.replace(
+        "    page_size: 50\n", "    page_size: 50\n  paginator: {type: cursor, cursor_path: 5}\n"
+    )
+    inline = tmp_path / "inline.yaml"
+    inline.write_text(typo)
+    under_config = tmp_path / "config.yaml"
+    under_config.write_text(
+        "pipeline_id: x\n"
+        "extractor:\n"
+        "  class: http\n"
+        "  config:\n"
+        "    base_url: http://127.0.0.1:1\n"
+        "    pagination: {type: cursor, cursor_path: 5}\n"
+        "output: {type: jsonl, config: {path: out}}\n"
+    )
+    output = tmp_path / "output.yaml"
+    output.write_text(text.replace("      batch_size: 1000", "      batch_size: 0"))
+
+    # WHEN each is registered THEN the error starts with the file and names key and line
+    def error_of(path: Path) -> str:
+        with pytest.raises(ExtractConfigError) as info:
+            PipelineManager(tenant_id="acme").register_pipeline(path)
+        return str(info.value)
+
+    message = error_of(inline)
+    assert message.startswith(f"{inline}: invalid ExtractorConfig: ")
+    assert "extractor.paginator (line 14): unknown key (did you mean 'pagination'?)" in message
+    message = error_of(under_config)
+    assert message.startswith(f"{under_config}: invalid ExtractorConfig: ")
+    assert "extractor.pagination.cursor_path (line 6): Input should be a valid string" in message
+    message = error_of(output)
+    assert message.startswith(f"{output}: invalid JsonlOutputConfig: ")
+    assert "output.config.batch.batch_size (line 21): Input should be greater than" in message
+
+
 async def test_an_interrupted_run_must_continue_with_its_own_inputs(
     items_api: Any, db: Database, tmp_path: Path
 ) -> None:
