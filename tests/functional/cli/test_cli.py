@@ -472,3 +472,12 @@ def test_db_prune_does_not_create_a_missing_sqlite_store(apix, tmp_path, monkeyp
     assert f"no store at {store}: nothing to prune" in text
     assert f"no queue database at {queues}: nothing to prune" in text
     assert not store.exists() and not queues.exists()
+
+    # WHEN the files exist but were never migrated THEN it says how to create the tables
+    store.parent.mkdir()
+    store.touch()
+    queues.touch()
+    empty = " ".join(apix("db", "prune").output.split())
+    assert "store sqlite+aiosqlite:///" in empty
+    assert "has no apix tables (`apix db upgrade` creates them)" in empty
+    assert "pruned" not in empty
