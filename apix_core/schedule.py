@@ -5,7 +5,11 @@
 * 6 fields — NCRONTAB, as Azure Functions and the seeds write it, with **seconds first**:
   ``second minute hour day-of-month month day-of-week`` (``0 */5 * * * *`` = every five
   minutes, ``*/10 * * * * *`` = every ten seconds);
-* ``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``, ``@hourly``.
+* ``@yearly``/``@annually``, ``@monthly``, ``@weekly``, ``@daily``/``@midnight``, ``@hourly``;
+* EventBridge's own forms, as AWS users write them: ``rate(5 minutes)`` is read as the cron
+  with the same interval on the clock (``*/5 * * * *``), and ``cron(0 9 ? * MON-FRI *)``
+  (minute hour day-of-month month day-of-week year, days of week 1-7 = SUN-SAT) as the
+  5-field cron it denotes (``0 9 * * MON-FRI``).
 
 Times are UTC. croniter (imported lazily: it is not needed to import apix) puts seconds *last*,
 so :meth:`Schedule.next_after` converts before asking it.
@@ -70,7 +74,12 @@ class Schedule:
         if not isinstance(expression, str) or not expression.strip():
             raise ScheduleError(f"empty schedule expression {expression!r}")
         text = expression.strip()
-        if text.startswith("@"):
+        eventbridge = re.fullmatch(r"(rate|cron)\s*\((.*)\)", text, re.I | re.S)
+        if eventbridge:
+            kind, body = eventbridge[1].lower(), eventbridge[2]
+            five = _from_rate(text, body) if kind == "rate" else _from_eventbridge_cron(text, body)
+            fields = ["0", *five.split()]
+        elif text.startswith("@"):
             alias = ALIASES.get(text.lower())
             if alias is None:
                 raise ScheduleError(
@@ -93,6 +102,8 @@ class Schedule:
                 raise ScheduleError(
                     f"schedule {text!r}: hashed (H), random (R) and '?' fields are not supported"
                 )
+        for (name, low, high), value in zip(_FIELDS, fields, strict=True):
+            _check_field(text, name, value, low, high)
         schedule = cls(text, *fields)
         from croniter import croniter
 
@@ -224,6 +235,110 @@ class Schedule:
 
     def __str__(self) -> str:
         return self.expression
+
+
+#: Each field's name and range, seconds first (cron's day of week takes 0 and 7 for Sunday).
+_FIELDS = (
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day", 1, 31),
+    ("month", 1, 12),
+    ("weekday", 0, 7),
+)
+_TERM = re.compile(r"^(\*|\d+|[A-Za-z]{3})(?:-(\d+|[A-Za-z]{3}))?(?:/(\d+))?$")
+
+
+def _check_field(text: str, name: str, value: str, low: int, high: int) -> None:
+    """Name the field and its range when a number is outside it (croniter only says "invalid")."""
+    for term in value.split(","):
+        term = re.sub(r"#\d+$", "", term) if name == "weekday" else term
+        match = _TERM.match(term)
+        if match is None:
+            continue  # L, W and other forms croniter judges
+        for number in (match[1], match[2]):
+            if number and number.isdigit() and not low <= int(number) <= high:
+                raise ScheduleError(
+                    f"schedule {text!r}: {name} {int(number)} out of range {low}-{high}"
+                )
+        if match[3] is not None and int(match[3]) == 0:
+            raise ScheduleError(f"schedule {text!r}: {name} step /0 (a step is at least 1)")
+
+
+_RATE_UNITS = {"minute": 1, "hour": 60, "day": 1440}
+_RATE_HINT = (
+    "apix reads a rate as a cron on the clock, so its interval must divide an hour (1, 2, 3, 4, "
+    "5, 6, 10, 12, 15, 20 or 30 minutes) or a day (1, 2, 3, 4, 6, 8 or 12 hours, or 1 day); "
+    "for other times write a cron expression, e.g. '0 */2 * * *' (every 2 hours on the hour)"
+)
+
+
+def _from_rate(text: str, body: str) -> str:
+    """``rate(N unit)`` as the 5-field cron with that interval, aligned on the clock."""
+    match = re.fullmatch(r"\s*(-?\d+)\s+([A-Za-z]+)\s*", body)
+    unit = match[2].lower().removesuffix("s") if match else ""
+    if match is None or unit not in _RATE_UNITS:
+        raise ScheduleError(
+            f"schedule {text!r}: write rate(N minutes|hours|days), e.g. 'rate(5 minutes)' or "
+            "'rate(1 hour)'"
+        )
+    n = int(match[1])
+    if n < 1:
+        raise ScheduleError(f"schedule {text!r}: a rate's value must be at least 1")
+    minutes = n * _RATE_UNITS[unit]
+    if minutes == 1:
+        return "* * * * *"
+    if minutes < 60 and 60 % minutes == 0:
+        return f"*/{minutes} * * * *"
+    if minutes == 1440:
+        return "0 0 * * *"
+    if minutes % 60 == 0 and 24 % (minutes // 60) == 0:
+        hours = minutes // 60
+        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+    raise ScheduleError(f"schedule {text!r} has no exact cron equivalent: {_RATE_HINT}")
+
+
+def _from_eventbridge_cron(text: str, body: str) -> str:
+    """EventBridge ``cron(min hour dom month dow year)`` as the 5-field cron it denotes."""
+    parts = body.split()
+    if len(parts) != 6:
+        raise ScheduleError(
+            f"schedule {text!r} has {len(parts)} fields: an EventBridge cron has 6 "
+            "(minute hour day-of-month month day-of-week year), e.g. 'cron(0 9 ? * MON-FRI *)'"
+        )
+    minute, hour, day, month, weekday, year = parts
+    if year != "*":
+        raise ScheduleError(
+            f"schedule {text!r}: the year field must be '*' (apix schedules repeat every year)"
+        )
+    day = "*" if day == "?" else day
+    weekday = "*" if weekday == "?" else weekday
+    if day != "*" and weekday != "*":
+        raise ScheduleError(
+            f"schedule {text!r}: give a day of month or a day of week, and '?' for the other"
+        )
+    return " ".join((minute, hour, day, month, _from_eventbridge_weekday(text, weekday)))
+
+
+def _from_eventbridge_weekday(text: str, value: str) -> str:
+    """EventBridge's days of week 1-7 = SUN-SAT as cron's 0-6; names and ``#n`` kept."""
+    if value == "*":
+        return value
+
+    def shift(match: re.Match[str]) -> str:
+        day = int(match[0])
+        if not 1 <= day <= 7:
+            raise ScheduleError(
+                f"schedule {text!r}: EventBridge day of week {day} out of range 1-7 (SUN-SAT)"
+            )
+        return str(day - 1)
+
+    terms = []
+    for term in value.split(","):
+        head, sep, step = term.partition("/")
+        head = re.sub(r"(?<![#\d])\d+", shift, head)  # not the n of "#n"
+        terms.append(head + sep + step)
+    return ",".join(terms)
 
 
 def _zero_based_step(value: str, first: str) -> str:

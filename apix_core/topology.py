@@ -77,9 +77,12 @@ class Topology:
     def mermaid(self) -> str:
         """The topology as a Mermaid flowchart.
 
-        Node ids are the names when those are plain words (``q_orders``, ``p_normalize``); other
-        names get a stable hash suffix, so ``a-b`` and ``a.b`` stay two nodes. Labels are
-        escaped (``"`` → ``#quot;``).
+        Every node id is a kind prefix and the name — ``q_`` queue, ``p_`` processor, ``t_``
+        its schedule, ``h_`` its HTTP route (``q_orders``, ``p_normalize``, ``t_normalize``) —
+        so a queue and a processor of the same name stay two nodes; a name that is not a plain
+        word gets a stable hash suffix, so ``a-b`` and ``a.b`` stay two nodes too. Ids are only
+        ``[A-Za-z0-9_]``, starting with a letter (never a Mermaid keyword such as ``end``).
+        Labels are escaped (``"`` → ``#quot;``).
         """
         lines = ["flowchart LR"]
 
@@ -94,9 +97,11 @@ class Topology:
             if spec.consumes:
                 lines.append(f"    {qid(spec.consumes)} --> {pid}")
             elif spec.schedule:
-                lines.append(f'    t_{pid}(["⏱ {_mermaid_label(spec.schedule)}"]) --> {pid}')
+                tid = _mermaid_id("t_", spec.name)
+                lines.append(f'    {tid}(["⏱ {_mermaid_label(spec.schedule)}"]) --> {pid}')
             elif spec.route:
-                lines.append(f'    h_{pid}(["{_mermaid_label(str(spec.route))}"]) --> {pid}')
+                hid = _mermaid_id("h_", spec.name)
+                lines.append(f'    {hid}(["{_mermaid_label(str(spec.route))}"]) --> {pid}')
             for q in spec.produces:
                 lines.append(f"    {pid} --> {qid(q)}")
         return "\n".join(lines)

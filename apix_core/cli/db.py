@@ -114,11 +114,15 @@ def db_prune(
         bool, typer.Option("--keep-errors", help="Keep every processing error.")
     ] = False,
 ) -> None:
-    """Delete expired idempotency records, sent outbox rows, old transitions and errors.
+    """Delete expired idempotency records, sent outbox rows, old transitions and errors, and
+    replayed dead letters.
 
-    Live rows are never touched: unsent outbox rows, dead letters not yet replayed, and
-    idempotency records younger than the safety floor (14 days).
+    Each database is pruned of what it holds: the store of its metadata, a separate queue
+    database (the local transport's, ``.apix/queues.db``) of its replayed dead letters only.
+    Live rows are never touched: unsent outbox rows, queued messages, dead letters not yet
+    replayed, and idempotency records younger than the safety floor (14 days).
     """
+    from dataclasses import replace
     from datetime import timedelta
 
     from apix_core.store.database import Database
@@ -126,28 +130,56 @@ def db_prune(
 
     settings = Settings.from_env()
     age = timedelta(seconds=parse_duration(older_than))
-    policy = RetentionPolicy(
+    store_policy = RetentionPolicy(
         # A redelivery can arrive up to 14 days late (SQS retention): never prune younger claims.
         idempotency=max(age, MIN_IDEMPOTENCY_AGE),
         state_transitions=False if keep_transitions else None,
         processing_errors=False if keep_errors else None,
     )
-
-    async def go() -> list[tuple[str, dict[str, int]]]:
-        out: list[tuple[str, dict[str, int]]] = []
-        for url in _db_urls():
-            db = Database(url, timeout=settings.db_timeout)
-            try:
-                report = await prune(db, older_than=age, batch_size=batch_size, policy=policy)
-                out.append((db.safe_url, report.deleted))
-            finally:
-                await db.dispose()
-        return out
+    # The migrations create every table in either database, so "what it holds" comes from the
+    # role of the database, not from its tables: the store's dead-letter table is unused when
+    # the queues live elsewhere, and a queue database's store tables are always empty.
+    roles: list[tuple[str, str, RetentionPolicy]] = []
+    if settings.queue_url == settings.database_url:
+        roles.append(("store and queue database", settings.database_url, store_policy))
+    else:
+        roles.append(
+            ("store", settings.database_url, replace(store_policy, replayed_dead_letters=False))
+        )
+        queue_only = RetentionPolicy(
+            idempotency=False, sent_outbox=False, state_transitions=False, processing_errors=False
+        )
+        roles.append(("queue database", settings.queue_url, queue_only))
 
     out = console()
-    for url, deleted in arun(go()):
+    present = []
+    for role, url, policy in roles:
+        missing = missing_sqlite_file(url)
+        if missing is None:
+            present.append((role, url, policy))
+        else:
+            out.print(f"no {role} at {escape(str(missing))}: nothing to prune")
+
+    async def go() -> list[tuple[str, str, dict[str, int] | None]]:
+        done: list[tuple[str, str, dict[str, int] | None]] = []
+        for role, url, policy in present:
+            db = Database(url, timeout=settings.db_timeout)
+            try:
+                if await db.current_revision() is None:
+                    done.append((role, db.safe_url, None))
+                    continue
+                report = await prune(db, older_than=age, batch_size=batch_size, policy=policy)
+                done.append((role, db.safe_url, report.deleted))
+            finally:
+                await db.dispose()
+        return done
+
+    for role, url, deleted in arun(go()):
+        if deleted is None:
+            out.print(f"{role} {escape(url)} has no apix tables (`apix db upgrade` creates them)")
+            continue
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(deleted.items())) or "nothing"
-        out.print(f"[green]pruned[/] {escape(url)} — {parts}")
+        out.print(f"[green]pruned[/] {role} {escape(url)} — {parts}")
 
 
 def register(app: typer.Typer) -> None:

@@ -260,9 +260,11 @@ def dlq_replay(
     replay_all: Annotated[
         bool, typer.Option("--all", help="Replay every dead letter not replayed yet.")
     ] = False,
-    queue: Annotated[
-        str | None, typer.Option("--queue", "-q", help="With --all: only this queue.")
-    ] = None,
+    queue: QueueFilter = None,
+    processor: ProcessorFilter = None,
+    tenant: TenantFilter = None,
+    code: CodeFilter = None,
+    since: SinceFilter = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replay a dead letter that was replayed already.")
     ] = False,
@@ -270,12 +272,19 @@ def dlq_replay(
     transport_url: TransportOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send dead letters back to their queue (run the app again to process them)."""
+    """Send dead letters back to their queue (run the app again to process them).
+
+    With ``--all``, the filters of ``list`` and ``purge`` (``--queue``, ``--processor``,
+    ``--tenant``, ``--code``, ``--since``) narrow what is replayed."""
     use_transport(transport_url)
     if replay_all == (dead_letter_id is not None):
         raise ConfigurationError("give a dead-letter id, or --all (not both)")
-    if queue and not replay_all:
-        raise ConfigurationError("--queue only goes with --all")
+    filters = _filters(queue, processor, tenant, code, since)
+    if filters.given and not replay_all:
+        given = [f"--{k}" for k, v in filters.document().items() if v is not None]
+        raise ConfigurationError(
+            f"{', '.join(given)} only go(es) with --all: a dead-letter id names one already"
+        )
 
     async def go() -> list[tuple[str, str, str]]:
         async with transport(app_path) as raw:
@@ -290,8 +299,23 @@ def dlq_replay(
                 await opened.replay_dead_letter(dead_letter_id)
                 return [(record.id, record.queue, record.message_id)]
             done: list[tuple[str, str, str]] = []
-            # Page until no unreplayed record is left; replayed ones are skipped, not re-sent.
             limit = 1000
+            rich = _filtering(opened, filters)
+            if rich is not None:
+                # Replayed records stay listed, so paging by offset reaches the older ones.
+                offset = 0
+                while True:
+                    records = await rich.list_dead_letters(
+                        filters.queue, limit=limit, offset=offset, **filters.kwargs()
+                    )
+                    for r in records:
+                        if r.replayed_at is None:
+                            await rich.replay_dead_letter(r.id)
+                            done.append((r.id, r.queue, r.message_id))
+                    if len(records) < limit:
+                        return done
+                    offset += limit
+            # Page until no unreplayed record is left; replayed ones are skipped, not re-sent.
             records = await opened.list_dead_letters(queue, limit=limit)
             while True:
                 pending = [r for r in records if r.replayed_at is None]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -144,7 +144,7 @@ def load_chain_yaml(source: str | Path, *, check_extractors: bool = True) -> Cha
     if check_extractors:
         for i, step in enumerate(chain.extractors):
             try:
-                resolve_extractor(step.extractor)
+                cls = resolve_extractor(step.extractor)
             except ConfigurationError as exc:
                 key_name = (
                     "extractor" if "extractor" in data["extractors"][i] else "extractor_class"
@@ -156,7 +156,23 @@ def load_chain_yaml(source: str | Path, *, check_extractors: bool = True) -> Cha
                     key=f"extractors.{i}.{key_name}",
                     value=step.extractor,
                 ) from None
+            if cls.config_model is not None and step.config is not None:
+                # The step's own config, with its file and line like the chain's keys.
+                parse_config(
+                    cls.config_model,
+                    step.config,
+                    where=f"extractors.{i}.config",
+                    source=where,
+                    line_of=_lines_under(root, ["extractors", i, "config"]),
+                )
     return chain
+
+
+def _lines_under(root: Any, base: list[Any]) -> Callable[[list[Any]], int | None]:
+    """A location under ``base`` → its line in the YAML of ``root``."""
+    from apix_core.extract.yaml_files import line_of
+
+    return lambda loc: line_of(root, [*base, *loc])
 
 
 #: A step key's other spelling (the seed design's), as the YAML may have written it.

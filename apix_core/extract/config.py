@@ -10,6 +10,7 @@ they print as ``**********`` in reprs, logs and errors.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -271,36 +272,57 @@ class ExtractorConfig(_Config):
 C = TypeVar("C", bound=BaseModel)
 
 
-def parse_config(model: type[C], data: Any, *, where: str = "") -> C:
-    """``data`` (a mapping or an instance) validated as ``model``; an error names key and value."""
+def parse_config(
+    model: type[C],
+    data: Any,
+    *,
+    where: str = "",
+    source: str = "",
+    line_of: Callable[[list[Any]], int | None] | None = None,
+) -> C:
+    """``data`` (a mapping or an instance) validated as ``model``; an error names key and value.
+
+    A config read from a file passes ``source`` (the file, or what the text was) and
+    ``line_of`` (a location in ``model`` → its line in the file), so a nested error names its
+    file and line as a top-level one does."""
     if isinstance(data, model):
         return data
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(model, exc, where) from None
+        raise _config_error(model, exc, where, source, line_of) from None
 
 
-def _config_error(model: type[BaseModel], exc: ValidationError, where: str) -> ExtractConfigError:
+def _config_error(
+    model: type[BaseModel],
+    exc: ValidationError,
+    where: str,
+    source: str = "",
+    line_of: Callable[[list[Any]], int | None] | None = None,
+) -> ExtractConfigError:
     lines = []
     first_key, first_value = "", None
     for i, err in enumerate(exc.errors(include_url=False)):
-        loc = [str(p) for p in err["loc"] if not _is_union_tag(p)]
+        raw_loc = [p for p in err["loc"] if not _is_union_tag(p)]
+        loc = [str(p) for p in raw_loc]
         key = ".".join(([where] if where else []) + loc) or (where or model.__name__)
+        line_no = line_of(raw_loc) if line_of is not None else None
+        at = f" (line {line_no})" if line_no else ""
         value = err.get("input")
         shown = "<secret>" if _looks_secret(key) else _short(value)
         if err["type"] == "missing":
-            lines.append(f"{key}: required and missing")
+            lines.append(f"{key}{at}: required and missing")
         elif err["type"] == "extra_forbidden":
             # Never the value: a misspelled secret key ("tokn") must not print the secret.
             hint = _did_you_mean(model, loc)
-            lines.append(f"{key}: unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
+            also = f" (did you mean {hint!r}?)" if hint else ""
+            lines.append(f"{key}{at}: unknown key{also}")
         else:
-            lines.append(f"{key}: {err['msg']} (got {shown})")
+            lines.append(f"{key}{at}: {err['msg']} (got {shown})")
         if i == 0:
             hidden = _looks_secret(key) or err["type"] == "extra_forbidden"
             first_key, first_value = key, None if hidden else value
-    title = f"invalid {model.__name__}"
+    title = f"{source}: invalid {model.__name__}" if source else f"invalid {model.__name__}"
     return ExtractConfigError(f"{title}: " + "; ".join(lines), key=first_key, value=first_value)
 
 

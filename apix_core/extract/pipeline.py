@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from apix_core.errors import ConfigurationError, ProcessorContextError, TransientError
 from apix_core.extract.base import (
@@ -41,7 +41,7 @@ from apix_core.extract.exceptions import ExtractConfigError, ExtractError
 from apix_core.extract.incremental import Incremental, IncrementalRun
 from apix_core.extract.outputs.buffered import BufferedOutput
 from apix_core.extract.watermarks import DEFAULT_KEY, SqlWatermarks, Watermark, WatermarkStore
-from apix_core.extract.yaml_files import raise_invalid, read_yaml
+from apix_core.extract.yaml_files import line_of, raise_invalid, read_yaml
 from apix_core.hashing import content_hash, deterministic_id
 
 if TYPE_CHECKING:
@@ -125,6 +125,34 @@ class PipelineConfig(BaseModel):
     output: OutputSection
     watermark: WatermarkConfig | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: The YAML it was read from (file or "pipeline", root node), so that the extractor's and
+    #: output's own configs, checked at registration, name their file and line too.
+    _yaml: tuple[str, Any] | None = PrivateAttr(default=None)
+
+    def locate(self, section: str) -> tuple[str, Callable[[list[Any]], int | None] | None]:
+        """``(source, line_of)`` for :func:`parse_config` of ``section`` (``extractor`` or
+        ``output``): a location in the section's config model → its line in the YAML."""
+        if self._yaml is None:
+            return "", None
+        where, root = self._yaml
+        if section == "output":
+            return where, lambda loc: line_of(root, ["output", "config", *loc])
+        written = self.extractor.config or {}
+        # The HTTP extractor's shorthands, written inline (see ExtractorSection.settings).
+        shorthand = {
+            "batch.batch_size": "batch_size",
+            "rate_limit.max_concurrent": "max_concurrent",
+        }
+
+        def extractor_line(loc: list[Any]) -> int | None:
+            short = shorthand.get(".".join(map(str, loc[:2])))
+            if short and short in (self.extractor.model_extra or {}):
+                return line_of(root, ["extractor", short])
+            if loc and loc[0] in written:
+                return line_of(root, ["extractor", "config", *loc])
+            return line_of(root, ["extractor", *loc])
+
+        return where, extractor_line
 
 
 def load_pipeline_yaml(source: str | Path) -> PipelineConfig:
@@ -132,9 +160,11 @@ def load_pipeline_yaml(source: str | Path) -> PipelineConfig:
     raises :class:`ExtractConfigError` naming the key, the value and its line."""
     where, root, data = read_yaml(source, "pipeline", "pipeline_id, extractor and output")
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise_invalid(exc, root, where, "pipeline", model=PipelineConfig)
+    config._yaml = (where, root)
+    return config
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -308,7 +338,10 @@ class PipelineManager:
             settings = section.settings()
             cls = ExtractorFactory.get(section.kind)  # fails at registration on a bad name
             if cls.config_model is not None:
-                parse_config(cls.config_model, settings, where="extractor")
+                source, lines = cfg.locate("extractor")
+                parse_config(
+                    cls.config_model, settings, where="extractor", source=source, line_of=lines
+                )
 
             def make_extractor() -> BaseExtractor:
                 # The store, for extractors that keep tokens there (OAuth2 via ApiTokenService).
@@ -330,7 +363,14 @@ class PipelineManager:
                 out_cfg.pop("format", None)  # `type: json` + `format:` chose the kind
             out_cls = OutputFactory.get(kind)
             if out_cls.config_model is not None:
-                parse_config(out_cls.config_model, out_cfg, where="output.config")
+                source, lines = cfg.locate("output")
+                parse_config(
+                    out_cls.config_model,
+                    out_cfg,
+                    where="output.config",
+                    source=source,
+                    line_of=lines,
+                )
             make_output: OutputBuilder = _output_builder(kind, out_cfg)
         elif isinstance(output, BaseOutput):
             instance_out = output
@@ -546,8 +586,9 @@ class PipelineManager:
                 result.records_extracted += len(batch)
                 kept = run.filter(batch) if run is not None else batch
                 if isinstance(output, BufferedOutput):
-                    if output.add(kept):
-                        result.output = result.output.merge(await output.flush())
+                    # Batches run across pages (a page may end one batch and start the next);
+                    # a checkpoint needs every record up to a page's end to be written.
+                    result.output = result.output.merge(await output.feed(kept))
                     flushed = output.pending_records == 0
                 else:
                     if kept:

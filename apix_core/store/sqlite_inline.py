@@ -14,9 +14,26 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
 from typing import Any
 
 _BUSY_MESSAGES = ("database is locked", "database table is locked")
+
+
+def _adapt_date(value: date) -> str:
+    return value.isoformat()
+
+
+def _adapt_datetime(value: datetime) -> str:
+    return value.isoformat(" ")
+
+
+# Python 3.12 deprecates sqlite3's default date/datetime adapters (a DeprecationWarning on
+# every statement binding one: SQLAlchemy's typed columns convert first, raw SQL does not).
+# These are the same conversions, made explicit, so stored text is unchanged. apix never
+# opens connections with detect_types, so no converter is involved.
+sqlite3.register_adapter(date, _adapt_date)
+sqlite3.register_adapter(datetime, _adapt_datetime)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

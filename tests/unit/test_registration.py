@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -68,6 +69,41 @@ def test_mermaid_keeps_similar_names_apart_and_escapes_labels() -> None:
     assert _mermaid_label('say "hi" #1') == "say #quot;hi#quot; #35;1"
     # ids are stable across calls
     assert app.mermaid() == graph
+
+
+def test_mermaid_ids_are_kind_and_name_for_every_node() -> None:
+    # GIVEN queues and processors sharing names, a schedule and a route, plain and odd names
+    app = App("graph-ids")
+
+    @app.processor("orders", consumes="orders", produces=["end"])
+    def orders(message: Message) -> None:
+        return None
+
+    @app.processor("end", schedule="rate(5 minutes)", produces=["orders.v2"])
+    def end(message: Message) -> None:
+        return None
+
+    @app.processor("api-in", route="POST /orders/{order_id}", produces=["orders"])
+    def api(message: Message) -> None:
+        return None
+
+    # WHEN drawn
+    graph = app.mermaid()
+    lines = {line.strip() for line in graph.splitlines()[1:]}
+    ids = {i for line in lines for i in re.findall(r"^(\w+)|--> (\w+)$", line)[0] if i}
+
+    # THEN each node's id is its kind prefix and its name: same names, distinct nodes
+    assert "q_orders --> p_orders" in lines and "p_orders --> q_end" in lines
+    assert 't_end(["⏱ rate(5 minutes)"]) --> p_end' in lines
+    # an odd name keeps one hash suffix across its processor and trigger nodes
+    suffix = hashlib.sha256(b"api-in").hexdigest()[:8]
+    assert f'h_api_in_{suffix}(["POST /orders/{{order_id}}"]) --> p_api_in_{suffix}' in lines
+    assert f"p_api_in_{suffix} --> q_orders" in lines
+    # AND every id is safe for Mermaid: ASCII word characters, starting with a letter
+    assert {"q_orders", "p_orders", "q_end", "p_end", "t_end"} <= ids
+    for node_id in ids:
+        assert re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", node_id), node_id
+        assert node_id != "end"
 
 
 def test_message_type_names_are_case_insensitive() -> None:

@@ -103,12 +103,16 @@ class BufferedOutput(BaseOutput):
     async def write(self, records: list[Record]) -> OutputResult:
         """Write ``records`` now (durable on return), in output batches of the configured
         size."""
-        result = await self._feed(records)
+        result = await self.feed(records)
         return result.merge(await self.flush())
 
-    async def _feed(self, records: list[Record]) -> OutputResult:
-        """Buffer ``records``, flushing whenever a batch is due (a page larger than the room
-        left in the batch is split, so batches are exactly ``batch_size``)."""
+    async def feed(self, records: list[Record]) -> OutputResult:
+        """Buffer ``records``, flushing whenever a batch is due; what those flushes wrote.
+
+        Batches run across calls: a page larger than the room left in the batch is split and
+        a smaller one waits for the next, so every batch but the last holds exactly
+        ``batch_size`` records (unless ``max_batch_bytes`` or ``flush_interval`` comes first).
+        What is left stays buffered for :meth:`flush` or :meth:`close`."""
         result = OutputResult()
         start, total = 0, len(records)
         while start < total:
@@ -140,7 +144,7 @@ class BufferedOutput(BaseOutput):
                     pending = None
                     break
                 pending = None
-                result = result.merge(await self._feed(batch))
+                result = result.merge(await self.feed(batch))
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()

@@ -295,6 +295,31 @@ def test_a_schedule_with_seconds_is_refused() -> None:
         sam_template(app)
 
 
+def test_eventbridge_style_schedules_deploy_as_eventbridge_expressions() -> None:
+    # GIVEN schedules written as AWS users write them: rate() and EventBridge cron()
+    app = App("aws-style")
+
+    @app.processor(schedule="rate(5 minutes)")
+    def every5(message: Any, ctx: Any) -> None:
+        return None
+
+    @app.processor(schedule="cron(0 9 ? * MON-FRI *)")
+    def weekdays(message: Any, ctx: Any) -> None:
+        return None
+
+    # WHEN the template is generated
+    r = sam_template(app)["Resources"]
+
+    # THEN each becomes an EventBridge schedule firing when apix fires it locally
+    def schedule_of(logical_id: str) -> str:
+        event = r[logical_id]["Properties"]["Events"]["Schedule"]
+        assert event["Type"] == "Schedule"
+        return str(event["Properties"]["Schedule"])
+
+    assert schedule_of("FunctionEvery5") == "cron(0/5 * * * ? *)"
+    assert schedule_of("FunctionWeekdays") == "cron(0 9 ? * 2-6 *)"
+
+
 def test_customer_settings_are_applied() -> None:
     t = sam_template(
         _app(),

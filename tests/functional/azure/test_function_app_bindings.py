@@ -73,6 +73,21 @@ def test_one_function_per_processor_with_its_trigger_binding(tmp_path: Path) -> 
     assert http["$return"]["type"] == "http"
 
 
+def test_an_eventbridge_rate_schedule_becomes_an_ncrontab_timer(tmp_path: Path) -> None:
+    # GIVEN a schedule written as an AWS user writes it
+    app = App("azrate", database_url=f"sqlite+aiosqlite:///{tmp_path / 'apix.db'}")
+
+    @app.processor("every5", schedule="rate(5 minutes)")
+    async def every5(message: Message, ctx: ProcessorContext) -> None:
+        pass
+
+    # WHEN the Functions app is built
+    timer = bindings(functions_by_name(function_app(app))["every5"])["timer"]
+
+    # THEN the host gets the same interval as a 6-field NCRONTAB
+    assert (timer["type"], timer["schedule"]) == ("timerTrigger", "0 */5 * * * *")
+
+
 def test_signatures_name_exactly_the_binding_args(tmp_path: Path) -> None:
     # GIVEN the generated functions
     fns = functions_by_name(function_app(three_processor_app(tmp_path)))

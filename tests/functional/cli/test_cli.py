@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -418,3 +419,65 @@ def test_db_prune_reports_counts_and_keeps_live_rows(apix, write_app) -> None:
     bad = apix("db", "prune", "--older-than", "soon")
     assert bad.exit_code == 2
     assert "not a duration" in bad.output
+
+
+def test_db_prune_prunes_each_database_of_what_it_holds(apix, write_app, cli_env) -> None:
+    # GIVEN a dead letter that was replayed (its record lives with the queues)
+    app_file = write_app(
+        """
+        from apix_core import App, PermanentError
+        app = App("prune", tenant_id="t1")
+
+        @app.processor("a", consumes="in")
+        async def a(message, ctx):
+            raise PermanentError("bad")
+        """
+    )
+    assert apix("send", "in", '{"x": 1}', "--tenant", "t1").exit_code == 0
+    assert apix("run", str(app_file)).exit_code == 0
+    assert apix("dlq", "replay", "--all").exit_code == 0
+
+    # WHEN, a second later, pruning everything older than a second
+    time.sleep(1.1)
+    result = apix("db", "prune", "--older-than", "1s")
+
+    # THEN the replayed dead letter is gone, and each database reports only what it holds
+    assert result.exit_code == 0, result.output
+    lines = [" ".join(line.split()) for line in result.output.split("pruned ")[1:]]
+    if cli_env["APIX_QUEUE_URL"] == cli_env["APIX_DATABASE_URL"]:
+        (both,) = lines
+        assert both.startswith("store and queue database")
+        assert "replayed_dead_letters: 1" in both and "idempotency: 0" in both
+    else:
+        store, queues = lines
+        assert store.startswith("store ") and "queues.db" not in store
+        assert "idempotency: 0" in store and "replayed_dead_letters" not in store
+        assert queues.startswith("queue database ") and "queues.db" in queues
+        assert queues.endswith("— replayed_dead_letters: 1")
+    assert json.loads(apix("dlq", "list", "--json").output)["total"] == 0
+
+
+def test_db_prune_does_not_create_a_missing_sqlite_store(apix, tmp_path, monkeypatch) -> None:
+    # GIVEN SQLite files that do not exist (nothing ran yet)
+    store, queues = tmp_path / "none" / "apix.db", tmp_path / "none" / "queues.db"
+    monkeypatch.setenv("APIX_DATABASE_URL", f"sqlite+aiosqlite:///{store}")
+    monkeypatch.setenv("APIX_QUEUE_URL", f"sqlite+aiosqlite:///{queues}")
+
+    # WHEN pruning
+    result = apix("db", "prune")
+
+    # THEN it says there is nothing to prune, and creates nothing
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"no store at {store}: nothing to prune" in text
+    assert f"no queue database at {queues}: nothing to prune" in text
+    assert not store.exists() and not queues.exists()
+
+    # WHEN the files exist but were never migrated THEN it says how to create the tables
+    store.parent.mkdir()
+    store.touch()
+    queues.touch()
+    empty = " ".join(apix("db", "prune").output.split())
+    assert "store sqlite+aiosqlite:///" in empty
+    assert "has no apix tables (`apix db upgrade` creates them)" in empty
+    assert "pruned" not in empty

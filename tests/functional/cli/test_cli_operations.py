@@ -181,6 +181,36 @@ def test_dlq_list_counts_filters_delete_purge_and_replay_force(apix, write_app) 
     assert left["total"] == 1 and left["dead_letters"][0]["id"] == first_id
 
 
+def test_dlq_replay_all_takes_the_filters_of_list(apix, write_app) -> None:
+    # GIVEN four dead letters on two tenants
+    path = write_app(INBOX)
+    for n, tenant in ((1, "t1"), (2, "t1"), (3, "t2"), (4, "t2")):
+        apix("send", "inbox", json.dumps({"n": n, "bad": True}), "-t", tenant)
+    assert apix("run", str(path)).exit_code == 0
+
+    # WHEN only t2's are replayed, then t2's again, then a filter is given with an id
+    t2 = apix("dlq", "replay", "--all", "--tenant", "t2", "--json")
+    t2_again = apix("dlq", "replay", "--all", "-t", "t2", "--json")
+    listed = json.loads(apix("dlq", "list", "--json").output)["dead_letters"]
+    with_id = apix("dlq", "replay", listed[0]["id"], "--tenant", "t1")
+
+    # THEN exactly t2's two were replayed, once, and t1's still wait
+    assert t2.exit_code == 0, t2.output
+    replayed_ids = {d["id"] for d in json.loads(t2.output)["replayed"]}
+    assert replayed_ids == {d["id"] for d in listed if d["tenant_id"] == "t2"}
+    assert len(replayed_ids) == 2
+    assert json.loads(t2_again.output)["replayed"] == []
+    assert {d["tenant_id"] for d in listed if d["replayed_at"] is None} == {"t1"}
+    # AND a filter beside an id is a one-line error saying it goes with --all
+    assert with_id.exit_code == 2
+    assert "--tenant only go(es) with --all" in with_id.output
+
+    # WHEN the app runs again THEN t2's messages come back to it (and fail again as bad)
+    assert apix("run", str(path)).exit_code == 0
+    after = json.loads(apix("dlq", "list", "--tenant", "t2", "--json").output)
+    assert after["total"] == 4
+
+
 # -- item 13: --json for entities and errors ---------------------------------------------------
 def test_entities_and_errors_as_json(apix, write_app) -> None:
     # GIVEN an entity and one processing error

@@ -398,6 +398,35 @@ def _head() -> str:
     return head
 
 
+# Python 3.12 deprecates sqlite3's default datetime adapter; apix registers explicit ones.
+NO_DEFAULT_SQLITE_ADAPTER = pytest.mark.filterwarnings(
+    "error:The default date(time)? adapter is deprecated:DeprecationWarning"
+)
+
+
+@NO_DEFAULT_SQLITE_ADAPTER
+async def test_datetimes_in_raw_sql_keep_their_text_without_a_deprecation(backend: str) -> None:
+    if backend != "sqlite":
+        pytest.skip("sqlite3's adapters")
+    # GIVEN the embedded store's database, and datetimes bound to raw SQL (no column type)
+    db = Database("sqlite+aiosqlite:///:memory:")
+    aware = datetime(2026, 12, 1, 2, 3, 4, 5, tzinfo=UTC)
+    try:
+        # WHEN they are bound (on Python 3.12+ the default adapter would warn, here an error)
+        async with db.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.text("SELECT :aware, :naive, :day"),
+                    {"aware": aware, "naive": datetime(2026, 12, 1), "day": aware.date()},
+                )
+            ).one()
+    finally:
+        await db.dispose()
+    # THEN they are stored as the former default wrote them, so old rows still compare
+    assert tuple(row) == ("2026-12-01 02:03:04.000005+00:00", "2026-12-01 00:00:00", "2026-12-01")
+
+
+@NO_DEFAULT_SQLITE_ADAPTER
 def test_db_upgrade_from_0003_adds_the_state_table(
     empty_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,3 +103,29 @@ def test_duplicate_step_names_are_refused() -> None:
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ExtractConfigError, match="cannot read the chain file"):
         load_chain_yaml(tmp_path / "absent.yaml")
+
+
+def test_a_step_config_error_names_the_file_and_its_line(tmp_path: Path) -> None:
+    # GIVEN a chain file whose first step has a nested config error (a cursor path that is
+    # a number) and a misspelt key
+    path = tmp_path / "chain.yaml"
+    path.write_text(
+        GOOD.replace(
+            '    config: {base_url: "http://127.0.0.1:1", path: /pages, data_selector: data}\n',
+            "    config:\n"
+            "      base_url: http://127.0.0.1:1\n"
+            "      path: /pages\n"
+            "      pagination: {type: cursor, cursor_path: 5}\n"
+            "      data_selecter: data\n",
+        )
+    )
+
+    # WHEN it is loaded
+    with pytest.raises(ExtractConfigError) as info:
+        load_chain_yaml(path)
+
+    # THEN each problem is named with its key and line, after the file, as top-level ones are
+    message = str(info.value)
+    assert message.startswith(f"{path}: invalid ExtractorConfig: ")
+    assert "extractors.0.config.pagination.cursor_path (line 9): " in message
+    assert "extractors.0.config.data_selecter (line 10): unknown key" in message

@@ -124,6 +124,43 @@ async def test_a_deadline_cuts_a_run_which_the_next_runs_continue_exactly_once(
     assert items_api.requests <= 21 + (len(results) - 1) * 5
 
 
+@pytest.mark.parametrize("page_size", [10, 40])
+async def test_output_batches_run_across_pages(
+    items_api: Any, db: Database, tmp_path: Path, page_size: int
+) -> None:
+    # GIVEN 95 records, served in pages smaller (10) or larger (40) than the output batch (25)
+    items_api.add(0, 95)
+    out = tmp_path / "out"
+    manager = PipelineManager(database=db, tenant_id="acme")
+    manager.register_pipeline(
+        {
+            "pipeline_id": "batches",
+            "extractor": {
+                "base_url": items_api.base_url,
+                "path": "/items",
+                "data_selector": "data",
+                "pagination": {"type": "page_number", "page_size": page_size},
+            },
+            "output": {"type": "jsonl", "config": {"path": str(out), "batch": {"batch_size": 25}}},
+        }
+    )
+
+    # WHEN the pipeline runs to the end
+    result = await manager.execute_pipeline("batches")
+
+    # THEN every file but the last holds exactly batch_size records, whatever the page size,
+    # and the rest is flushed at the end, in order, each record once
+    files = sorted(out.rglob("*.jsonl"))
+    rows = [[json.loads(line)["id"] for line in f.read_text().splitlines()] for f in files]
+    assert [len(r) for r in rows] == [25, 25, 25, 20]
+    assert [i for r in rows for i in r] == list(range(95))
+    assert (result.status, result.records_written, result.output.batches_written) == (
+        "completed",
+        95,
+        4,
+    )
+
+
 async def test_pipeline_yaml_errors_name_the_key_and_line(tmp_path: Path) -> None:
     text = _yaml("http://127.0.0.1:1", tmp_path).replace(
         "  class: http\n", "  class: http\n  batchsize: 3\n"
@@ -151,6 +188,45 @@ async def test_pipeline_yaml_errors_name_the_key_and_line(tmp_path: Path) -> Non
     wm = "pipeline_id: x\nextractor: {}\noutput: {}\nwatermark:\n  field: ts\n  lookback: soon\n"
     with pytest.raises(ExtractConfigError, match=r"watermark\.lookback \(line 6\)"):
         load_pipeline_yaml(wm)
+
+
+def test_nested_config_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    # GIVEN a pipeline file whose extractor and output configs have nested errors: the
+    # extractor's keys inline, then under `config:`, then an output batch size below 1
+    text = _yaml("http://127.0.0.1:1", tmp_path / "out")
+    typo = text.replace(
+        "    page_size: 50\n", "    page_size: 50\n  paginator: {type: cursor, cursor_path: 5}\n"
+    )
+    inline = tmp_path / "inline.yaml"
+    inline.write_text(typo)
+    under_config = tmp_path / "config.yaml"
+    under_config.write_text(
+        "pipeline_id: x\n"
+        "extractor:\n"
+        "  class: http\n"
+        "  config:\n"
+        "    base_url: http://127.0.0.1:1\n"
+        "    pagination: {type: cursor, cursor_path: 5}\n"
+        "output: {type: jsonl, config: {path: out}}\n"
+    )
+    output = tmp_path / "output.yaml"
+    output.write_text(text.replace("      batch_size: 1000", "      batch_size: 0"))
+
+    # WHEN each is registered THEN the error starts with the file and names key and line
+    def error_of(path: Path) -> str:
+        with pytest.raises(ExtractConfigError) as info:
+            PipelineManager(tenant_id="acme").register_pipeline(path)
+        return str(info.value)
+
+    message = error_of(inline)
+    assert message.startswith(f"{inline}: invalid ExtractorConfig: ")
+    assert "extractor.paginator (line 14): unknown key (did you mean 'pagination'?)" in message
+    message = error_of(under_config)
+    assert message.startswith(f"{under_config}: invalid ExtractorConfig: ")
+    assert "extractor.pagination.cursor_path (line 6): Input should be a valid string" in message
+    message = error_of(output)
+    assert message.startswith(f"{output}: invalid JsonlOutputConfig: ")
+    assert "output.config.batch.batch_size (line 21): Input should be greater than" in message
 
 
 async def test_an_interrupted_run_must_continue_with_its_own_inputs(
