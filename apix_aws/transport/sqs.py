@@ -111,6 +111,8 @@ _STRING = "String"
 #: hold dots, which SQS names cannot: on SQS they are ``apix-schedule-NAME``.
 _SCHEDULE_QUEUE = "apix.schedule."
 _SCHEDULE_SQS_QUEUE = "apix-schedule-"
+#: How ``ensure_queue`` and ``apix deploy aws`` name a queue's dead-letter queue.
+_DEAD_LETTER_SUFFIXES = ("-dlq", "-dlq.fifo")
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}")
 _ATTRIBUTE_NAME = re.compile(
     r"(?!aws\.|amazon\.)(?!.*\.\.)[A-Za-z0-9_-][A-Za-z0-9_.-]{0,255}", re.I
@@ -758,7 +760,11 @@ class SqsTransport(QueueTransport):
 
     async def queues(self) -> list[str]:
         """apix names of the SQS queues that carry this transport's prefix."""
-        names: list[str] = []
+        return sorted(name for name, _ in await self._listed())
+
+    async def _listed(self) -> list[tuple[str, str]]:
+        """(apix name, URL) of the SQS queues that carry this transport's prefix."""
+        found: list[tuple[str, str]] = []
         kwargs: dict[str, Any] = {"MaxResults": 1000}
         if self.queue_prefix:
             kwargs["QueueNamePrefix"] = self.queue_prefix
@@ -767,11 +773,35 @@ class SqsTransport(QueueTransport):
             for url in response.get("QueueUrls") or ():
                 name = str(url).rsplit("/", 1)[-1]
                 if name.startswith(self.queue_prefix):
-                    names.append(_apix_name(name[len(self.queue_prefix) :]))
+                    found.append((_apix_name(name[len(self.queue_prefix) :]), str(url)))
             token = response.get("NextToken")
             if not token:
-                return sorted(names)
+                return found
             kwargs["NextToken"] = token
+
+    async def dead_letter_queues(self) -> set[str]:
+        """apix names of this prefix's queues that receive dead letters: the
+        ``dead_letter_queue`` override, the queues named as :meth:`ensure_queue` names them
+        (``NAME-dlq``, ``NAME-dlq.fifo``) and the targets of the other queues'
+        ``RedrivePolicy``. No processor consumes them: ``apix dlq`` reads them."""
+        found: set[str] = set()
+        if self.dead_letter_queue:
+            found.add(self.dead_letter_queue)
+        for name, url in await self._listed():
+            if name.endswith(_DEAD_LETTER_SUFFIXES):
+                found.add(name)
+                continue
+            try:
+                attributes = await self._attributes(url)
+            except SqsRequestRejectedError as exc:
+                if exc.aws_code in _NOT_FOUND_CODES:
+                    continue  # deleted since it was listed
+                raise
+            target = _redrive_target(attributes.get("RedrivePolicy"))
+            sqs_target = target.rsplit(":", 1)[-1] if target else ""
+            if sqs_target and sqs_target.startswith(self.queue_prefix):
+                found.add(_apix_name(sqs_target[len(self.queue_prefix) :]))
+        return found
 
     async def ensure_queue(
         self,

@@ -290,6 +290,27 @@ def use_transport(given: str | None) -> None:
     os.environ[QUEUE_URL_ENV] = url
 
 
+def transport_option(given: str | None) -> str:
+    """`` --transport VALUE`` to repeat in a command apix suggests (its password masked), or
+    ``""`` when ``--transport`` was not given (the environment still applies)."""
+    if given is None:
+        return ""
+    import shlex
+
+    return f" --transport {shlex.quote(masked_url(given.strip()))}"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (if any) as ``***``, fit to print."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
 def resolve_tenant(given: str | None) -> str:
     """``--tenant``, else ``APIX_TENANT_ID``, else a :class:`ConfigurationError`."""
     if given:

@@ -8,7 +8,7 @@ import sys
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol, runtime_checkable
 
 import typer
 
@@ -22,6 +22,7 @@ from apix_core.cli._common import (
     console,
     escape,
     handle_errors,
+    transport_option,
     use_transport,
 )
 from apix_core.cli.serve import FastRetries
@@ -33,12 +34,20 @@ if TYPE_CHECKING:
 
     from apix_core.app import App
     from apix_core.runtime import RunStats
+    from apix_core.transport.base import Producer
 
 
-def _progress_table(app: App, stats: RunStats) -> Table:
+@runtime_checkable
+class DeadLetterQueues(Protocol):
+    """A transport whose dead letters sit on queues of its own (SQS): which queues those are."""
+
+    async def dead_letter_queues(self) -> set[str]: ...
+
+
+def _progress_table(app: App, stats: RunStats, command: str = "run") -> Table:
     from rich.table import Table
 
-    table = Table(title=f"apix run: {app.name}", title_justify="left")
+    table = Table(title=f"apix {command}: {app.name}", title_justify="left")
     for col in ("queue", "processor"):
         table.add_column(col)
     for col in ("completed", "duplicates", "retried", "dead-lettered", "depth"):
@@ -64,13 +73,14 @@ def _progress_table(app: App, stats: RunStats) -> Table:
 
 @dataclass
 class RunEnd:
-    """How a run ended: the stats, how long it took, why it stopped, and the queues that hold
-    messages no processor of the app consumes."""
+    """How a run ended: the stats, how long it took, why it stopped, the queues that hold
+    messages no processor of the app consumes, and the transport it ran on (closed)."""
 
     stats: RunStats
     elapsed: float
     interrupted: bool = False
     stranded: dict[str, int] = field(default_factory=dict)
+    transport: Producer | None = None
 
 
 def _summary(
@@ -109,6 +119,7 @@ async def _run_app(
     max_seconds: float | None,
     schedules: bool,
     console: Console,
+    command: str = "run",
 ) -> RunEnd:
     import asyncio
 
@@ -122,7 +133,7 @@ async def _run_app(
 
     def progress(stats: RunStats) -> None:
         if live is not None:
-            live.update(_progress_table(app, stats))
+            live.update(_progress_table(app, stats, command))
 
     runner = LocalRunner(
         app,
@@ -159,15 +170,17 @@ async def _run_app(
         elapsed = time.monotonic() - started
         stranded = await stranded_queues(app)
     finally:
+        used = app.transport  # App.close forgets it; the hints ask what it can do
         for sig in installed:
             loop.remove_signal_handler(sig)
         await app.close()
-    return RunEnd(stats, elapsed, interrupted, stranded)
+    return RunEnd(stats, elapsed, interrupted, stranded, used)
 
 
 async def stranded_queues(app: App) -> dict[str, int]:
     """Queues of the app's transport that hold messages no processor of ``app`` consumes
-    (name → messages), when the transport can list its queues (:class:`QueueAdmin`)."""
+    (name → messages), when the transport can list its queues (:class:`QueueAdmin`).
+    Dead-letter queues are no such queues: their messages are read with ``apix dlq``."""
     from apix_core.transport.base import QueueAdmin
 
     transport = app.transport
@@ -179,7 +192,35 @@ async def stranded_queues(app: App) -> dict[str, int]:
             total = (await transport.depth(queue)).total
             if total:
                 found[queue] = total
+    if found and isinstance(transport, DeadLetterQueues):
+        dead = await transport.dead_letter_queues()
+        found = {q: n for q, n in found.items() if q not in dead}
     return found
+
+
+def _dead_letter_hint(transport: Producer | None, again: str) -> str:
+    """What to do about dead letters, with commands ``transport`` supports."""
+    from apix_core.transport.base import DeadLetterAdmin
+
+    if isinstance(transport, DeadLetterAdmin):
+        return f"inspect with `apix dlq list{again}`, replay with `apix dlq replay ID{again}`"
+    return f"{_the(transport)} keeps them: read them with the queue service's own tools"
+
+
+def _the(transport: Producer | None) -> str:
+    return f"the {transport.name} transport" if transport is not None else "this transport"
+
+
+def _stranded_hint(transport: Producer | None, queue: str, again: str) -> str:
+    """What to do about messages on ``queue``, with commands ``transport`` supports."""
+    from apix_core.cli.queues import QueueInspector
+
+    if isinstance(transport, QueueInspector):
+        return (
+            f"inspect with `apix queues peek {queue}{again}`, "
+            f"drop with `apix queues purge {queue}{again}`"
+        )
+    return f"{_the(transport)} cannot peek at or purge a queue: use the queue service's own tools"
 
 
 def _run_command(
@@ -192,6 +233,7 @@ def _run_command(
     log_level: str | None,
     fast_retries: bool = False,
     transport: str | None = None,
+    command: str = "run",
 ) -> None:
     from apix_core.cli.loader import load_app
 
@@ -204,25 +246,36 @@ def _run_command(
     app = load_app(target)
     out = console()
     end = arun(
-        _run_app(app, forever=forever, max_seconds=max_seconds, schedules=schedules, console=out)
+        _run_app(
+            app,
+            forever=forever,
+            max_seconds=max_seconds,
+            schedules=schedules,
+            console=out,
+            command=command,
+        )
     )
     stats = end.stats
     drained = all(d.total == 0 for d in stats.depths.values())
     if not out.is_terminal:
-        out.print(_progress_table(app, stats))
+        out.print(_progress_table(app, stats, command))
     out.print(
         _summary(stats, end.elapsed, drained, interrupted=end.interrupted, max_seconds=max_seconds)
     )
+    # The commands suggested name the transport this run used, as --transport gave it.
+    again = transport_option(transport)
     if stats.dead_lettered:
+        hint = _dead_letter_hint(end.transport, again)
         out.print(
-            f"[yellow]{stats.dead_lettered} message(s) dead-lettered: "
-            "inspect with `apix dlq list`, replay with `apix dlq replay`[/]"
+            f"[yellow]{stats.dead_lettered} message(s) dead-lettered: {escape(hint)}[/]",
+            soft_wrap=True,
         )
     for queue, count in sorted(end.stranded.items()):
+        hint = _stranded_hint(end.transport, queue, again)
         out.print(
             f"[yellow]{count} message(s) on queue {escape(queue)}, which no processor of "
-            f"{escape(app.name)} consumes: inspect with `apix queues peek {escape(queue)}`, "
-            f"drop with `apix queues purge {escape(queue)}`[/]"
+            f"{escape(app.name)} consumes: {escape(hint)}[/]",
+            soft_wrap=True,
         )
     if strict and (stats.dead_lettered or not drained or end.stranded):
         raise typer.Exit(1)
@@ -288,6 +341,7 @@ def worker(
         log_level=log_level,
         fast_retries=fast_retries,
         transport=transport,
+        command="worker",
     )
 
 

@@ -13,13 +13,16 @@ import typer
 from apix_core.cli._common import (
     ApixCommand,
     TenantOpt,
+    TransportOpt,
     arun,
     console,
     escape,
     handle_errors,
     json_object,
+    masked_url,
     resolve_tenant,
     transport,
+    use_transport,
 )
 from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import ConfigurationError, MalformedMessageError
@@ -76,12 +79,15 @@ def _file_payloads(path: Path) -> list[dict[str, Any]]:
 
 async def _send_bare(
     queue: str, payloads: list[dict[str, Any]], tenant_id: str, message_id: str | None
-) -> list[str]:
+) -> tuple[list[str], str]:
+    """Send on the transport of the environment; returns the ids and where they went."""
+    from apix_core.config import Settings
     from apix_core.message import Message
     from apix_core.transport.base import OutgoingMessage
 
     outgoing: list[OutgoingMessage] = []
     async with transport(None) as opened:
+        where = f"{opened.name} transport: {masked_url(Settings.from_env().queue_url)}"
         for payload in payloads:
             msg = Message(
                 message_id=message_id or str(uuid.uuid4()), tenant_id=tenant_id, payload=payload
@@ -93,7 +99,7 @@ async def _send_bare(
             )
         for start in range(0, len(outgoing), BATCH):
             await opened.send_batch(queue, outgoing[start : start + BATCH])
-    return [m.message_id for m in outgoing]
+    return [m.message_id for m in outgoing], where
 
 
 async def _send_app(
@@ -102,7 +108,8 @@ async def _send_app(
     payloads: list[dict[str, Any]],
     tenant_id: str | None,
     message_id: str | None,
-) -> list[str]:
+) -> tuple[list[str], str]:
+    """Send through the app at ``app_path``; returns the ids and where they went."""
     from apix_core.cli.loader import load_app
 
     app = load_app(app_path)
@@ -114,9 +121,12 @@ async def _send_app(
         )
     try:
         if len(payloads) == 1:
-            one = await app.send(queue, payloads[0], tenant_id=tenant_id, message_id=message_id)
-            return [one]
-        return await app.send_many(queue, payloads, tenant_id=tenant_id)
+            sent = [await app.send(queue, payloads[0], tenant_id=tenant_id, message_id=message_id)]
+        else:
+            sent = await app.send_many(queue, payloads, tenant_id=tenant_id)
+        # The app may bring a transport of its own: its name, not a URL, says which.
+        assert app.transport is not None
+        return sent, f"{app.transport.name} transport of {app.name}"
     finally:
         await app.close()
 
@@ -146,12 +156,14 @@ def send(
     message_id: Annotated[
         str | None, typer.Option("--message-id", help="Message id (the idempotency key).")
     ] = None,
+    transport_url: TransportOpt = None,
 ) -> None:
     """Put a message (an apix envelope) on a queue, or many from a JSONL file or stdin.
 
     Every line is validated before anything is sent: a bad line names its number and sends
-    nothing.
+    nothing. The last line says where the messages went: queue and transport.
     """
+    use_transport(transport_url)
     if (payload is None) == (file is None):
         raise ConfigurationError("give a payload (JSON, or - for stdin) or --file, not both")
     if file is not None:
@@ -166,18 +178,16 @@ def send(
     if tenant:
         tenant = resolve_tenant(tenant)  # validates the spelling before anything is opened
     if app_path:
-        sent = arun(_send_app(app_path, queue, payloads, tenant, message_id))
+        sent, where = arun(_send_app(app_path, queue, payloads, tenant, message_id))
     else:
-        sent = arun(_send_bare(queue, payloads, resolve_tenant(tenant), message_id))
+        sent, where = arun(_send_bare(queue, payloads, resolve_tenant(tenant), message_id))
         console(stderr=True).print(
             f"[yellow]note:[/] not checked that a processor consumes {escape(queue)} "
             "(pass --app app.py to check); unconsumed messages stay queued, see "
             "`apix queues list`"
         )
-    if len(sent) == 1:
-        console().print(f"sent [bold]{sent[0]}[/] to {escape(queue)}")
-    else:
-        console().print(f"sent [bold]{len(sent)}[/] messages to {escape(queue)}")
+    what = f"[bold]{escape(sent[0])}[/]" if len(sent) == 1 else f"[bold]{len(sent)}[/] messages"
+    console().print(f"sent {what} to {escape(queue)} ({escape(where)})", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

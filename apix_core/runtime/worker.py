@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 
 from apix_core.app import App
+from apix_core.errors import ApixError, ConfigurationError
 from apix_core.processing.gc_tuning import batch_gc
 from apix_core.processing.outcomes import OutcomeKind
 from apix_core.processor import ProcessorSpec
@@ -25,7 +26,11 @@ class QueueStats:
 
 
 class QueueWorker:
-    """Consumes one queue of an app."""
+    """Consumes one queue of an app.
+
+    :meth:`run` outlives failures a retry may fix, and ends with a
+    :class:`~apix_core.errors.ConfigurationError` (a queue that does not exist...), which no
+    retry fixes."""
 
     def __init__(
         self,
@@ -96,8 +101,22 @@ class QueueWorker:
         while not stop.is_set():
             try:
                 n = await self.run_once()
+            except ConfigurationError:
+                # A missing queue, no credentials...: the user's to fix, and no retry will. The
+                # error ends the worker, and its caller reports it (`apix` as one line).
+                raise
+            except ApixError as exc:
+                # A typed failure (a transport outage...) is not a bug: one line, no traceback;
+                # back off and retry.
+                _log.error(
+                    "worker iteration failed: %s",
+                    exc,
+                    extra={"queue": self.queue, "error_code": exc.code},
+                )
+                n = -1
             except Exception:
-                # A transport or database outage must not kill the worker: back off and retry.
+                # Anything else may be a bug: keep its traceback, but a database outage must
+                # not kill the worker either (back off and retry).
                 _log.exception("worker iteration failed", extra={"queue": self.queue})
                 n = -1
             if n > 0:

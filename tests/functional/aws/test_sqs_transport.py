@@ -152,6 +152,30 @@ async def test_redrive_policy_moves_a_message_to_the_dead_letter_queue(sqs: SqsT
     assert record.body == '{"k":1}'
 
 
+async def test_dead_letter_queues_by_name_and_by_redrive_policy(
+    sqs: SqsTransport, moto_endpoint: str
+) -> None:
+    # GIVEN a queue with its NAME-dlq, and a queue whose redrive policy targets "parking"
+    await sqs.ensure_queue("raw")
+    await sqs.ensure_queue("parking", dlq=False)
+    await sqs.ensure_queue("orders", dlq=False)
+    parking_arn = _raw_client(moto_endpoint).get_queue_attributes(
+        QueueUrl=await sqs.queue_url("parking"), AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    _raw_client(moto_endpoint).set_queue_attributes(
+        QueueUrl=await sqs.queue_url("orders"),
+        Attributes={
+            "RedrivePolicy": f'{{"deadLetterTargetArn": "{parking_arn}", "maxReceiveCount": "3"}}'
+        },
+    )
+
+    # WHEN the transport is asked which of its queues hold dead letters
+    found = await sqs.dead_letter_queues()
+
+    # THEN both dead-letter queues, by their apix names, and no other
+    assert found == {"raw-dlq", "parking"}
+
+
 async def test_dead_letter_list_show_and_replay(sqs: SqsTransport) -> None:
     # GIVEN a message that failed for good
     await sqs.ensure_queue("work")

@@ -360,10 +360,12 @@ def test_worker_runs_until_max_seconds(apix, write_app) -> None:
     # WHEN a worker runs with a time limit and no schedules
     result = apix("worker", str(path), "--max-seconds", "1", "--no-schedules")
 
-    # THEN it processed the message and stopped by itself
+    # THEN it processed the message and stopped by itself, under its own name
     assert result.exit_code == 0, result.output
     assert [r["n"] for r in _seen(path)] == [6]
     assert "2 completed" in result.output
+    assert "apix worker: cli-test" in result.output
+    assert "apix run:" not in result.output
 
 
 def test_run_schedule_without_tenant_is_a_clear_error(apix, write_app) -> None:
