@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -152,10 +152,15 @@ class Invoker:
     ) -> Coroutine[Any, Any, Invocation]:
         """Run the processor over ``message`` (await it); never raises for the processor's
         failures. A plain function handing back the coroutine: one frame less per message."""
-        if not traced:
-            # No SDK installed: pass the incoming trace context through unchanged.
-            return self._run(message, access, deadline, message.trace_context)
-        return self._run_in_span(message, access, deadline)
+        return self.runner(traced)(message, access, deadline)
+
+    def runner(
+        self, traced: bool
+    ) -> Callable[[Message, EntityAccess | None, float | None], Coroutine[Any, Any, Invocation]]:
+        """:meth:`invoke` for many messages (a batch): the coroutine function to call per
+        message, chosen once. Untraced (no SDK installed), the incoming trace context passes
+        through unchanged."""
+        return self._run_in_span if traced else self._run
 
     async def _run_in_span(
         self, message: Message, access: EntityAccess | None, deadline: float | None
@@ -185,9 +190,11 @@ class Invoker:
         message: Message,
         access: EntityAccess | None,
         deadline: float | None,
-        trace_context: dict[str, str],
+        trace_context: dict[str, str] | None = None,
     ) -> Invocation:
         start = time.perf_counter()
+        if trace_context is None:
+            trace_context = message.trace_context
         fields = {
             "tenant_id": message.tenant_id,
             "correlation_id": message.correlation_id,
