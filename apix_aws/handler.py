@@ -167,28 +167,34 @@ class _LambdaHandler:
             )
             _log.error(str(exc), extra={"processor": self.processor, "error_code": exc.code})
             return batch_response(_item_ids(records_raw))
-        records: list[sqs.SqsRecord] = []
+        deliveries: list[ReceivedMessage] = []
         unusable: list[tuple[object, MalformedEventError]] = []
+        parse = sqs.parse_delivery
         for raw in records_raw:
             try:
-                records.append(sqs.parse_record(queue, raw))
+                deliveries.append(parse(queue, raw))
             except MalformedEventError as exc:
                 # Without a messageId it cannot be reported (that fails the whole batch):
                 # it goes to the dead-letter queue instead, after the batch.
                 unusable.append((raw, exc))
+        accepted = records_raw
         if unusable:
+            skipped = {id(raw) for raw, _ in unusable}
+            accepted = [raw for raw in records_raw if id(raw) not in skipped]
             await self._dead_letter_unusable(queue, unusable)
-        if not records:
+        if not deliveries:
             return batch_response([])
         deadline = self._deadline(context)
         try:
             if sqs.is_fifo(event):
+                records = sqs.records_of(accepted, deliveries)
                 failed = await self._sqs_fifo(queue, records, deadline)
             else:
-                outcomes = await self._run([r.delivery for r in records], deadline)
+                outcomes = await self._run(deliveries, deadline)
                 failed = []  # the common case: Lambda deletes them all, no SQS call here
                 for o in outcomes:  # a loop, not all(<generator>): a few µs a batch less
                     if o.kind not in _NOTHING_TO_SETTLE:
+                        records = sqs.records_of(accepted, deliveries)
                         failed = await self._settler().settle(queue, records, outcomes)
                         break
         except Exception as exc:
@@ -196,7 +202,7 @@ class _LambdaHandler:
                 "SQS batch not processed; reporting every record for redelivery",
                 extra={"queue": queue, "error": redact_error_message(exc)},
             )
-            failed = [r.item_id for r in records]
+            failed = _item_ids(accepted)
         return batch_response(failed)
 
     async def _sqs_fifo(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +47,31 @@ def is_fifo(event: Mapping[str, Any]) -> bool:
 
 
 def parse_record(queue: str, record: object) -> SqsRecord:
+    """The delivery of one record, with the ``messageId`` and FIFO group it is reported by;
+    :class:`MalformedEventError` as :func:`parse_delivery`."""
+    delivery = parse_delivery(queue, record)
+    return record_of(record, delivery)  # type: ignore[arg-type]  # parse_delivery checked it
+
+
+def record_of(record: Mapping[str, Any], delivery: ReceivedMessage) -> SqsRecord:
+    """The :class:`SqsRecord` of a record :func:`parse_delivery` accepted (the slow paths:
+    settling failures, FIFO order)."""
+    system = record.get("attributes")
+    group = system.get("MessageGroupId") if isinstance(system, Mapping) else None
+    return SqsRecord(
+        delivery, record["messageId"], group if isinstance(group, str) and group else None
+    )
+
+
+def records_of(raw: Sequence[object], deliveries: Sequence[ReceivedMessage]) -> list[SqsRecord]:
+    """:func:`record_of` for each accepted record (``raw``: the accepted ones, in order)."""
+    return [record_of(r, d) for r, d in zip(raw, deliveries, strict=True)]  # type: ignore[arg-type]
+
+
+def parse_delivery(queue: str, record: object) -> ReceivedMessage:
     """The delivery of one record; :class:`MalformedEventError` when it has no ``messageId``
-    (it then cannot be reported: an unknown ``itemIdentifier`` fails the whole batch)."""
+    (it then cannot be reported: an unknown ``itemIdentifier`` fails the whole batch). The
+    warm path: no object but the delivery (see :func:`parse_record` for the rest)."""
     # ``type(...) is ...`` first: Lambda's events are plain JSON (dicts and strs), and the ABC
     # checks cost more than the rest of a well-formed record.
     if type(record) is not dict and not isinstance(record, Mapping):
@@ -73,29 +96,22 @@ def parse_record(queue: str, record: object) -> SqsRecord:
     attributes = _string_attributes(raw_attributes) if raw_attributes else {}
     message_id = attributes.pop(MESSAGE_ID_ATTRIBUTE, None) or item_id
     group = system.get("MessageGroupId")
-    if group is not None:
-        if isinstance(group, str) and group:
-            attributes.setdefault(GROUP_ATTRIBUTE, group)
-        else:
-            group = None
+    if group is not None and isinstance(group, str) and group:
+        attributes.setdefault(GROUP_ATTRIBUTE, group)
     receipt = get("receiptHandle")
     count = system.get("ApproximateReceiveCount")
     sent = system.get("SentTimestamp")
-    return SqsRecord(
-        ReceivedMessage(
-            queue=queue,
-            message_id=message_id,
-            body=body,
-            receipt=receipt if type(receipt) is str or isinstance(receipt, str) else "",
-            receive_count=1 if count == "1" else _count(count),  # "1": almost every delivery
-            attributes=attributes,
-            # AWS's form (epoch ms digits) inline: a call less per record.
-            enqueued_at=int(sent) / 1000
-            if type(sent) is str and sent.isascii() and sent.isdigit()
-            else _timestamp(sent),
-        ),
-        item_id,
-        group,
+    return ReceivedMessage(  # positional: keywords cost a little more per record
+        queue,
+        message_id,
+        body,
+        receipt if type(receipt) is str or isinstance(receipt, str) else "",
+        1 if count == "1" else _count(count),  # "1": almost every delivery
+        attributes,
+        # AWS's form (epoch ms digits) inline: a call less per record.
+        int(sent) / 1000
+        if type(sent) is str and sent.isascii() and sent.isdigit()
+        else _timestamp(sent),
     )
 
 

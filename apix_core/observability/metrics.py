@@ -104,13 +104,12 @@ def use_meter_provider(provider: Any) -> None:
     _instruments = None
 
 
-def _meter_provider() -> Any:
-    """The SDK meter provider to record with, or None (no SDK: skip the work entirely)."""
+def _meter_provider(otel_env: bool) -> Any:
+    """The SDK meter provider to record with, or None (no SDK: skip the work entirely).
+    ``otel_env``: ``OTEL_PYTHON_METER_PROVIDER`` is set (the API then loads that provider)."""
     if _explicit_provider is not None:
         return _explicit_provider
-    if "opentelemetry.metrics" not in sys.modules and not os.environ.get(
-        "OTEL_PYTHON_METER_PROVIDER"
-    ):
+    if not otel_env and "opentelemetry.metrics" not in sys.modules:
         return None  # nothing installed a provider: do not pay the API's import
     from opentelemetry import metrics
 
@@ -147,26 +146,42 @@ def _emf_namespace() -> str | None:
 def record_batch(processor: str, queue: str, outcomes: list[T], started: float) -> list[T]:
     """Record one batch's outcome counts and duration (``started``: ``time.perf_counter()``
     when it began); returns ``outcomes`` so the call site stays one expression. Never raises:
-    metrics must not fail a batch whose work is committed."""
-    if not outcomes:
+    metrics must not fail a batch whose work is committed. Reads the settings each call: a
+    handler keeps a :class:`BatchRecorder` instead."""
+    return BatchRecorder().record(processor, queue, outcomes, started)
+
+
+class BatchRecorder:
+    """:func:`record_batch` with the deployment's settings (``APIX_METRICS``, the OpenTelemetry
+    provider variable) read once, when a handler is made: ``os.environ`` costs µs a batch."""
+
+    __slots__ = ("_namespace", "_otel_env")
+
+    def __init__(self) -> None:
+        self._namespace = _emf_namespace()
+        self._otel_env = bool(os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
+
+    def record(self, processor: str, queue: str, outcomes: list[T], started: float) -> list[T]:
+        """See :func:`record_batch`."""
+        if not outcomes:
+            return outcomes
+        namespace = self._namespace
+        provider = _meter_provider(self._otel_env)
+        if namespace is None and provider is None:
+            return outcomes
+        try:
+            ms = (time.perf_counter() - started) * 1000
+            counts = outcome_counts(outcomes)
+            if provider is not None:
+                global _instruments
+                if _instruments is None or _instruments.provider is not provider:
+                    _instruments = _Instruments(provider)
+                _instruments.record(processor, queue, counts, ms)
+            if namespace is not None:
+                write_emf(namespace, processor, queue, counts, ms, len(outcomes))
+        except Exception:
+            _log.warning("could not record the batch's metrics", exc_info=True)
         return outcomes
-    namespace = _emf_namespace()
-    provider = _meter_provider()
-    if namespace is None and provider is None:
-        return outcomes
-    try:
-        ms = (time.perf_counter() - started) * 1000
-        counts = outcome_counts(outcomes)
-        if provider is not None:
-            global _instruments
-            if _instruments is None or _instruments.provider is not provider:
-                _instruments = _Instruments(provider)
-            _instruments.record(processor, queue, counts, ms)
-        if namespace is not None:
-            write_emf(namespace, processor, queue, counts, ms, len(outcomes))
-    except Exception:
-        _log.warning("could not record the batch's metrics", exc_info=True)
-    return outcomes
 
 
 def emf_document(

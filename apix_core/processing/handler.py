@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ from apix_core.errors import (
     redact_error_message,
 )
 from apix_core.message import Message
-from apix_core.observability.metrics import record_batch
+from apix_core.observability.metrics import BatchRecorder
 from apix_core.observability.tracing import tracing_enabled
 from apix_core.outbox.dispatcher import Dispatcher
 from apix_core.processing.gc_tuning import MIN_GC_BATCH, batch_gc
@@ -105,6 +105,7 @@ class ProcessorHandler:
         self.keep_answer: Callable[[Outcome | None], KeptAnswer | None] | None = None
         # Read once (deployment configuration): os.environ costs a few µs a batch.
         self._tracer_env = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
+        self._metrics = BatchRecorder()
 
     # -- public API -----------------------------------------------------------------------
     async def handle(
@@ -124,57 +125,33 @@ class ProcessorHandler:
         remaining time.
         """
         t0, q = time.perf_counter(), self.spec.consumes or self.name
+        record = self._metrics.record
         if len(deliveries) < MIN_GC_BATCH:
-            return record_batch(self.name, q, await self._handle_batch(deliveries, deadline), t0)
+            return record(self.name, q, await self._handle_batch(deliveries, deadline), t0)
         with batch_gc():  # the batch's objects die by refcount: no collections meanwhile
-            return record_batch(self.name, q, await self._handle_batch(deliveries, deadline), t0)
+            return record(self.name, q, await self._handle_batch(deliveries, deadline), t0)
 
     async def _handle_batch(
         self, deliveries: Sequence[ReceivedMessage | Message], deadline: float | None
     ) -> list[Outcome]:
+        if self.store is None:
+            return await self._handle_stateless(deliveries, deadline)
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         groups: dict[str, list[_Item]] = {}
         rejected: list[Outcome] = []
-        # _parse, inline (one frame less per message on the warm path).
-        create = Message.create_from_queue_data
-        default_tenant = self.default_tenant
         for i, raw in enumerate(deliveries):
             try:
-                if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
-                    delivery = raw
-                    count = raw.receive_count
-                    message = create(
-                        raw.body,
-                        default_tenant=raw.attributes.get(TENANT_ATTRIBUTE) or default_tenant,
-                        transport_message_id=raw.message_id,
-                        attempt=count if count > 1 else 1,
-                    )
-                else:
-                    delivery = _as_delivery(raw, self.spec)
-                    message = raw
+                delivery, message = self._parse(raw)
             except EnvelopeError as exc:
-                outcomes[i] = outcome = Outcome(
-                    OutcomeKind.DEAD_LETTER, delivery, error=classify(exc)
-                )
+                outcomes[i] = outcome = self._rejected(raw, exc)
                 rejected.append(outcome)
-                self._log.warning(
-                    "rejected malformed message",
-                    extra={
-                        "message_id": delivery.message_id,
-                        "error_code": exc.code,
-                        "error": str(exc),
-                    },
-                )
                 continue
             groups.setdefault(message.tenant_id, []).append(_Item(i, delivery, message))
 
         traced = _traced(self._tracer_env) if groups else False
         for tenant, items in groups.items():
             with tenant_context(tenant):
-                if self.store is None:
-                    await self._process_stateless(items, outcomes, deadline, traced)
-                else:
-                    await self._process_group(tenant, items, outcomes, deadline, traced)
+                await self._process_group(tenant, items, outcomes, deadline, traced)
         if rejected:  # no coroutine per batch when every body parsed
             await self._record_rejected(rejected)
         return [o for o in outcomes if o is not None]
@@ -202,7 +179,7 @@ class ProcessorHandler:
         else:
             # Nothing to redeliver: a crash is answered 500 now (a validation error 400).
             outcome = Outcome(OutcomeKind.DEAD_LETTER, item.delivery, message, error=inv.error)
-        return record_batch(self.name, self.name, [outcome], t0)[0]
+        return self._metrics.record(self.name, self.name, [outcome], t0)[0]
 
     def execute(self, message: Message) -> ProcessingResult:
         """Synchronous convenience for scripts and tests (seed 002 API)."""
@@ -216,15 +193,27 @@ class ProcessorHandler:
             can_retry=outcome.kind is OutcomeKind.RETRY,
         )
 
-    def _parse(self, delivery: ReceivedMessage) -> Message:
-        tenant = delivery.attributes.get(TENANT_ATTRIBUTE) or self.default_tenant
-        count = delivery.receive_count
-        return Message.create_from_queue_data(
-            delivery.body,
-            default_tenant=tenant,
-            transport_message_id=delivery.message_id,
-            attempt=count if count > 1 else 1,
+    def _parse(self, raw: ReceivedMessage | Message) -> tuple[ReceivedMessage, Message]:
+        """The delivery and its message; raises :class:`EnvelopeError` for a body that is no
+        message (``_handle_stateless`` has this inline)."""
+        if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
+            count = raw.receive_count
+            return raw, Message.create_from_queue_data(
+                raw.body,
+                default_tenant=raw.attributes.get(TENANT_ATTRIBUTE) or self.default_tenant,
+                transport_message_id=raw.message_id,
+                attempt=count if count > 1 else 1,
+            )
+        return _as_delivery(raw, self.spec), raw
+
+    def _rejected(self, raw: ReceivedMessage | Message, exc: EnvelopeError) -> Outcome:
+        """The DEAD_LETTER outcome of a delivery whose body is no message (logged)."""
+        assert isinstance(raw, ReceivedMessage)  # a Message needs no parsing
+        self._log.warning(
+            "rejected malformed message",
+            extra={"message_id": raw.message_id, "error_code": exc.code, "error": str(exc)},
         )
+        return Outcome(OutcomeKind.DEAD_LETTER, raw, error=classify(exc))
 
     # -- one tenant's batch ---------------------------------------------------------------
     async def _process_group(
@@ -372,7 +361,10 @@ class ProcessorHandler:
                 self._log.warning("could not record envelope error", exc_info=True)
 
     async def _dispatch(
-        self, rows: list[OutboxRow], items: list[_Item], outcomes: list[Outcome | None]
+        self,
+        rows: list[OutboxRow],
+        items: list[_Item],
+        outcomes: MutableSequence[Outcome] | MutableSequence[Outcome | None],
     ) -> None:
         if not rows:
             return
@@ -390,34 +382,70 @@ class ProcessorHandler:
                     outcomes[it.index] = self.retry.outcome(it.delivery, it.message, info)
 
     # -- without persistence --------------------------------------------------------------
-    async def _process_stateless(
-        self,
-        items: list[_Item],
-        outcomes: list[Outcome | None],
-        deadline: float | None,
-        traced: bool,
-    ) -> None:
+    async def _handle_stateless(
+        self, deliveries: Sequence[ReceivedMessage | Message], deadline: float | None
+    ) -> list[Outcome]:
+        """Nothing to claim or commit: parse, run and judge each delivery in one pass, in
+        order, in its tenant's scope; then send what the successes produced. (The warm path of
+        a Lambda or Azure function: ``_parse`` and ``_past`` are inline, and no per-message
+        object is made that the outcome does not need.)"""
+        outcomes: list[Outcome] = []
         sends: list[OutboxRow] = []
-        invoke = self.invoker.invoke
+        sent: list[_Item] = []  # the successes that produced rows (a failed dispatch retries)
+        create = Message.create_from_queue_data
+        default_tenant = self.default_tenant
+        invoke = self.invoker.runner(_traced(self._tracer_env))
         monotonic = time.monotonic
-        for it in items:
-            if deadline is not None and monotonic() >= deadline:  # _past(), inline
-                outcomes[it.index] = self._late(it)
-                continue
-            inv = await invoke(it.message, None, deadline, traced)
-            if inv.ok and inv.handlers:
+        completed = OutcomeKind.COMPLETED
+        scope: tenant_context | None = None
+        tenant: str | None = None
+        try:
+            for raw in deliveries:
                 try:
-                    sends.extend(inv.build_rows(self.name, self.transport))
-                except Exception as exc:
-                    inv = self.invoker.failed(inv.ctx, exc)
-            if inv.ok:
-                outcomes[it.index] = Outcome(
-                    OutcomeKind.COMPLETED, it.delivery, it.message, result=inv.result
-                )
-            else:
-                outcomes[it.index] = self._failure(it, inv)
+                    if type(raw) is ReceivedMessage or isinstance(raw, ReceivedMessage):
+                        delivery = raw
+                        count = raw.receive_count
+                        message = create(
+                            raw.body,
+                            default_tenant=raw.attributes.get(TENANT_ATTRIBUTE) or default_tenant,
+                            transport_message_id=raw.message_id,
+                            attempt=count if count > 1 else 1,
+                        )
+                    else:
+                        delivery, message = _as_delivery(raw, self.spec), raw
+                except EnvelopeError as exc:
+                    outcomes.append(self._rejected(raw, exc))
+                    continue
+                if message.tenant_id != tenant:
+                    if scope is not None:
+                        scope.__exit__()
+                        scope = None
+                    entering = tenant_context(message.tenant_id)
+                    tenant = entering.__enter__()
+                    scope = entering
+                if deadline is not None and monotonic() >= deadline:
+                    outcomes.append(self._late(_Item(len(outcomes), delivery, message)))
+                    continue
+                inv = await invoke(message, None, deadline)
+                if inv.ok and inv.handlers:
+                    try:
+                        rows = inv.build_rows(self.name, self.transport)
+                    except Exception as exc:
+                        inv = self.invoker.failed(inv.ctx, exc)
+                    else:
+                        sends.extend(rows)
+                        sent.append(_Item(len(outcomes), delivery, message))
+                if inv.ok:
+                    # Positional: a keyword argument costs a little more per message.
+                    outcomes.append(Outcome(completed, delivery, message, None, 0.0, inv.result))
+                else:
+                    outcomes.append(self._failure(_Item(len(outcomes), delivery, message), inv))
+        finally:
+            if scope is not None:
+                scope.__exit__()
         if sends:  # no coroutine per batch when nothing was sent
-            await self._dispatch(sends, items, outcomes)
+            await self._dispatch(sends, sent, outcomes)
+        return outcomes
 
 
 def _traced(tracer_env: bool) -> bool:

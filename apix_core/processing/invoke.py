@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -32,7 +32,7 @@ from apix_core.errors import (
     redact_text,
 )
 from apix_core.hashing import deterministic_id
-from apix_core.observability.logging import pop_log_fields, push_log_fields
+from apix_core.observability.logging import LOG_FIELDS
 from apix_core.observability.tracing import extract_trace_context, get_tracer, inject_trace_context
 from apix_core.outputs import OutboxRow, OutputHandler, QueueOutputHandler, RowContext, kind_of
 from apix_core.processor import (
@@ -65,6 +65,8 @@ class Invocation:
 
     ok: bool
     ctx: ProcessorContext
+    #: None when the processor returned None (a success): the :class:`Outcome` makes the
+    #: empty result only when something reads it.
     result: ProcessingResult | None = None
     handlers: list[OutputHandler] = field(default_factory=list)
     #: The trace context outgoing messages carry (the processing span's, or the incoming one).
@@ -105,10 +107,13 @@ class Invocation:
 
     def note_written(self) -> None:
         """List the entities the call created or changed in its result (once each)."""
+        written = self.ctx.written
+        if not written or not self.ok:
+            return
         result = self.result
         if result is None:
-            return
-        for w in self.ctx.written.values():
+            result = self.result = ProcessingResult()
+        for w in written.values():
             if w.created:
                 if w.entity_id not in result.entities_created:
                     result.entities_created.append(w.entity_id)
@@ -147,10 +152,15 @@ class Invoker:
     ) -> Coroutine[Any, Any, Invocation]:
         """Run the processor over ``message`` (await it); never raises for the processor's
         failures. A plain function handing back the coroutine: one frame less per message."""
-        if not traced:
-            # No SDK installed: pass the incoming trace context through unchanged.
-            return self._run(message, access, deadline, message.trace_context)
-        return self._run_in_span(message, access, deadline)
+        return self.runner(traced)(message, access, deadline)
+
+    def runner(
+        self, traced: bool
+    ) -> Callable[[Message, EntityAccess | None, float | None], Coroutine[Any, Any, Invocation]]:
+        """:meth:`invoke` for many messages (a batch): the coroutine function to call per
+        message, chosen once. Untraced (no SDK installed), the incoming trace context passes
+        through unchanged."""
+        return self._run_in_span if traced else self._run
 
     async def _run_in_span(
         self, message: Message, access: EntityAccess | None, deadline: float | None
@@ -180,17 +190,19 @@ class Invoker:
         message: Message,
         access: EntityAccess | None,
         deadline: float | None,
-        trace_context: dict[str, str],
+        trace_context: dict[str, str] | None = None,
     ) -> Invocation:
         start = time.perf_counter()
-        token = push_log_fields(
-            {
-                "tenant_id": message.tenant_id,
-                "correlation_id": message.correlation_id,
-                "message_id": message.message_id,
-                "processor": self.name,
-            }
-        )
+        if trace_context is None:
+            trace_context = message.trace_context
+        fields = {
+            "tenant_id": message.tenant_id,
+            "correlation_id": message.correlation_id,
+            "message_id": message.message_id,
+            "processor": self.name,
+        }
+        base = LOG_FIELDS.get()  # push_log_fields, inline
+        token = LOG_FIELDS.set({**base, **fields} if base else fields)
         try:
             ctx = ProcessorContext.for_call(
                 message, self.name, self.spec.produces, self.store, self.log, access, deadline
@@ -204,16 +216,17 @@ class Invoker:
                     if self._is_async:
                         # The common case inline (no _call frame per message).
                         raw = await self._process(message, ctx)
-                        result = ProcessingResult() if raw is None else self._result(raw)
+                        result = None if raw is None else self._result(raw)
                     else:
                         result = await self._call(message, ctx)
                 except Exception as exc:
                     result = await self._retry(exc, message, ctx, access, deadline)
-                handlers = (
-                    [*result.output_handlers, *ctx.outputs]
-                    if ctx.outputs
-                    else result.output_handlers
-                )
+                if result is None:
+                    handlers = ctx.outputs
+                elif ctx.outputs:
+                    handlers = [*result.output_handlers, *ctx.outputs]
+                else:
+                    handlers = result.output_handlers
                 if handlers:
                     self._check_topology(handlers)
                     if self.config.is_source_processor:
@@ -232,7 +245,7 @@ class Invoker:
                 )
             return Invocation(True, ctx, result, handlers, trace_context)
         finally:
-            pop_log_fields(token)
+            LOG_FIELDS.reset(token)
 
     def failed(
         self, ctx: ProcessorContext, exc: Exception, start: float | None = None
@@ -290,7 +303,7 @@ class Invoker:
         ctx: ProcessorContext,
         access: EntityAccess | None,
         deadline: float | None,
-    ) -> ProcessingResult:
+    ) -> ProcessingResult | None:
         """Retry a transient failure in-invocation with exponential backoff and full jitter.
 
         Bounded by ``backoff.max_retries``, ``backoff.budget_seconds`` and the invocation's
@@ -338,7 +351,7 @@ class Invoker:
         # for a precise delay (retry_after) waits for redelivery instead.
         return info.category is ErrorCategory.TRANSIENT and info.retryable and not info.retry_after
 
-    async def _call(self, message: Message, ctx: ProcessorContext) -> ProcessingResult:
+    async def _call(self, message: Message, ctx: ProcessorContext) -> ProcessingResult | None:
         if self._is_async:
             raw = await self._process(message, ctx)
         elif self.config.run_sync_in_thread:
@@ -347,9 +360,7 @@ class Invoker:
             raw = await asyncio.to_thread(self._process, message, ctx)
         else:
             raw = self._process(message, ctx)
-        if raw is None:
-            return ProcessingResult()
-        return self._result(raw)
+        return None if raw is None else self._result(raw)
 
     def _result(self, raw: Any) -> ProcessingResult:
         """The :class:`ProcessingResult` of what the processor returned (not None); raises

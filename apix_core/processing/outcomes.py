@@ -36,19 +36,72 @@ class OutcomeKind(StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
-@dataclass(slots=True)
 class Outcome:
-    kind: OutcomeKind
-    delivery: ReceivedMessage
-    message: Message | None = None
-    error: ErrorInfo | None = None
-    delay_seconds: float = 0.0
-    result: ProcessingResult | None = None
+    """How one delivery ended: its kind, the parsed message, the error or the result."""
+
+    # A plain slotted class, not a dataclass: ``result`` is made on first read (below).
+    __slots__ = ("_result", "delay_seconds", "delivery", "error", "kind", "message")
+
+    def __init__(
+        self,
+        kind: OutcomeKind,
+        delivery: ReceivedMessage,
+        message: Message | None = None,
+        error: ErrorInfo | None = None,
+        delay_seconds: float = 0.0,
+        result: ProcessingResult | None = None,
+    ) -> None:
+        self.kind = kind
+        self.delivery = delivery
+        self.message = message
+        self.error = error
+        self.delay_seconds = delay_seconds
+        self._result = result
+
+    @property
+    def result(self) -> ProcessingResult | None:
+        """What the processor returned; a COMPLETED outcome always has one (an empty
+        :class:`ProcessingResult` when the processor returned None, made when first read:
+        most outcomes are settled without anyone reading it)."""
+        result = self._result
+        if result is None and self.kind is OutcomeKind.COMPLETED:
+            from apix_core.result import ProcessingResult
+
+            result = self._result = ProcessingResult()
+        return result
+
+    @result.setter
+    def result(self, value: ProcessingResult | None) -> None:
+        self._result = value
 
     @property
     def settled(self) -> bool:
         """True when the delivery may be deleted from its queue (after dead-lettering if so)."""
         return self.kind is not OutcomeKind.RETRY
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.kind,
+            self.delivery,
+            self.message,
+            self.error,
+            self.delay_seconds,
+            self.result,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Outcome:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return (
+            f"Outcome(kind={self.kind!r}, delivery={self.delivery!r}, message={self.message!r}, "
+            f"error={self.error!r}, delay_seconds={self.delay_seconds!r}, "
+            f"result={self.result!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

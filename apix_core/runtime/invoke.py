@@ -39,6 +39,8 @@ T = TypeVar("T")
 # asyncio.Runner's "cannot be called from a running event loop" error instead of deadlocking.
 _lock = threading.RLock()
 _runner: asyncio.Runner | None = None
+#: ``_runner``'s loop while there is one.
+_the_loop: asyncio.AbstractEventLoop | None = None
 #: Tasks of eager calls that completed without the loop (see _run_eager): each ends at its
 #: first step, run when the loop next runs; drained every _MAX_FINISHERS calls at the latest.
 _finishers: list[asyncio.Task[Any]] = []
@@ -59,16 +61,19 @@ def run_sync(coro: Coroutine[Any, Any, T], *, eager: bool = False) -> T:
     embedded store, or without persistence: the loop's per-run set-up was about half of a
     warm Lambda batch's cost). A coroutine that waits goes on in its task, on the loop.
     """
-    global _runner
+    global _runner, _the_loop
     with _lock:
         if asyncio._get_running_loop() is not None:
             raise RuntimeError("run_sync() cannot be called from a running event loop")
         if _runner is None:
             _runner = new_runner(coro)
+            _the_loop = _runner.get_loop()
         # The loop straight, not Runner.run: that installs and restores a SIGINT handler on
         # every call (and uvloop then rebuilds its signal wake-up pipe), several hundred µs a
-        # Lambda invocation pays for nothing (benchmarks/bench_aws.py).
-        loop = _runner.get_loop()
+        # Lambda invocation pays for nothing (benchmarks/bench_aws.py). Kept beside the runner:
+        # Runner.get_loop() re-checks its state on every call.
+        loop = _the_loop
+        assert loop is not None
         context = contextvars.copy_context()
         if eager:
             return _run_eager(loop, coro, context)
@@ -163,9 +168,9 @@ def _run_eager(
 def close_runner() -> None:
     """Close the long-lived loop (cancelling leftover tasks); the next :func:`run_sync` opens a
     new one. Called at interpreter exit; tests and graceful shutdowns may call it earlier."""
-    global _runner
+    global _runner, _the_loop
     with _lock:
-        runner, _runner = _runner, None
+        runner, _runner, _the_loop = _runner, None, None
         pending = _finishers[-1] if _finishers else None
         _finishers.clear()
         if runner is not None:
