@@ -151,7 +151,7 @@ class _LambdaHandler:
         self, deliveries: Sequence[ReceivedMessage], deadline: float | None
     ) -> list[Outcome]:
         app = self.app
-        if not (self._prepared and app._started):  # warm: no start() coroutine per batch
+        if not (self._prepared and app.started):  # warm: no start() coroutine per batch
             app = await self._started()
         return await app.handler(self.processor).handle_batch(deliveries, deadline=deadline)
 

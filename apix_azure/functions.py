@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from apix_core.constants import TENANT_ATTRIBUTE
 from apix_core.errors import ConfigurationError, TransientError, classify
+from apix_core.processing.outcomes import Outcome, OutcomeKind
 from apix_core.transport.base import ReceivedMessage
 
 if TYPE_CHECKING:
@@ -45,10 +46,11 @@ if TYPE_CHECKING:
 
     from apix_azure.transport.storage_queue import StorageQueueTransport
     from apix_core.app import App
-    from apix_core.processing.outcomes import Outcome
     from apix_core.processor import ProcessorSpec
 
 log = logging.getLogger("apix.azure")
+
+_NOTHING_TO_SETTLE = frozenset({OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE})
 
 TRIGGER_ENV = "APIX_AZURE_TRIGGER"
 #: Names of the app settings the bindings read their connection from (as the host does).
@@ -157,10 +159,9 @@ class _Runtime:
         await self._settle(spec, delivery, await self._process(spec, queue, delivery))
 
     async def _process(self, spec: ProcessorSpec, queue: str, delivery: ReceivedMessage) -> Outcome:
-        from apix_core.processing.outcomes import Outcome, OutcomeKind
-
         try:
-            await self.app.start()
+            if not self.app.started:  # warm: no start() coroutine per message
+                await self.app.start()
             [outcome] = await self.app.process(queue, [delivery])
             return outcome
         except Exception as exc:  # the core should not raise; never lose the message if it does
@@ -172,9 +173,7 @@ class _Runtime:
     async def _settle(
         self, spec: ProcessorSpec, delivery: ReceivedMessage, outcome: Outcome
     ) -> None:
-        from apix_core.processing.outcomes import OutcomeKind
-
-        if outcome.kind in (OutcomeKind.COMPLETED, OutcomeKind.DUPLICATE):
+        if outcome.kind in _NOTHING_TO_SETTLE:
             return
         if outcome.kind is OutcomeKind.RETRY and delivery.receive_count < self.max_dequeue_count():
             error = outcome.error
@@ -212,8 +211,6 @@ class _Runtime:
         settlement client, ``ServiceBusMessageActions``, or an ``azure.servicebus``
         ``ServiceBusReceiver``) apix settles itself: complete, abandon, or dead-letter into
         ``<queue>/$deadletterqueue`` with the error as reason and description."""
-        from apix_core.processing.outcomes import OutcomeKind
-
         queue = spec.consumes
         assert queue is not None
         from apix_azure.servicebus_settlement import servicebus_delivery, settle_servicebus
@@ -253,7 +250,6 @@ class _Runtime:
 
     # -- timer --------------------------------------------------------------------------
     async def on_timer(self, spec: ProcessorSpec, timer: func.TimerRequest) -> None:
-        from apix_core.processing.outcomes import OutcomeKind
         from apix_core.topology import schedule_queue
 
         assert spec.schedule is not None

@@ -174,6 +174,12 @@ class App:
             self._settings = Settings.from_env(**self._overrides)
         return self._settings
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has run (and :meth:`close` not since): adapters check it per
+        invocation instead of awaiting ``start()``."""
+        return self._started
+
     async def start(self) -> None:
         """Open the store and transport (and migrate the embedded SQLite store)."""
         if self._started:
