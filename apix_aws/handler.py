@@ -87,23 +87,23 @@ class _LambdaHandler:
             return run_sync(self._sqs(event, context), eager=True)
         if apigw.is_http(event):
             if self.spec.route is None:
-                self._unsupported("an HTTP event, but the processor has no route")
+                self._unsupported("an HTTP event, but the processor has no route", "route")
             return run_sync(self._http(event))
         if eventbridge.is_eventbridge(event):
             return run_sync(self._eventbridge(event, context))
         if streams.is_stream(event):
             if not self.spec.consumes:
-                self._unsupported("a stream batch, but the processor consumes no queue")
+                self._unsupported("a stream batch, but the processor consumes no queue", "stream")
             return run_sync(self._streams(event, context))
         self._unsupported("an event of no known shape")
 
-    def _unsupported(self, what: str) -> NoReturn:
+    def _unsupported(self, what: str, missing: str | None = None) -> NoReturn:
         """A deployment mistake (an event source wired to the wrong function, or a trigger the
         processor lacks): raised, so Lambda marks the invocation failed (its ``Errors`` metric
         and alarm), an asynchronous event goes to Lambda's retries and on-failure destination
         and a stream batch waits in its shard until the fix, never silently dropped. Logged
         once here, without a traceback; the message says what to change."""
-        fix = _unsupported_fix(self.app, self.spec, what)
+        fix = _unsupported_fix(self.app, self.spec, missing)
         got = what if what.startswith(("a ", "an ")) else f"an unusable event ({what})"
         exc = UnsupportedEventError(f"processor {self.processor!r} got {got}. {fix}")
         _log.error(
@@ -297,7 +297,7 @@ class _LambdaHandler:
         spec = self.spec
         if eventbridge.is_schedule(event):
             if not spec.schedule:
-                self._unsupported("a schedule event, but the processor has no schedule")
+                self._unsupported("a schedule event, but the processor has no schedule", "schedule")
             app = await self._started()
             message = app.timer_message(spec, eventbridge.fire_time(event))
             outcome = await app.handler(self.processor).handle(
@@ -305,7 +305,9 @@ class _LambdaHandler:
             )
         else:
             if not spec.consumes:
-                self._unsupported("an EventBridge event, but the processor consumes no queue")
+                self._unsupported(
+                    "an EventBridge event, but the processor consumes no queue", "event"
+                )
             delivery = eventbridge.custom_delivery(spec.consumes or "", event)
             (outcome,) = await self._run([delivery], self._deadline(context))
         return self._single(outcome)
@@ -515,15 +517,17 @@ def _retried_from(
 
 #: The start of ``_unsupported``'s description → the decorator argument that accepts that
 #: event, with an example.
-_TRIGGER_OF_EVENT = (
-    ("an HTTP event", "route", 'route="POST /orders"'),
-    ("a schedule event", "schedule", 'schedule="*/5 * * * *"'),
-    ("an EventBridge event", "consumes", 'consumes="events"'),
-    ("a stream batch", "consumes", 'consumes="changes"'),
-)
+#: The trigger an event needs (``_unsupported``'s ``missing``) -> the processor argument that
+#: gives it, and an example of that argument.
+_TRIGGER_OF_EVENT = {
+    "route": ("route", 'route="POST /orders"'),
+    "schedule": ("schedule", 'schedule="*/5 * * * *"'),
+    "event": ("consumes", 'consumes="events"'),
+    "stream": ("consumes", 'consumes="changes"'),
+}
 
 
-def _unsupported_fix(app: App, spec: ProcessorSpec, what: str) -> str:
+def _unsupported_fix(app: App, spec: ProcessorSpec, missing: str | None) -> str:
     """What to change for an event the processor has no trigger for: the processor's own
     triggers, and which processors' functions accept such an event (or which argument to add)."""
     own = [
@@ -536,7 +540,7 @@ def _unsupported_fix(app: App, spec: ProcessorSpec, what: str) -> str:
         if value
     ]
     triggers = f"it is triggered by {', '.join(own)}" if own else "it has no trigger"
-    trigger = next((t for t in _TRIGGER_OF_EVENT if what.startswith(t[0])), None)
+    trigger = _TRIGGER_OF_EVENT.get(missing) if missing else None
     if trigger is None:
         return (
             f"Its function takes the events AWS sends to Lambda ({triggers}): an SQS, Kinesis "
@@ -544,7 +548,7 @@ def _unsupported_fix(app: App, spec: ProcessorSpec, what: str) -> str:
             "event; to send it a message directly, use `apix send` or the queue, not a bare "
             "invocation."
         )
-    _, argument, example = trigger
+    argument, example = trigger
     takers = [
         repr(other.name)
         for other in app.specs.values()
